@@ -1,0 +1,5 @@
+import sys
+
+from nni_bixnas.cli import main
+
+sys.exit(main())
