@@ -12,6 +12,7 @@ import sys
 from typing import List, Optional
 
 COMMANDS = [
+    "nni_bixnas.cli.data",
     "nni_bixnas.cli.profile",
 ]
 
