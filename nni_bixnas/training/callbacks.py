@@ -1,0 +1,190 @@
+"""Lightning callbacks of the training loop: run recording/checkpointing and the non-finite loss guard."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from nni_bixnas.utils import PathLike, atomic_write, seed_everything
+
+_log = logging.getLogger("nni_bixnas.training")
+
+BEST_NAME = "best.ckpt"
+LAST_NAME = "last.ckpt"
+HISTORY_NAME = "history.json"
+
+
+def step_seed(seed: int, epoch: int, batch_idx: int) -> int:
+    """A 32-bit seed that is a function of ``(seed, epoch, batch_idx)`` only."""
+    return int(np.random.SeedSequence([int(seed) % 2**63, int(epoch), int(batch_idx)]).generate_state(1)[0])
+
+
+def _to_float(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        value = value.detach().float().mean().item()
+    return float(value)
+
+
+class RunRecorder(pl.Callback):
+    """Per-epoch bookkeeping: reseeding, history, best/last checkpoints, ``history.json``, a log line.
+
+    Before every training step the global RNGs are reseeded from ``(seed, epoch, batch_idx)``, so an
+    epoch replayed after a crash draws exactly the same random numbers (dropout, Gumbel noise, …) as
+    the uninterrupted run, whenever Lightning happens to create the DataLoader iterator. (Shuffling and
+    augmentation are the data module's job: a function of its own seed and the epoch.)
+    After each epoch's validation, ``last.ckpt`` is written, and ``best.ckpt`` too when the validation
+    IoU is ``>=`` the best so far (ties go to the later epoch, as in the authors' loop). The history
+    travels inside the checkpoints (callback state), so a resumed run continues it.
+
+    Parameters
+    ----------
+    out_dir : path
+        Run folder; checkpoints go to ``out_dir/checkpoints``.
+    seed : int
+        Base seed of the run.
+    monitor : str
+        Validation metric that selects the best checkpoint (higher is better).
+    """
+
+    def __init__(self, out_dir: PathLike, seed: int = 0, monitor: str = "val_iou") -> None:
+        super().__init__()
+        self.out_dir = Path(out_dir)
+        self.seed = int(seed)
+        self.monitor = monitor
+        self.history: List[Dict[str, Any]] = []
+        self.best_score = -math.inf
+        self.best_epoch = 0
+        self._reset_epoch_counters()
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    @property
+    def best_path(self) -> Path:
+        return self.checkpoint_dir / BEST_NAME
+
+    @property
+    def last_path(self) -> Path:
+        return self.checkpoint_dir / LAST_NAME
+
+    @property
+    def best_record(self) -> Dict[str, Any]:
+        return next((r for r in self.history if r["epoch"] == self.best_epoch), {})
+
+    def _reset_epoch_counters(self) -> None:
+        self._loss_sum, self._images, self._started, self._lr = 0.0, 0, time.perf_counter(), None
+
+    # -- callback state (saved in every checkpoint) ------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        return {"history": self.history, "best_score": self.best_score, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])
+        self.best_score = float(state_dict["best_score"])
+        self.best_epoch = int(state_dict["best_epoch"])
+
+    # -- hooks -------------------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._reset_epoch_counters()
+        if trainer.optimizers:
+            self._lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        seed_everything(step_seed(self.seed, trainer.current_epoch, batch_idx))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        size = len(batch[0]) if isinstance(batch, (list, tuple)) else 1
+        if loss is not None:
+            self._loss_sum += _to_float(loss) * size
+            self._images += size
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        # Lightning replays this hook once when resuming from a checkpoint written here: skip it.
+        if self._images == 0 or any(r["epoch"] == epoch for r in self.history):
+            return
+        val = dict(getattr(pl_module, "last_val_metrics", {}) or {})
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("val_") and key not in val:
+                val[key] = _to_float(value)
+        seconds = time.perf_counter() - self._started
+        record = {
+            "epoch": epoch,
+            "train_loss": self._loss_sum / self._images,
+            **{k: float(v) for k, v in sorted(val.items())},
+            "lr": self._lr,
+            "train_images": self._images,
+            "train_seconds": seconds,  # includes this epoch's validation
+        }
+        self.history.append(record)
+        score = record.get(self.monitor)
+        is_best = score is not None and score >= self.best_score
+        if is_best:
+            self.best_score, self.best_epoch = score, epoch
+        trainer.save_checkpoint(self.last_path)
+        if is_best:
+            trainer.save_checkpoint(self.best_path)
+        if trainer.is_global_zero:
+            self.write_history()
+            _log.info(
+                "epoch %d/%d  loss %.4f  val_loss %s  val IoU %s  val Dice %s  lr %.3g  %.1fs%s",
+                epoch, trainer.max_epochs, record["train_loss"], _fmt(record.get("val_loss")),
+                _fmt(record.get("val_iou")), _fmt(record.get("val_dice")), self._lr or float("nan"),
+                seconds, "  *best*" if is_best else "",
+            )
+
+    def write_history(self) -> None:
+        best = self.best_record
+        summary = {
+            "best_epoch": self.best_epoch,
+            "best_iou": best.get("val_iou"),
+            "best_dice": best.get("val_dice"),
+            "best_iou_batch_pooled": best.get("val_iou_batch_pooled"),
+            "best_dice_batch_pooled": best.get("val_dice_batch_pooled"),
+            "seed": self.seed,
+            "history": self.history,
+        }
+        with atomic_write(self.out_dir / HISTORY_NAME) as handle:
+            json.dump(summary, handle, indent=2)
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+class FiniteLossGuard(pl.Callback):
+    """Stop training on the first NaN/inf loss, before it reaches the weights.
+
+    Raises ``FloatingPointError`` naming the epoch and step. Nothing is saved, so the last good
+    checkpoint on disk stays as it was.
+    """
+
+    def __init__(self, last_checkpoint: Optional[PathLike] = None) -> None:
+        super().__init__()
+        self.last_checkpoint = last_checkpoint
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        if torch.isfinite(loss.detach()).all():
+            return
+        kept = (
+            f"; the last good checkpoint {self.last_checkpoint} is kept"
+            if self.last_checkpoint and Path(self.last_checkpoint).exists()
+            else ""
+        )
+        raise FloatingPointError(
+            f"training loss is {loss.detach().float().mean().item()} at epoch {trainer.current_epoch + 1}, "
+            f"step {trainer.fit_loop.epoch_loop.batch_idx} (global step {trainer.global_step}){kept}. "
+            "Lower the learning rate (--lr) or train in full precision (--precision 32-true)."
+        )

@@ -1,0 +1,128 @@
+"""The NNI evaluator: train a frozen architecture with :func:`fit` and report IoU, Dice, params, MACs."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import nni
+import torch.nn as nn
+from nni.nas.evaluator import FunctionalEvaluator
+
+from nni_bixnas.training.loop import fit
+from nni_bixnas.training.nni_reporting import NNIReporter, nni_tensorboard_dir
+
+_log = logging.getLogger(__name__)
+
+
+def _report_final(metric: Dict[str, Any]) -> None:
+    nni.report_final_result(metric)
+
+
+def train_and_report(
+    model: nn.Module,
+    data: str = "default",
+    max_epochs: int = 10,
+    batch_size: int = 2,
+    seed: int = 0,
+    lr: float = 1e-3,
+    patch_size: Optional[int] = None,
+    out_dir: Optional[str] = None,
+    val_fraction: float = 0.2,
+    precision: Optional[str] = None,
+    accelerator: str = "auto",
+    devices: Union[int, str] = "auto",
+    progress: bool = False,
+) -> Dict[str, Any]:
+    """Train ``model`` on ``data`` and report to NNI; the function of :func:`make_evaluator`.
+
+    Every validation epoch sends ``{'default': val_iou, 'dice': val_dice, 'loss': val_loss}`` with
+    ``nni.report_intermediate_result``; at the end ``nni.report_final_result`` gets
+    ``{'default': best val IoU, 'dice', 'iou_batch_pooled', 'dice_batch_pooled', 'best_epoch',
+    'params', 'macs'}``, params and MACs counted at 1 x C x 512 x 512 (the paper's convention).
+    Outside an NNI trial the reports are only logged.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The frozen architecture NNI passes in (returns logits).
+    data : str
+        Data spec for :class:`~nni_bixnas.data.SegDataModule`.
+    max_epochs, batch_size, seed, lr, patch_size, val_fraction, precision, accelerator, devices, progress
+        As in :func:`~nni_bixnas.training.fit`.
+    out_dir : str, optional
+        Run folder; default ``$NNI_OUTPUT_DIR/run`` in a trial, else a new temporary folder.
+        TensorBoard goes to ``$NNI_OUTPUT_DIR/tensorboard`` in a trial (linked for the web UI).
+
+    Returns
+    -------
+    dict
+        The final result that was reported.
+    """
+    from nni_bixnas.profile import count_complexity
+
+    if out_dir is None:
+        nni_output = os.environ.get("NNI_OUTPUT_DIR")
+        out_dir = str(Path(nni_output) / "run") if nni_output else tempfile.mkdtemp(prefix="bixnas-trial-")
+    result = fit(
+        model,
+        data,
+        max_epochs=max_epochs,
+        out_dir=out_dir,
+        seed=seed,
+        lr=lr,
+        precision=precision,
+        accelerator=accelerator,
+        devices=devices,
+        callbacks=[NNIReporter()],
+        progress=progress,
+        batch_size=batch_size,
+        tensorboard_dir=nni_tensorboard_dir(),
+        patch_size=patch_size,
+        val_fraction=val_fraction,
+    )
+    in_channels = _in_channels(model)
+    complexity = count_complexity(copy.deepcopy(model).cpu(), input_size=(512, 512), in_channels=in_channels)
+    best = next((r for r in result.history if r["epoch"] == result.best_epoch), {})
+    final = {
+        "default": result.best_iou,
+        "dice": result.best_dice,
+        "iou_batch_pooled": best.get("val_iou_batch_pooled"),
+        "dice_batch_pooled": best.get("val_dice_batch_pooled"),
+        "best_epoch": result.best_epoch,
+        "params": complexity.params,
+        "macs": complexity.macs,
+    }
+    _report_final(final)
+    return final
+
+
+def _in_channels(model: nn.Module) -> int:
+    declared = getattr(model, "in_channels", None)
+    if isinstance(declared, int):
+        return declared
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return first_conv.in_channels if first_conv is not None else 3
+
+
+_ARGUMENTS = tuple(inspect.signature(train_and_report).parameters)[1:]
+
+
+def make_evaluator(**kwargs: Any) -> FunctionalEvaluator:
+    """An NNI ``FunctionalEvaluator`` running :func:`train_and_report` with ``kwargs``.
+
+    Keep ``kwargs`` plain (str/int/float): NNI serialises them into every trial's parameters.
+
+    Examples
+    --------
+    >>> evaluator = make_evaluator(data="monuseg:/data/MoNuSegTrainingData", max_epochs=50, patch_size=256)
+    """
+    unknown = sorted(set(kwargs) - set(_ARGUMENTS))
+    if unknown:
+        raise ValueError(f"unknown train_and_report argument(s) {unknown}; expected some of {list(_ARGUMENTS)}")
+    return FunctionalEvaluator(train_and_report, **kwargs)

@@ -1,0 +1,245 @@
+"""``fit``: train a segmentation network with best/last checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import platform
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from nni_bixnas.training.callbacks import FiniteLossGuard, RunRecorder
+from nni_bixnas.training.checkpoint import AtomicCheckpointIO
+from nni_bixnas.training.task import SegmentationTask
+from nni_bixnas.utils import PathLike, atomic_write
+
+_log = logging.getLogger("nni_bixnas.training")
+
+RUN_NAME = "run.json"
+# run.json fields that must match for a resume to continue the same run.
+_RESUME_KEYS = ("model_name", "model_kwargs", "data", "seed", "lr", "lr_decay", "batch_size")
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`fit`. Epochs are counted from 1; ``history`` has one dict per epoch."""
+
+    best_iou: Optional[float]
+    best_dice: Optional[float]
+    best_epoch: int
+    best_checkpoint: Path
+    last_checkpoint: Path
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    out_dir: Path = Path(".")
+
+
+def _data_module(data, seed: int, batch_size: Optional[int], data_kwargs: Mapping[str, Any]) -> pl.LightningDataModule:
+    if isinstance(data, pl.LightningDataModule):
+        if batch_size is not None or data_kwargs:
+            raise ValueError(
+                "batch_size and data keyword arguments apply to a data spec string only; "
+                f"got a {type(data).__name__} instance together with {sorted(data_kwargs) or ['batch_size']}"
+            )
+        return data
+    if not isinstance(data, str):
+        raise ValueError(f"data must be a spec string (e.g. 'default', 'monuseg:PATH') or a LightningDataModule, got {data!r}")
+    from nni_bixnas.data import SegDataModule
+
+    return SegDataModule(data=data, batch_size=2 if batch_size is None else batch_size, seed=seed, **data_kwargs)
+
+
+def _data_info(datamodule: pl.LightningDataModule):
+    info = getattr(datamodule, "info", None)
+    if info is None:
+        datamodule.setup("fit")
+        info = getattr(datamodule, "info", None)
+    return info
+
+
+def _describe_data(datamodule: pl.LightningDataModule) -> Dict[str, Any]:
+    kwargs = getattr(datamodule, "trace_kwargs", None)  # present on @nni.trace'd data modules
+    if isinstance(kwargs, dict):
+        return json.loads(json.dumps(kwargs, default=str))
+    return {"class": type(datamodule).__qualname__}
+
+
+def _task(model_or_task, datamodule, lr: Optional[float], model_kwargs: Optional[Mapping[str, Any]]) -> SegmentationTask:
+    if isinstance(model_or_task, SegmentationTask):
+        if model_kwargs:
+            raise ValueError("model_kwargs apply to a model name only, not to a SegmentationTask")
+        if lr is not None and lr != model_or_task.lr:
+            raise ValueError(f"lr={lr} conflicts with the task's lr={model_or_task.lr}; set it on the task")
+        return model_or_task
+    info = _data_info(datamodule)
+    num_classes = int(getattr(info, "num_classes", 1))
+    task_kwargs = {"num_classes": num_classes, "lr": 1e-3 if lr is None else lr}
+    if isinstance(model_or_task, str):
+        kwargs = {"in_channels": int(getattr(info, "in_channels", 3)), "num_classes": num_classes, **(model_kwargs or {})}
+        return SegmentationTask(model_or_task, model_kwargs=kwargs, **task_kwargs)
+    if isinstance(model_or_task, nn.Module):
+        if model_kwargs:
+            raise ValueError("model_kwargs apply to a model name only, not to a model instance")
+        return SegmentationTask(model_or_task, **task_kwargs)
+    raise ValueError(
+        f"model_or_task must be a registry name, a torch.nn.Module or a SegmentationTask, got {type(model_or_task).__name__}"
+    )
+
+
+def _check_resume(out_dir: Path, config: Dict[str, Any]) -> None:
+    path = out_dir / RUN_NAME
+    if not path.is_file():
+        return
+    previous = json.loads(path.read_text())
+    changed = [k for k in _RESUME_KEYS if previous.get(k) != config.get(k)]
+    if changed:
+        details = ", ".join(f"{k}: {previous.get(k)!r} -> {config.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"{out_dir} holds a run with a different configuration ({details}); "
+            "resume it with the same settings, or start afresh with resume=False (--no-resume) or another out dir"
+        )
+
+
+def fit(
+    model_or_task: Union[str, nn.Module, SegmentationTask],
+    data: Union[str, pl.LightningDataModule] = "default",
+    *,
+    max_epochs: int,
+    out_dir: PathLike,
+    seed: int = 0,
+    lr: Optional[float] = None,
+    precision: Optional[str] = None,
+    accelerator: str = "auto",
+    devices: Union[int, str, Sequence[int]] = "auto",
+    resume: bool = True,
+    callbacks: Sequence[pl.Callback] = (),
+    progress: bool = True,
+    batch_size: Optional[int] = None,
+    model_kwargs: Optional[Mapping[str, Any]] = None,
+    tensorboard_dir: Optional[PathLike] = None,
+    deterministic: Union[bool, str, None] = None,
+    **data_kwargs: Any,
+) -> TrainResult:
+    """Train a segmentation network, keeping the best-validation-IoU and the last checkpoint.
+
+    Parameters
+    ----------
+    model_or_task : str, torch.nn.Module or SegmentationTask
+        A registry name (built after seeding, with ``in_channels``/``num_classes`` from the data and
+        ``model_kwargs``), a network, or a ready task (for custom losses/steps).
+    data : str or LightningDataModule
+        A data spec (``'default'``, ``'monuseg:PATH'``, …) turned into a
+        :class:`~nni_bixnas.data.SegDataModule` with ``batch_size`` (default 2), ``seed`` and
+        ``data_kwargs`` (``patch_size``, ``val_fraction``, …), or a data module.
+    max_epochs : int
+        Total epochs of the run (a resumed run continues up to this number).
+    out_dir : path
+        Run folder: ``checkpoints/{best,last}.ckpt``, ``history.json``, ``run.json``, ``tensorboard/``.
+    seed : int
+        Seeds model init (for a registry name), the data split/shuffle and every epoch's RNG stream.
+    lr : float, optional
+        Adam learning rate, default 1e-3 (only with a model name or module).
+    precision : str, optional
+        Lightning precision, e.g. ``'bf16-mixed'`` or ``'16-mixed'`` on a GPU; default ``'32-true'``.
+    accelerator, devices
+        Passed to ``pl.Trainer`` (several ``devices`` run data-parallel).
+    resume : bool
+        Continue from ``out_dir/checkpoints/last.ckpt`` when it exists (same result as never stopping).
+    callbacks : sequence of pl.Callback
+        Extra callbacks, e.g. :class:`~nni_bixnas.training.nni_reporting.NNIReporter`.
+    progress : bool
+        Show Lightning's progress bar.
+    model_kwargs : mapping, optional
+        Extra ``create_model`` arguments when ``model_or_task`` is a name.
+    tensorboard_dir : path, optional
+        Where TensorBoard events go; default ``out_dir/tensorboard``.
+    deterministic : bool or 'warn', optional
+        Passed to ``pl.Trainer``; default ``'warn'`` on CPU (cheap there) and off on GPUs.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    FloatingPointError
+        When a training loss is NaN/inf; the last good checkpoint stays on disk.
+    ValueError
+        For bad arguments, or when ``out_dir`` holds a run with a different configuration.
+    """
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ValueError(f"max_epochs must be a positive int, got {max_epochs!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    out_dir = Path(out_dir)
+    datamodule = _data_module(data, seed, batch_size, data_kwargs)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    task = _task(model_or_task, datamodule, lr, model_kwargs)
+    if not task.hparams.get("model_name"):
+        _log.warning("the model has no registry name: its checkpoints cannot be rebuilt by evaluate/predict")
+
+    config = {
+        "model_name": task.hparams.get("model_name"),
+        "model_kwargs": task.hparams.get("model_kwargs"),
+        "data": data if isinstance(data, str) else _describe_data(datamodule),
+        "data_kwargs": json.loads(json.dumps(dict(data_kwargs), default=str)),
+        "batch_size": batch_size if isinstance(data, str) else getattr(datamodule, "batch_size", None),
+        "seed": seed,
+        "max_epochs": max_epochs,
+        "lr": task.lr,
+        "lr_decay": task.lr_decay,
+        "precision": precision or "32-true",
+        "devices": devices if isinstance(devices, (int, str)) else list(devices),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "versions": {"torch": torch.__version__, "pytorch_lightning": pl.__version__, "python": platform.python_version()},
+    }
+    if isinstance(data, str) and config["batch_size"] is None:
+        config["batch_size"] = 2
+    recorder = RunRecorder(out_dir, seed=seed)
+    ckpt_path = recorder.last_path if resume and recorder.last_path.is_file() else None
+    if ckpt_path is not None:
+        _check_resume(out_dir, config)
+        _log.info("resuming from %s", ckpt_path)
+    with atomic_write(out_dir / RUN_NAME) as handle:
+        json.dump(config, handle, indent=2)
+
+    if deterministic is None:
+        on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        deterministic = False if on_gpu else "warn"
+    tb_dir = Path(tensorboard_dir) if tensorboard_dir is not None else out_dir / "tensorboard"
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=devices,
+        precision=precision or "32-true",
+        default_root_dir=str(out_dir),
+        logger=TensorBoardLogger(save_dir=str(tb_dir), name="", version=""),
+        callbacks=[recorder, FiniteLossGuard(recorder.last_path), *callbacks],
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=False,  # RunRecorder writes best/last itself (ties -> later epoch)
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+        deterministic=deterministic,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+        trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    best = recorder.best_record
+    return TrainResult(
+        best_iou=best.get("val_iou"),
+        best_dice=best.get("val_dice"),
+        best_epoch=recorder.best_epoch,
+        best_checkpoint=recorder.best_path,
+        last_checkpoint=recorder.last_path,
+        history=list(recorder.history),
+        out_dir=out_dir,
+    )
