@@ -87,7 +87,8 @@ class NNIReporter(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        metrics = trainer.callback_metrics
+        # Full-precision values from a SegmentationTask; callback_metrics hold float32 tensors.
+        metrics = {**trainer.callback_metrics, **(getattr(pl_module, "last_val_metrics", None) or {})}
         if self.monitor not in metrics or trainer.current_epoch in self.reported_epochs:
             return
         result = {"default": _scalar(metrics[self.monitor])}

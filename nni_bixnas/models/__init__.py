@@ -1,0 +1,46 @@
+"""Fixed models, registered by name: ``create_model(name, **kw)``, ``list_models()``."""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+from ..space.bionet_pp import BiONetPlusPlus
+from ..space.gene import Gene, published_gene
+from .bionet import BiONet
+from .registry import create_model, list_models, model_entrypoint, paper_figures, register_model
+from .unet import UNet
+
+__all__ = ["create_model", "list_models", "register_model", "paper_figures", "BiONet", "UNet", "BiONetPlusPlus"]
+
+
+def _gene(gene: Optional[Union[Gene, str]], iterations: int, levels: int) -> Optional[Gene]:
+    if gene is None or isinstance(gene, Gene):
+        return gene
+    return Gene.parse(gene, iterations, levels)
+
+
+@register_model(paper={"params": 0.43e6, "macs": 34.36e9})
+def bionet_pp(in_channels: int = 3, num_classes: int = 1, iterations: int = 3, levels: int = 4, **kwargs) -> BiONetPlusPlus:
+    """BiO-Net++ SuperNet as a fixed, dense network: every searching block fuses all ``N`` streams."""
+    return BiONetPlusPlus(in_channels, num_classes, iterations=iterations, levels=levels,
+                          gene=Gene.dense(iterations, levels), **kwargs)
+
+
+@register_model(paper={"params": 0.38e6, "macs": 28.00e9})
+def bixnet(in_channels: int = 3, num_classes: int = 1, gene: Optional[Union[Gene, str]] = None, **kwargs) -> BiONetPlusPlus:
+    """BiX-Net: BiO-Net++ with the authors' published searched gene, or any ``gene`` (text or :class:`Gene`)."""
+    iterations, levels = kwargs.pop("iterations", None), kwargs.pop("levels", None)
+    gene = _gene(gene, iterations or 3, levels or 4) if gene is not None else published_gene("bixnet")
+    return BiONetPlusPlus(in_channels, num_classes, iterations=gene.iterations, levels=gene.levels, gene=gene, **kwargs)
+
+
+@register_model(paper={"params": 14.99e6, "macs": 115.67e9})
+def bionet(in_channels: int = 3, num_classes: int = 1, **kwargs) -> BiONet:
+    """BiO-Net (MICCAI 2020), T=3 iterations, concatenating skips."""
+    return BiONet(in_channels, num_classes, **kwargs)
+
+
+@register_model(paper={"params": 8.64e6, "macs": 65.83e9})
+def unet(in_channels: int = 3, num_classes: int = 1, **kwargs) -> UNet:
+    """U-Net, base width 32, 4 levels (the paper's 8.64M-parameter baseline)."""
+    return UNet(in_channels, num_classes, **kwargs)

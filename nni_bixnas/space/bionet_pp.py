@@ -1,0 +1,293 @@
+"""BiO-Net++: the recurrent, bi-directional, multi-scale U-Net that BiX-NAS searches.
+
+Faithful to the authors' code (``tiangexiang/BiX-NAS@36490ad``, ``Phase2model.py``; see
+``shared/notes/official-code.md`` §1): constant width 48 with a 32-wide stem and head, Conv-BN-ReLU
+blocks without conv bias, convolutions shared per level across iterations while every block owns its
+BatchNorms, max-pool down, bilinear up, a bridge at the bottom of every iteration, and the stem output
+feeding the level-0 encoder of every iteration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nni.nas.nn.pytorch import ModelSpace
+from nni.nas.space import current_model
+
+from .gene import Gene, block_label, block_labels, live_blocks, parse_label
+from .mutables import SkipChoice, SkipFusion, SkipSubset
+
+__all__ = ["BiONetPlusPlus", "StageFeatures"]
+
+
+def conv_bn_relu(c_in: int, c_out: int, bn_momentum: float) -> List[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out, momentum=bn_momentum), nn.ReLU(inplace=True)]
+
+
+class Block(nn.Module):
+    """Fusion of the chosen inputs, then two Conv-BN-ReLU operators whose convolutions are shared.
+
+    The block owns its BatchNorms and its fusion module; the convolutions belong to its level and are
+    passed in at call time, so every iteration reuses them.
+    """
+
+    def __init__(self, width: int, fusion: nn.Module, bn_momentum: float) -> None:
+        super().__init__()
+        self.fusion = fusion
+        self.bn1 = nn.BatchNorm2d(width, momentum=bn_momentum)
+        self.bn2 = nn.BatchNorm2d(width, momentum=bn_momentum)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, inputs: Sequence[torch.Tensor], convs: nn.ModuleList) -> torch.Tensor:
+        x = self.fusion(inputs)
+        x = self.act(self.bn1(convs[0](x)))
+        return self.act(self.bn2(convs[1](x)))
+
+
+@dataclasses.dataclass(frozen=True)
+class StageFeatures:
+    """Everything the stages from ``stage`` on need: the head's output in a head/tail split.
+
+    Attributes
+    ----------
+    stage
+        The first stage still to run.
+    stem
+        Stem output (the level-0 encoder input of every iteration).
+    previous
+        Outputs of the 4 levels of stage ``stage - 1`` (empty for stage 0).
+    bridge
+        Up-sampled bridge output (the level-0 sequential input of a decoder stage), else ``None``.
+    input_size
+        Spatial size of the network input (the head's output size).
+    """
+
+    stage: int
+    stem: torch.Tensor
+    previous: Tuple[torch.Tensor, ...]
+    bridge: Optional[torch.Tensor]
+    input_size: Tuple[int, int]
+
+
+class BiONetPlusPlus(ModelSpace):
+    """The BiO-Net++ model space; with ``gene`` given, a fixed network (e.g. BiX-Net).
+
+    Every block of iterations >= 1, and every decoder of iteration 0, picks a non-empty subset of its
+    ``N = levels + 1`` incoming streams (a :class:`SkipChoice` labelled ``enc_{it}_{lvl}`` /
+    ``dec_{it}_{lvl}``); the iteration-0 encoders read their sequential input only.
+
+    Parameters
+    ----------
+    in_channels
+        Image channels (3 for RGB, 1 for grayscale).
+    num_classes
+        Output channels: 1 (binary, sigmoid) or C (softmax). The network returns logits.
+    width
+        Channels of every block and of the bridge (48 in the paper).
+    stem_width
+        Channels of the stem's first convolutions and of the head (32 in the paper).
+    levels
+        Number of levels ``L`` (4 in the paper). Inputs must be divisible by ``2 ** (L + 1)``.
+    iterations
+        Number of iterations ``T`` (3 in the paper), i.e. ``2T`` extraction stages.
+    max_k
+        Largest number of streams a block may fuse in the search space (default ``N - 2``).
+    candidates
+        ``{label: indices}`` narrowing some choices (Phase 1's output); labels are unchanged.
+    gene
+        A :class:`~nni_bixnas.space.gene.Gene` (or its text): build that fixed network. Blocks the gene
+        never reaches are neither built nor computed. Inside NNI's ``model_context(sample)`` the sample
+        is used as the gene.
+    bn_momentum
+        BatchNorm momentum (PyTorch convention). The authors' 0.99 is a literal port of Keras'
+        ``momentum=0.01`` and makes the running statistics those of the last batch; we default to 0.1.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 1,
+        width: int = 48,
+        stem_width: int = 32,
+        levels: int = 4,
+        iterations: int = 3,
+        max_k: Optional[int] = None,
+        candidates: Optional[Mapping[str, Sequence[int]]] = None,
+        gene: Optional[Gene | str] = None,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        for name, value in [("in_channels", in_channels), ("num_classes", num_classes), ("width", width),
+                            ("stem_width", stem_width), ("levels", levels), ("iterations", iterations)]:
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.in_channels, self.num_classes = in_channels, num_classes
+        self.width, self.stem_width = width, stem_width
+        self.levels, self.iterations = levels, iterations
+        self.n_stages = 2 * iterations
+        self.n_inputs = levels + 1
+
+        if gene is None and current_model() is not None:
+            gene = Gene.from_sample(current_model(), iterations, levels)  # NNI re-instantiation of a sample
+        if isinstance(gene, str):
+            gene = Gene.parse(gene, iterations, levels)
+        if gene is not None and (gene.iterations, gene.levels) != (iterations, levels):
+            raise ValueError(f"gene is for iterations={gene.iterations}, levels={gene.levels}; the network has {iterations}, {levels}")
+        if candidates is not None:
+            unknown = sorted(set(candidates) - set(block_labels(iterations, levels)[levels:]))
+            if unknown:
+                raise ValueError(f"candidates name unknown searching block(s) {', '.join(unknown)}")
+        self.gene = gene
+        live = gene.live_blocks() if gene is not None else set(block_labels(iterations, levels))
+
+        self.stem = nn.Sequential(
+            *conv_bn_relu(in_channels, stem_width, bn_momentum),
+            *conv_bn_relu(stem_width, stem_width, bn_momentum),
+            *conv_bn_relu(stem_width, width, bn_momentum),
+            nn.MaxPool2d(2),
+        )
+        self.convs = nn.ModuleDict()
+        for kind in ("enc", "dec"):
+            for level in range(levels):
+                if any(label in live for label in self._labels_at(kind, level)):
+                    self.convs[f"{kind}_{level}"] = nn.ModuleList(
+                        [nn.Conv2d(width, width, 3, padding=1, bias=False) for _ in range(2)]
+                    )
+        self.blocks = nn.ModuleDict()
+        for label in block_labels(iterations, levels):
+            if label not in live:
+                continue
+            stage, level = parse_label(label)
+            if stage == 0:
+                fusion: nn.Module = SkipFusion([0])
+            elif gene is not None:
+                fusion = SkipFusion(gene.choices[label])
+            else:
+                fusion = SkipChoice(
+                    self.n_inputs, max_k, candidates=None if candidates is None else candidates.get(label),
+                    stage=stage, level=level, label=label,
+                )
+            self.blocks[label] = Block(width, fusion, bn_momentum)
+        self.bridge = nn.Sequential(*conv_bn_relu(width, width, bn_momentum), *conv_bn_relu(width, width, bn_momentum))
+        self.head = nn.Sequential(
+            *conv_bn_relu(width, stem_width, bn_momentum),
+            *conv_bn_relu(stem_width, stem_width, bn_momentum),
+            nn.Conv2d(stem_width, num_classes, 1, bias=False),
+        )
+
+    def _labels_at(self, kind: str, level: int) -> List[str]:
+        return [f"{kind}_{it}_{level}" for it in range(self.iterations)]
+
+    # ----- structure ----------------------------------------------------------------------------------
+    @property
+    def is_fixed(self) -> bool:
+        """True if built from a gene (no mutables)."""
+        return self.gene is not None
+
+    def skip_choices(self) -> Dict[str, SkipChoice]:
+        """The searchable blocks' :class:`SkipChoice` modules, by label (empty for a fixed network)."""
+        return {label: block.fusion for label, block in self.blocks.items() if isinstance(block.fusion, SkipChoice)}
+
+    def current_choices(self) -> Dict[str, List[int]]:
+        """What every built block reads in the next forward (``chosen`` of its fusion module)."""
+        out = {}
+        for label in block_labels(self.iterations, self.levels):
+            block = self.blocks[label] if label in self.blocks else None
+            chosen = getattr(block.fusion, "chosen", None) if block is not None else None
+            out[label] = list(range(self.n_inputs)) if chosen is None else list(chosen)
+        return out
+
+    def set_active(self, sample: Optional[Mapping[str, Sequence[int]]]) -> None:
+        """Make the supernet run ``sample`` (``{label: indices}``); ``None`` restores the defaults.
+
+        Used by Phase 2 to run one tail after another on shared weights. Labels not in ``sample`` keep
+        their current value.
+        """
+        for label, choice in self.skip_choices().items():
+            if sample is None:
+                choice.active = None
+            elif label in sample:
+                choice.active = sorted(int(i) for i in sample[label])
+
+    def freeze(self, sample: Mapping[str, Sequence[int]]) -> "BiONetPlusPlus":
+        """The fixed network of ``sample``, with this space's weights copied where they exist."""
+        self.validate(sample)
+        frozen = self._rebuild(gene=Gene.from_sample(sample, self.iterations, self.levels))
+        own = self.state_dict()
+        frozen.load_state_dict({k: v for k, v in own.items() if k in frozen.state_dict()}, strict=False)
+        return frozen
+
+    def _rebuild(self, **overrides) -> "BiONetPlusPlus":
+        kwargs = dict(self.args)  # constructor arguments, as saved by NNI's tracing
+        kwargs.update(overrides)
+        return type(self)(**kwargs)
+
+    # ----- forward ------------------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a clear error for an input this network cannot take."""
+        if x.dim() != 4:
+            raise ValueError(f"expected a (batch, channels, height, width) tensor, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"expected {self.in_channels} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
+        factor = 2 ** (self.levels + 1)
+        if x.shape[-2] % factor or x.shape[-1] % factor:
+            raise ValueError(
+                f"input size {tuple(x.shape[-2:])} is not divisible by {factor} (2 ** (levels + 1) with levels={self.levels}); "
+                f"crop or pad to a multiple of {factor}"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_tail(self.forward_head(x, self.n_stages))
+
+    def forward_head(self, x: torch.Tensor, stage: int) -> StageFeatures:
+        """Run the stem and stages ``0 .. stage - 1``; the result feeds :meth:`forward_tail`."""
+        self.check_input(x)
+        if not 0 <= stage <= self.n_stages:
+            raise ValueError(f"stage must be in 0..{self.n_stages}, got {stage}")
+        skipped = self._skipped()
+        features = StageFeatures(0, self.stem(x), (), None, (x.shape[-2], x.shape[-1]))
+        for s in range(stage):
+            features = self._run_stage(features, skipped)
+        return features
+
+    def forward_tail(self, features: StageFeatures, skipped: Optional[Set[str]] = None) -> torch.Tensor:
+        """Run stages ``features.stage .. 2T - 1`` and the head. ``features`` is never modified."""
+        skipped = self._skipped() if skipped is None else skipped
+        while features.stage < self.n_stages:
+            features = self._run_stage(features, skipped)
+        out = F.interpolate(features.previous[-1], size=features.input_size, mode="bilinear", align_corners=True)
+        return self.head(out)
+
+    def _skipped(self) -> Set[str]:
+        choices = self.current_choices()
+        return set(block_labels(self.iterations, self.levels)) - live_blocks(choices, self.iterations, self.levels)
+
+    def _run_stage(self, features: StageFeatures, skipped: Set[str]) -> StageFeatures:
+        stage = features.stage
+        it, is_decoder = divmod(stage, 2)
+        kind = "dec" if is_decoder else "enc"
+        outputs: List[torch.Tensor] = []
+        x = features.bridge if is_decoder else features.stem
+        for level in range(self.levels):
+            label = f"{kind}_{it}_{level}"
+            if level > 0:
+                x = self._to_next_level(outputs[-1], is_decoder)
+            if label not in skipped and label in self.blocks:
+                x = self.blocks[label]([x, *features.previous], self.convs[f"{kind}_{level}"])
+            outputs.append(x)  # a skipped block passes its sequential input through, as in the authors' code
+        bridge = None
+        if not is_decoder:
+            bridge = self.bridge(F.max_pool2d(outputs[-1], 2))
+            bridge = F.interpolate(bridge, size=outputs[-1].shape[-2:], mode="bilinear", align_corners=True)
+        return StageFeatures(stage + 1, features.stem, tuple(outputs), bridge, features.input_size)
+
+    @staticmethod
+    def _to_next_level(x: torch.Tensor, is_decoder: bool) -> torch.Tensor:
+        if is_decoder:
+            return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+        return F.max_pool2d(x, 2)
