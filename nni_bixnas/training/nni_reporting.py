@@ -22,8 +22,9 @@ def nni_tensorboard_dir() -> Optional[Path]:
     """``$NNI_OUTPUT_DIR/tensorboard`` inside an NNI trial (created, and linked for the web UI), else ``None``.
 
     NNI 3.0's web UI starts TensorBoard on ``<expdir>/trials/<trial_id>/output/tensorboard`` while the
-    local training service runs trials in ``<expdir>/environments/local-env/trials/<trial_id>``; the
-    symlink makes the UI's TensorBoard button find the events.
+    local training service runs trials in ``<expdir>/environments/<env_id>/trials/<trial_id>``
+    (``nni_node/common/trial_keeper/keeper.js``); the symlink makes the UI's TensorBoard button find
+    the events. Other layouts get no link.
     """
     output = os.environ.get("NNI_OUTPUT_DIR")
     if not output or not os.environ.get("NNI_PLATFORM"):
@@ -31,10 +32,18 @@ def nni_tensorboard_dir() -> Optional[Path]:
     tb_dir = Path(output) / "tensorboard"
     tb_dir.mkdir(parents=True, exist_ok=True)
     trial_id = os.environ.get("NNI_TRIAL_JOB_ID")
-    parents = Path(output).resolve().parents
-    if trial_id and len(parents) > 2:
-        link_tensorboard(tb_dir, parents[2] / "trials" / trial_id / "output" / "tensorboard")
+    expdir = _experiment_dir(Path(output))
+    if trial_id and expdir is not None:
+        link_tensorboard(tb_dir, expdir / "trials" / trial_id / "output" / "tensorboard")
     return tb_dir
+
+
+def _experiment_dir(output: Path) -> Optional[Path]:
+    """``<expdir>`` of the 3.0 layout ``<expdir>/environments/<env_id>/trials/<trial_id>``, else ``None``."""
+    parents = output.resolve().parents
+    if len(parents) > 3 and parents[0].name == "trials" and parents[2].name == "environments":
+        return parents[3]
+    return None
 
 
 def link_tensorboard(target: Path, link: Path) -> None:
