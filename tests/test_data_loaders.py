@@ -31,7 +31,7 @@ def test_tnbc_release_layout_pairs_by_slide_and_index(tmp_path):
     sums = sorted(float(dataset[i][1].sum()) for i in range(6))
     assert sums == sorted(float(s * 4 * i * 4) for s in (1, 2, 3) for i in (1, 2))
     _, _, split = build_datasets(f"tnbc:{tmp_path}", val_fraction=0.34)
-    assert split.val_sources == ("slide_01",) or len(split.val_sources) == 1
+    assert len(split.val_sources) == 1
     assert split.n_val == 2 and split.n_train == 4  # slides stay whole
 
 
@@ -125,5 +125,5 @@ def test_chaos_errors(tmp_path):
     (tmp_path / "1" / "T2SPIR" / "Ground" / "IMG-0002-00001.png").unlink()
     with pytest.raises(ValueError, match="1 DICOM slices but .* 0 ground-truth PNGs"):
         build_eval_dataset(f"chaos:{tmp_path}")
-    with pytest.raises(ValueError, match="valid"):
+    with pytest.raises(ValueError, match=r"fold must be an int in \[0, 5\)"):
         build_datasets(f"chaos:{tmp_path}", fold=5)

@@ -70,10 +70,14 @@ def load_collection(spec: str, strict: bool = True) -> Collection:
     return getattr(importlib.import_module(module), function)(parsed, strict=strict)
 
 
+def _check_fraction(val_fraction: float) -> None:
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+
+
 def split_sources(sources: Sequence[str], val_fraction: float, seed: int) -> Tuple[List[str], List[str]]:
     """Seeded split of split units: ``round(val_fraction * n)`` of them, at least 1, at most n-1."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    _check_fraction(val_fraction)
     sources = sorted(sources)
     if val_fraction == 0:
         return sources, []
@@ -88,12 +92,16 @@ def split_sources(sources: Sequence[str], val_fraction: float, seed: int) -> Tup
     return [s for s in sources if s not in set(val)], val
 
 
-def kfold_sources(sources: Sequence[str], fold: int, n_folds: int, seed: int) -> Tuple[List[str], List[str]]:
-    """Fold ``fold`` of a seeded ``n_folds``-fold cross-validation over split units."""
+def _check_fold(fold: int, n_folds: int) -> None:
     if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
         raise ValueError(f"n_folds must be an int >= 2, got {n_folds!r}")
     if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < n_folds:
         raise ValueError(f"fold must be an int in [0, {n_folds}), got {fold!r}")
+
+
+def kfold_sources(sources: Sequence[str], fold: int, n_folds: int, seed: int) -> Tuple[List[str], List[str]]:
+    """Fold ``fold`` of a seeded ``n_folds``-fold cross-validation over split units."""
+    _check_fold(fold, n_folds)
     sources = sorted(sources)
     if len(sources) < n_folds:
         raise ValueError(f"{n_folds}-fold cross-validation needs at least {n_folds} patients, found {len(sources)}")
@@ -146,6 +154,10 @@ def build_datasets(
         ``val_ds`` a plain :class:`PatchDataset`, ``info`` a :class:`DatasetInfo`.
     """
     patch_size = normalize_patch_size(patch_size)
+    _check_fraction(val_fraction)
+    _check_fold(fold, n_folds)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
     collection = load_collection(spec)
     if collection.name in KFOLD_SCHEMES:
         train_src, val_src = kfold_sources(collection.sources, fold, n_folds, seed)

@@ -115,9 +115,9 @@ class PatchDataset(Dataset):
             top, left, height, width = ref.box
             image = image[:, top : top + height, left : left + width]
             mask = mask[top : top + height, left : left + width]
-        image_t = torch.from_numpy(np.ascontiguousarray(image))
+        image_t = torch.from_numpy(np.array(image))  # a copy: decoded arrays are read-only and cached
         image_t = image_t.float() / 255.0 if image_t.dtype == torch.uint8 else image_t.float()
-        mask_t = torch.from_numpy(np.ascontiguousarray(mask)).long()
+        mask_t = torch.from_numpy(np.array(mask)).long()
         if self.patch_size and tuple(image_t.shape[-2:]) != self.patch_size:
             image_t = F.interpolate(image_t[None], self.patch_size, mode="bilinear", antialias=True, align_corners=False)[0]
             image_t = image_t.clamp_(0.0, 1.0)

@@ -54,25 +54,29 @@ def load_folder(spec, strict: bool = True) -> Collection:
     if not decoded:
         raise ValueError(f"no usable image/mask pairs in {image_dir} and {mask_dir}; {HELP}" + problems.summary())
 
-    values = set()
-    for mask in decoded.values():
-        values.update(np.unique(mask).tolist())
-    if values <= {0, 1} or values <= {0, 255}:
-        num_classes, labels = 1, {stem: (m > 0).astype(np.uint8) for stem, m in decoded.items()}
+    expected = f"expected binary {{0, 1}} or {{0, 255}} masks, or integer class labels 0..K-1 with K <= {MAX_CLASSES}"
+    found = {stem: set(np.unique(mask).tolist()) for stem, mask in decoded.items()}
+    for stem, values in list(found.items()):
+        if not (values <= {0, 1} or values <= {0, 255}) and max(values) >= MAX_CLASSES:
+            problems.report(f"mask {masks[stem]} has values {describe_values(sorted(values))}; {expected}")
+            del found[stem]
+    union = set().union(*found.values())
+    if union <= {0, 1} or union <= {0, 255}:
+        num_classes, labels = 1, {stem: (decoded[stem] > 0).astype(np.uint8) for stem in found}
     else:
+        labelled = max((stem for stem in found if max(found[stem]) < MAX_CLASSES), key=lambda s: max(found[s]))
         labels = {}
-        for stem, mask in decoded.items():
-            found = np.unique(mask)
-            if found.max() >= MAX_CLASSES:
+        for stem, values in found.items():
+            if max(values) >= MAX_CLASSES:
                 problems.report(
-                    f"mask {masks[stem]} has values {describe_values(found)}; expected binary {{0, 1}} or "
-                    f"{{0, 255}} masks, or integer class labels 0..K-1 with K <= {MAX_CLASSES}"
+                    f"mask {masks[stem]} has values {describe_values(sorted(values))} but {masks[labelled]} holds "
+                    f"class labels {describe_values(sorted(found[labelled]))}; {expected}, the same kind in every mask"
                 )
                 continue
-            labels[stem] = mask.astype(np.uint8)
-        if not labels:
-            raise ValueError(f"no usable masks in {mask_dir}" + problems.summary())
-        num_classes = int(max(int(m.max()) for m in labels.values())) + 1
+            labels[stem] = decoded[stem].astype(np.uint8)
+        num_classes = max(max(found[stem]) for stem in labels) + 1
+    if not labels:
+        raise ValueError(f"no usable masks in {mask_dir}; {expected}" + problems.summary())
     channels = image_channels(images[min(labels)])
     patches = [PatchRef(source=stem, key=stem) for stem in sorted(labels)]
     class_names = ("background", "foreground") if num_classes == 1 else tuple(f"class_{c}" for c in range(num_classes))
