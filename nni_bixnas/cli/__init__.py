@@ -14,6 +14,7 @@ from typing import List, Optional
 COMMANDS = [
     "nni_bixnas.cli.data",
     "nni_bixnas.cli.profile",
+    "nni_bixnas.cli.train",
 ]
 
 

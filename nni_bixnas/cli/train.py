@@ -1,0 +1,300 @@
+"""``bixnas train | evaluate | predict | compare``: retrain a network, score it, segment images, compare runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _parse_model_args(pairs: Sequence[str]) -> Dict[str, Any]:
+    """``['width=8', 'iterations=2']`` -> ``{'width': 8, 'iterations': 2}`` (JSON values, else strings)."""
+    kwargs: Dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--model-arg expects key=value, got {pair!r}")
+        try:
+            kwargs[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key.strip()] = value
+    return kwargs
+
+
+def _parse_devices(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        return [int(d) for d in text.split(",")] if "," in text else text
+
+
+def _show_training_log() -> None:
+    logger = logging.getLogger("nni_bixnas")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+# ---------------------------------------------------------------------------------------------------
+# train
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from nni_bixnas.models import list_models
+    from nni_bixnas.training import fit
+
+    if args.model not in list_models():
+        raise ValueError(f"unknown model {args.model!r}; available: {', '.join(list_models())}")
+    model_kwargs = _parse_model_args(args.model_arg)
+    if args.gene:
+        from nni_bixnas.space.gene import Gene
+
+        gene_path = Path(args.gene)
+        if not gene_path.is_file():
+            raise FileNotFoundError(f"gene file not found: {gene_path}")
+        if args.model != "bixnet":
+            raise ValueError(f"--gene applies to the bixnet model, not {args.model!r}")
+        model_kwargs["gene"] = Gene.load(gene_path).to_text()
+    _show_training_log()
+    out_dir = Path(args.out or f"runs/{args.model}_s{args.seed}")
+    result = fit(
+        args.model,
+        args.data,
+        max_epochs=args.epochs,
+        out_dir=out_dir,
+        seed=args.seed,
+        lr=args.lr,
+        precision=args.precision,
+        accelerator=args.accelerator,
+        devices=_parse_devices(args.devices),
+        resume=not args.no_resume,
+        progress=not args.no_progress,
+        batch_size=args.batch_size,
+        model_kwargs=model_kwargs,
+        patch_size=args.patch_size,
+        val_fraction=args.val_fraction,
+        num_workers=args.num_workers,
+    )
+    print(
+        f"best val IoU {_fmt(result.best_iou)}  Dice {_fmt(result.best_dice)} at epoch {result.best_epoch}; "
+        f"checkpoints in {result.best_checkpoint.parent}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# evaluate / predict
+
+
+def format_scores(scores: Dict[str, Any]) -> str:
+    """Human-readable :func:`nni_bixnas.training.evaluate` result."""
+    return "\n".join(
+        [
+            f"checkpoint: {scores['checkpoint']} ({scores['model_name']})",
+            f"data:       {scores['data']} ({scores['images']} images)",
+            f"IoU  per-image mean:             {scores['iou']:.4f}",
+            f"Dice per-image mean:             {scores['dice']:.4f}",
+            f"IoU  batch-pooled (batch {scores['batch_size']}, authors): {scores['iou_batch_pooled']:.4f}",
+            f"Dice batch-pooled (batch {scores['batch_size']}, authors): {scores['dice_batch_pooled']:.4f}",
+        ]
+    )
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from nni_bixnas.training import evaluate
+
+    scores = evaluate(args.checkpoint, args.data, batch_size=args.batch_size, patch_size=args.patch_size,
+                      device=args.device)
+    print(json.dumps(scores, indent=2) if args.format == "json" else format_scores(scores))
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from nni_bixnas.training import predict
+
+    written = predict(args.checkpoint, args.images, args.out, threshold=args.threshold, device=args.device)
+    for entry in written:
+        print(f"{entry['image']} -> {entry['mask']}, {entry['overlay']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# compare
+
+
+def load_run(run_dir: str) -> Dict[str, Any]:
+    """``{'run', 'model', 'seed', 'best_iou', 'best_dice'}`` of a ``bixnas train`` out dir."""
+    path = Path(run_dir)
+    history = path / "history.json"
+    if not history.is_file():
+        raise FileNotFoundError(f"{path} is not a finished-epoch training run (no history.json)")
+    summary = json.loads(history.read_text())
+    config_path = path / "run.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    if summary.get("best_iou") is None:
+        raise ValueError(f"{history} has no validation IoU")
+    return {
+        "run": str(path),
+        "model": config.get("model_name") or "?",
+        "seed": summary.get("seed", config.get("seed")),
+        "best_iou": float(summary["best_iou"]),
+        "best_dice": float(summary["best_dice"]),
+    }
+
+
+def _mean_std(values: Sequence[float]) -> Dict[str, float]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return {"mean": mean, "std": std}
+
+
+def summarize(name: str, runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    return {
+        "group": name,
+        "n": len(runs),
+        "seeds": [r["seed"] for r in runs],
+        "iou": _mean_std([r["best_iou"] for r in runs]),
+        "dice": _mean_std([r["best_dice"] for r in runs]),
+    }
+
+
+def paired_test(a: List[Dict[str, Any]], b: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Two-tailed paired t-test (``scipy.stats.ttest_rel``) of best IoU and Dice, runs paired by seed."""
+    from scipy.stats import ttest_rel
+
+    by_seed = []
+    for label, runs in (("--a", a), ("--b", b)):
+        seeds = [r["seed"] for r in runs]
+        duplicated = sorted({s for s in seeds if seeds.count(s) > 1}, key=str)
+        if duplicated:
+            raise ValueError(f"{label} has several runs with seed(s) {duplicated}; pairing is by seed")
+        by_seed.append({r["seed"]: r for r in runs})
+    common = sorted(set(by_seed[0]) & set(by_seed[1]), key=str)
+    if len(common) < 2:
+        raise ValueError(f"a paired t-test needs at least 2 seeds present in both groups; common seeds: {common}")
+    result: Dict[str, Any] = {"paired_seeds": common}
+    for metric in ("iou", "dice"):
+        xa = [by_seed[0][s][f"best_{metric}"] for s in common]
+        xb = [by_seed[1][s][f"best_{metric}"] for s in common]
+        test = ttest_rel(xa, xb)
+        result[metric] = {
+            "mean_diff": sum(x - y for x, y in zip(xa, xb)) / len(common),
+            "t": float(test.statistic),
+            "p": float(test.pvalue),
+        }
+    return result
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    if (args.a is None) != (args.b is None):
+        raise ValueError("give both --a and --b to compare two groups, or neither")
+    if args.a is not None:
+        if args.runs:
+            raise ValueError("use either positional RUNS (grouped by model) or --a/--b, not both")
+        groups = {args.label_a: [load_run(r) for r in args.a], args.label_b: [load_run(r) for r in args.b]}
+    else:
+        if not args.runs:
+            raise ValueError("no runs given: bixnas compare RUN... or --a RUN... --b RUN...")
+        groups = {}
+        for run in map(load_run, args.runs):
+            groups.setdefault(run["model"], []).append(run)
+    report: Dict[str, Any] = {"groups": [summarize(name, runs) for name, runs in groups.items()]}
+    if args.a is not None:
+        report["paired_t_test"] = {"a": args.label_a, "b": args.label_b, **paired_test(*groups.values())}
+    print(json.dumps(report, indent=2) if args.format == "json" else format_comparison(report))
+    return 0
+
+
+def format_comparison(report: Dict[str, Any]) -> str:
+    lines = ["| group | runs | seeds | best val IoU (mean ± std) | best val Dice (mean ± std) |", "|---|---:|---|---|---|"]
+    for g in report["groups"]:
+        lines.append(
+            f"| {g['group']} | {g['n']} | {', '.join(map(str, g['seeds']))} | "
+            f"{g['iou']['mean']:.4f} ± {g['iou']['std']:.4f} | {g['dice']['mean']:.4f} ± {g['dice']['std']:.4f} |"
+        )
+    test = report.get("paired_t_test")
+    if test:
+        lines.append("")
+        lines.append(f"Paired two-tailed t-test, {test['a']} vs {test['b']}, paired by seed {test['paired_seeds']}:")
+        for metric in ("iou", "dice"):
+            r = test[metric]
+            lines.append(f"  {metric.upper():4s} mean diff {r['mean_diff']:+.4f}  t = {r['t']:.3f}  p = {r['p']:.4g}")
+    return "\n".join(lines)
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# parsers
+
+
+def add_parser(subparsers) -> None:
+    train = subparsers.add_parser(
+        "train", help="retrain a network (best-val-IoU and last checkpoints, resumable)",
+        description="Train a registered network with the authors' recipe (Adam, 1/(1+3e-3*epoch) decay, BCE). "
+                    "Re-running the same command resumes from OUT/checkpoints/last.ckpt.",
+    )
+    train.add_argument("--model", required=True, help="registered model: bixnet, bionet_pp, bionet, unet")
+    train.add_argument("--data", default="default", help="data spec, e.g. monuseg:PATH (default: embedded data)")
+    train.add_argument("--epochs", type=int, default=300, help="total epochs (default 300, as the authors)")
+    train.add_argument("--batch-size", type=int, default=2)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", help="run folder (default runs/<model>_s<seed>)")
+    train.add_argument("--patch-size", type=int, help="random crop size for training (default: whole items)")
+    train.add_argument("--val-fraction", type=float, default=0.2)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--precision", help="e.g. bf16-mixed or 16-mixed on a GPU (default 32-true)")
+    train.add_argument("--accelerator", default="auto")
+    train.add_argument("--devices", default="auto", help="number of devices, or a comma list of ids")
+    train.add_argument("--num-workers", type=int, default=0)
+    train.add_argument("--no-resume", action="store_true", help="start afresh even if OUT has a last.ckpt")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (the per-epoch log line stays)")
+    train.add_argument("--model-arg", action="append", metavar="KEY=VALUE", default=[],
+                       help="extra create_model argument, e.g. --model-arg width=16 (repeatable)")
+    train.add_argument("--gene", help="gene file for bixnet (the searched architecture)")
+    train.set_defaults(func=run_train)
+
+    evaluate = subparsers.add_parser("evaluate", help="IoU/Dice of a checkpoint on a dataset")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--data", required=True, help="data spec, e.g. tnbc:PATH")
+    evaluate.add_argument("--batch-size", type=int, default=2, help="affects only the batch-pooled variant")
+    evaluate.add_argument("--patch-size", type=int)
+    evaluate.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    evaluate.add_argument("--format", choices=("text", "json"), default="text")
+    evaluate.set_defaults(func=run_evaluate)
+
+    predict = subparsers.add_parser("predict", help="write mask and overlay PNGs for images")
+    predict.add_argument("--checkpoint", required=True)
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("--threshold", type=float, help="binary threshold (default: the training one)")
+    predict.add_argument("--device")
+    predict.set_defaults(func=run_predict)
+
+    compare = subparsers.add_parser(
+        "compare", help="mean ± std of runs per model; paired t-test between two groups",
+        description="Summarise best validation IoU/Dice over seeds. Positional RUNS are grouped by model; "
+                    "--a RUNS --b RUNS compares two groups with a two-tailed paired t-test, pairing runs by seed. "
+                    "Example: bixnas compare --a runs/bixnet_s* --b runs/unet_s*",
+    )
+    compare.add_argument("runs", nargs="*", metavar="RUN", help="bixnas train out dirs")
+    compare.add_argument("--a", nargs="+", metavar="RUN", help="first group of runs")
+    compare.add_argument("--b", nargs="+", metavar="RUN", help="second group of runs")
+    compare.add_argument("--label-a", default="A")
+    compare.add_argument("--label-b", default="B")
+    compare.add_argument("--format", choices=("text", "json"), default="text")
+    compare.set_defaults(func=run_compare)
