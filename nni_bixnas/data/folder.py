@@ -9,7 +9,6 @@ decoded once when the dataset is built (to detect the label kind); images are de
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from .collection import Collection, PatchRef

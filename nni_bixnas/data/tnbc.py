@@ -11,6 +11,7 @@ Each image is one patch; train/validation splits keep the images of a slide toge
 from __future__ import annotations
 
 import re
+
 from .collection import Collection, PatchRef
 from .io import binarize, check_same_size, list_images, read_image, read_mask
 from .problems import Problems
