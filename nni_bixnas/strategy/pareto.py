@@ -1,0 +1,88 @@
+"""Pareto fronts and the Phase 2 parent selection (the authors' ``get_pareto_front`` + ranking).
+
+BiX-NAS keeps, after every stage of the progressive evolution, the architectures on the Pareto front of
+``(1 - IoU, MACs)`` (both minimised), ranked by IoU (highest first), and retains the first ``|P|`` of them
+(``shared/notes/official-code.md`` §3 "Selection").
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+
+__all__ = ["pareto_front", "select_parents"]
+
+
+def pareto_front(costs: Sequence[Sequence[float]]) -> List[int]:
+    """Indices of the non-dominated rows of ``costs``, every column minimised.
+
+    Row ``i`` is dominated when another row is ``<=`` in every column and ``<`` in at least one.
+    Rows that are exactly equal do not dominate each other; of such duplicates only the first (lowest
+    index) is kept, as the authors drop exact duplicate points.
+
+    Parameters
+    ----------
+    costs
+        ``n x m`` costs (a list of rows or an array); ``n`` may be 0.
+
+    Returns
+    -------
+    list of int
+        Indices into ``costs``, ascending.
+
+    Raises
+    ------
+    ValueError
+        If ``costs`` is not two-dimensional or holds NaN.
+
+    Examples
+    --------
+    >>> pareto_front([[0.3, 10], [0.2, 20], [0.3, 30], [0.2, 20]])
+    [0, 1]
+    """
+    array = np.asarray(costs, dtype=float)
+    if array.size == 0:
+        return []
+    if array.ndim != 2:
+        raise ValueError(f"costs must be a 2-D table (one row per point), got shape {array.shape}")
+    if np.isnan(array).any():
+        raise ValueError(f"costs hold NaN in row(s) {sorted(set(np.argwhere(np.isnan(array))[:, 0].tolist()))}")
+    front = []
+    for i, row in enumerate(array):
+        no_worse = (array <= row).all(axis=1)
+        better = (array < row).any(axis=1)
+        if (no_worse & better).any():
+            continue  # dominated
+        if any((array[j] == row).all() for j in range(i)):
+            continue  # an earlier exact duplicate represents it
+        front.append(i)
+    return front
+
+
+def select_parents(ious: Sequence[float], macs: Sequence[float], keep: int) -> List[int]:
+    """The Phase 2 selection: Pareto front of ``(1 - IoU, MACs)``, by IoU descending, first ``keep``.
+
+    Ties in IoU go to fewer MACs (on a front, equal IoU implies equal MACs, i.e. a dropped duplicate).
+
+    Parameters
+    ----------
+    ious
+        Validation IoU of every member.
+    macs
+        MACs of every member (same order).
+    keep
+        How many parents to retain (``|P|``); fewer when the front is smaller.
+
+    Returns
+    -------
+    list of int
+        Indices of the kept members, best IoU first.
+    """
+    if len(ious) != len(macs):
+        raise ValueError(f"got {len(ious)} IoU values but {len(macs)} MACs values; expected one of each per member")
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep must be a positive int, got {keep!r}")
+    front = pareto_front([[1.0 - float(i), float(m)] for i, m in zip(ious, macs)])
+    front.sort(key=lambda i: (-float(ious[i]), float(macs[i]), i))
+    return front[:keep]
