@@ -178,3 +178,15 @@ def test_loading_a_missing_or_foreign_checkpoint_fails_clearly(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
     with pytest.raises(ValueError, match="model_name"):
         load_task(tmp_path / "foreign.ckpt")
+
+
+@pytest.mark.slow
+def test_resume_is_exact_with_the_real_data_module_and_augmentation(tmp_path):
+    kwargs = dict(max_epochs=2, progress=False, model_kwargs={"base": 4, "levels": 2}, patch_size=32)
+    straight = fit("unet", "default", out_dir=tmp_path / "a", **kwargs)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        fit("unet", "default", out_dir=tmp_path / "b", callbacks=[StopAt(epoch=1, step=3)], **kwargs)
+    resumed = fit("unet", "default", out_dir=tmp_path / "b", **kwargs)
+    a, b = _weights(straight.last_checkpoint), _weights(resumed.last_checkpoint)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _untimed(resumed.history) == _untimed(straight.history)
