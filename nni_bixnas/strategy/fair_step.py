@@ -1,0 +1,233 @@
+"""One Phase 2 training step of a population on shared SuperNet weights (skip fairness, paper §2.3).
+
+A supernet taking part in Phase 2 implements the head/tail protocol:
+
+- ``set_active(sample)``: the next forwards run ``sample`` (``{label: indices}``);
+- ``forward_head(x, stage) -> features``: stages ``0 .. stage - 1`` (a dataclass of tensors, e.g.
+  :class:`~nni_bixnas.space.StageFeatures`);
+- ``forward_tail(features) -> logits``: stages ``stage ..`` and the output head; never modifies
+  ``features``.
+
+Every member is the full sample of one architecture; the members of one step agree on the stages
+before ``stage`` (the head), and differ from ``stage`` on (their tails). The steps compute the gradient
+of ``(1/s) * sum_i loss_i`` into the parameters' ``.grad`` (the caller zeroes the gradients and steps
+the optimiser):
+
+``'low_memory'`` (the default)
+    Head once; its output tensors are detached into leaves that require grad; then, per member, tail
+    forward, ``loss_i / s``, backward (accumulating parameter and feature gradients, freeing that
+    tail's graph); finally one head backward with the accumulated feature gradients. The same gradients
+    as ``'plain'`` (one big backward) at the peak memory of one member's step.
+``'plain'``
+    The paper's literal step: head once, all tails, the mean loss, one backward. Keeps every tail's
+    graph alive until the backward (3-6x the memory; ``shared/notes/phase2-calibration.md``).
+``'naive'``
+    Each member runs its own full forward (head included) and backward of ``loss_i / s``: the cost of
+    training the members individually. Without optimiser steps in between it yields the same gradients;
+    the *unfair* naive training of :class:`ProgressiveEvolution` (``mode='naive'``) steps the optimiser
+    after every member, so later members see a head that earlier members already changed.
+
+A batched variant (all tails in one forward with per-member fusion masks and per-member BatchNorm) is
+not provided: it needs model internals beyond the protocol.
+
+Head liveness. Which head blocks a network computes depends on the whole sample (blocks whose output
+never reaches the output head are skipped). The head is therefore run with the *union* of the
+members' choices active, so every block any member's tail reads is computed; a member's live blocks
+see exactly the inputs they would see on their own (liveness is monotone in the choices), which the
+fairness tests check against each member's own forward.
+
+BatchNorm. In training mode every forward normalises with its own batch statistics, so each member's
+loss and gradients are those of that member alone. The running statistics, though, are shared: the head
+updates its BatchNorms once per step, and every tail updates the tail BatchNorms it uses, one member
+after another (an exponential average over the members, weighted towards the last). Validation in
+eval mode therefore uses statistics pooled over the population, for every member, as the authors' code
+does. ``'naive'`` updates the head's running statistics ``s`` times per step instead of once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+__all__ = ["FAIR_STEPS", "StepResult", "fair_step", "evaluate_members", "union_sample", "detach_features", "feature_tensors"]
+
+#: The available steps; ``'low_memory'`` is the default everywhere.
+FAIR_STEPS = ("low_memory", "plain", "naive")
+
+Sample = Mapping[str, Sequence[int]]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclasses.dataclass
+class StepResult:
+    """What one step computed.
+
+    Attributes
+    ----------
+    losses
+        Every member's (undivided) loss, in member order.
+    loss
+        Their mean, the loss whose gradient the step accumulated.
+    head_features
+        The head's output (``None`` for ``'naive'``, which has no shared head).
+    feature_grads
+        ``'low_memory'`` only: the gradient of the mean loss with respect to every tensor of
+        :func:`feature_tensors` ``(head_features)`` (``None`` where no tail read the tensor).
+    """
+
+    losses: List[float]
+    loss: float
+    head_features: Any = None
+    feature_grads: Optional[Tuple[Optional[torch.Tensor], ...]] = None
+
+
+def union_sample(members: Sequence[Sample]) -> Dict[str, List[int]]:
+    """Per label, the union of the members' choices: the head runs with this active."""
+    union: Dict[str, set] = {}
+    for member in members:
+        for label, value in member.items():
+            union.setdefault(label, set()).update(int(v) for v in value)
+    return {label: sorted(values) for label, values in union.items()}
+
+
+def feature_tensors(features: Any) -> List[torch.Tensor]:
+    """The distinct tensors held by a features object (dataclass fields, tuples/lists of tensors), in order."""
+    seen: Dict[int, torch.Tensor] = {}
+    for value in _field_values(features):
+        for tensor in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(tensor, torch.Tensor) and id(tensor) not in seen:
+                seen[id(tensor)] = tensor
+    return list(seen.values())
+
+
+def detach_features(features: Any) -> Tuple[Any, List[torch.Tensor], List[torch.Tensor]]:
+    """Replace every tensor of ``features`` by a detached leaf that requires grad (same values, no copy).
+
+    A tensor held twice (e.g. a skipped block passing the stem through) becomes one leaf, so the
+    structure is kept. Returns ``(detached features, original tensors, their leaves)``.
+    """
+    originals = feature_tensors(features)
+    leaves = {id(t): t.detach().requires_grad_(t.is_floating_point()) for t in originals}
+
+    def swap(value):
+        if isinstance(value, torch.Tensor):
+            return leaves[id(value)]
+        if isinstance(value, (tuple, list)):
+            return type(value)(swap(v) for v in value)
+        return value
+
+    if dataclasses.is_dataclass(features):
+        changes = {f.name: swap(getattr(features, f.name)) for f in dataclasses.fields(features)}
+        detached = dataclasses.replace(features, **changes)
+    elif isinstance(features, (tuple, list)):
+        detached = swap(features)
+    elif isinstance(features, torch.Tensor):
+        detached = swap(features)
+    else:
+        raise TypeError(f"cannot detach head features of type {type(features).__name__}; expected a dataclass, tuple or tensor")
+    return detached, originals, [leaves[id(t)] for t in originals]
+
+
+def _field_values(features: Any) -> List[Any]:
+    if dataclasses.is_dataclass(features):
+        return [getattr(features, f.name) for f in dataclasses.fields(features)]
+    if isinstance(features, (tuple, list)):
+        return list(features)
+    return [features]
+
+
+def fair_step(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    stage: int,
+    members: Sequence[Sample],
+    loss_fn: LossFn,
+    *,
+    step: str = "low_memory",
+) -> StepResult:
+    """Accumulate the gradient of the members' mean loss on one batch into ``model``'s ``.grad``.
+
+    Parameters
+    ----------
+    model
+        A supernet with ``set_active``, ``forward_head`` and ``forward_tail`` (see the module docs).
+    images, target
+        One batch.
+    stage
+        First stage of the tails (the stage being searched).
+    members
+        Full samples of the population, which agree on the stages before ``stage``.
+    loss_fn
+        ``loss_fn(logits, target) -> scalar``.
+    step
+        ``'low_memory'`` (default), ``'plain'`` or ``'naive'`` (see the module docs).
+
+    Returns
+    -------
+    StepResult
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``step`` or an empty population.
+    """
+    if step not in FAIR_STEPS:
+        raise ValueError(f"unknown step {step!r}; expected one of {', '.join(FAIR_STEPS)}")
+    if not members:
+        raise ValueError("the population is empty; a step needs at least one member")
+    scale = 1.0 / len(members)
+    losses: List[float] = []
+    try:
+        if step == "naive":
+            for member in members:
+                model.set_active(member)
+                loss = loss_fn(model.forward_tail(model.forward_head(images, stage)), target)
+                (loss * scale).backward()
+                losses.append(float(loss.detach()))
+            return StepResult(losses, sum(losses) * scale)
+
+        model.set_active(union_sample(members))
+        head = model.forward_head(images, stage)
+        if step == "plain":
+            total = 0.0
+            for member in members:
+                model.set_active(member)
+                loss = loss_fn(model.forward_tail(head), target)
+                total = total + loss
+                losses.append(float(loss.detach()))
+            (total * scale).backward()
+            return StepResult(losses, sum(losses) * scale, head_features=head)
+
+        detached, originals, leaves = detach_features(head)
+        for member in members:
+            model.set_active(member)
+            loss = loss_fn(model.forward_tail(detached), target)
+            (loss * scale).backward()
+            losses.append(float(loss.detach()))
+        grads = tuple(leaf.grad for leaf in leaves)
+        roots = [(t, g) for t, g in zip(originals, grads) if g is not None and t.requires_grad]
+        if roots:
+            torch.autograd.backward([t for t, _ in roots], [g for _, g in roots])
+        return StepResult(losses, sum(losses) * scale, head_features=head, feature_grads=grads)
+    finally:
+        model.set_active(None)
+
+
+@torch.no_grad()
+def evaluate_members(
+    model: torch.nn.Module, images: torch.Tensor, stage: int, members: Sequence[Sample]
+) -> List[torch.Tensor]:
+    """Logits of every member on one batch: the head once (union of the members' choices), then each tail."""
+    model.set_active(union_sample(members))
+    try:
+        head = model.forward_head(images, stage)
+        outputs = []
+        for member in members:
+            model.set_active(member)
+            outputs.append(model.forward_tail(head))
+        return outputs
+    finally:
+        model.set_active(None)
