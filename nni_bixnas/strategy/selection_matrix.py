@@ -128,8 +128,10 @@ class SelectionMatrixFusion(nn.Module):
 
     @property
     def chosen(self) -> List[int]:
-        """All candidate inputs: the supernet is dense over them (reachability helpers read this)."""
-        return list(self.candidates)
+        """The inputs a forward reads: all candidates (the supernet is dense over them), plus the
+        sequential input 0 in the ``'code'`` variant, which always adds it. Reachability helpers of the
+        model spaces read this."""
+        return sorted(set(self.candidates) | ({0} if self.variant == "code" else set()))
 
     def extra_repr(self) -> str:
         return f"{self.label!r}, candidates={self.candidates}, k={self.k}, tau={self.tau}, variant={self.variant!r}"
