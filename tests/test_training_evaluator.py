@@ -86,3 +86,12 @@ def test_reporter_skips_sanity_checks_and_epochs_without_metrics():
     trainer.sanity_checking, trainer.callback_metrics = False, {}
     reporter.on_validation_end(trainer, None)
     assert sent == [{"default": 0.5, "dice": pytest.approx(0.6)}]
+
+
+def test_same_seed_same_result_whatever_the_initial_weights(tmp_path, reports):
+    finals = []
+    for init_seed in (1, 2):
+        torch.manual_seed(init_seed)  # NNI builds the frozen model with whatever RNG state it has
+        finals.append(train_and_report(TinyNet(width=4), data="default", max_epochs=1, patch_size=32,
+                                       seed=3, out_dir=str(tmp_path / str(init_seed))))
+    assert finals[0] == finals[1]

@@ -16,6 +16,7 @@ from nni.nas.evaluator import FunctionalEvaluator
 
 from nni_bixnas.training.loop import fit
 from nni_bixnas.training.nni_reporting import NNIReporter, nni_tensorboard_dir
+from nni_bixnas.utils import seed_everything
 
 _log = logging.getLogger(__name__)
 
@@ -66,6 +67,12 @@ def train_and_report(
     """
     from nni_bixnas.profile import count_complexity
 
+    # NNI builds the frozen model before calling us; re-initialise it from ``seed`` so a retraining
+    # with the same seed starts from the same weights wherever it runs.
+    seed_everything(seed)
+    for module in model.modules():
+        if hasattr(module, "reset_parameters") and module is not model:
+            module.reset_parameters()
     if out_dir is None:
         nni_output = os.environ.get("NNI_OUTPUT_DIR")
         out_dir = str(Path(nni_output) / "run") if nni_output else tempfile.mkdtemp(prefix="bixnas-trial-")
