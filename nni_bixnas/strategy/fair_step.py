@@ -147,6 +147,7 @@ def fair_step(
     loss_fn: LossFn,
     *,
     step: str = "low_memory",
+    backward: Optional[Callable[[torch.Tensor], Any]] = None,
 ) -> StepResult:
     """Accumulate the gradient of the members' mean loss on one batch into ``model``'s ``.grad``.
 
@@ -164,6 +165,10 @@ def fair_step(
         ``loss_fn(logits, target) -> scalar``.
     step
         ``'low_memory'`` (default), ``'plain'`` or ``'naive'`` (see the module docs).
+    backward
+        Runs the backward of a loss; default ``loss.backward()``. A Lightning module passes its
+        ``manual_backward`` (so mixed-precision loss scaling applies; the head's backward then receives
+        the already scaled feature gradients).
 
     Returns
     -------
@@ -179,13 +184,14 @@ def fair_step(
     if not members:
         raise ValueError("the population is empty; a step needs at least one member")
     scale = 1.0 / len(members)
+    backward = backward if backward is not None else torch.Tensor.backward
     losses: List[float] = []
     try:
         if step == "naive":
             for member in members:
                 model.set_active(member)
                 loss = loss_fn(model.forward_tail(model.forward_head(images, stage)), target)
-                (loss * scale).backward()
+                backward(loss * scale)
                 losses.append(float(loss.detach()))
             return StepResult(losses, sum(losses) * scale)
 
@@ -198,14 +204,14 @@ def fair_step(
                 loss = loss_fn(model.forward_tail(head), target)
                 total = total + loss
                 losses.append(float(loss.detach()))
-            (total * scale).backward()
+            backward(total * scale)
             return StepResult(losses, sum(losses) * scale, head_features=head)
 
         detached, originals, leaves = detach_features(head)
         for member in members:
             model.set_active(member)
             loss = loss_fn(model.forward_tail(detached), target)
-            (loss * scale).backward()
+            backward(loss * scale)
             losses.append(float(loss.detach()))
         grads = tuple(leaf.grad for leaf in leaves)
         roots = [(t, g) for t, g in zip(originals, grads) if g is not None and t.requires_grad]

@@ -1,0 +1,232 @@
+"""ProgressiveEvolution (BiX-NAS Phase 2) on a tiny BiO-Net++: stages, sampling, selection, resume, errors."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn as nn
+
+from nni.mutable import Categorical
+from nni.nas.evaluator import FunctionalEvaluator
+from nni.nas.execution import SequentialExecutionEngine
+from nni.nas.nn.pytorch import ModelSpace
+from nni.nas.space import RawFormatModelSpace
+
+from nni_bixnas.space import BiONetPlusPlus, Gene, SkipChoice
+from nni_bixnas.strategy.pareto import select_parents
+from nni_bixnas.strategy.progressive_evolution import (
+    ProgressiveEvolution,
+    default_milestones,
+    phase2_stage_unit,
+)
+from nni_bixnas.strategy.units import UnitRunner
+from nni_bixnas.training import train_and_report
+
+DATA = "default:n=8,size=32"  # 6 training tiles: no batch of one (1x1 BatchNorm at 32 px)
+
+
+def executable(space: nn.Module) -> RawFormatModelSpace:
+    return RawFormatModelSpace.from_model(space, FunctionalEvaluator(train_and_report, data=DATA, batch_size=2))
+
+
+def tiny_space(**kw) -> BiONetPlusPlus:
+    return BiONetPlusPlus(**{"width": 4, "stem_width": 4, "iterations": 2, "max_k": 5, **kw})
+
+
+def strategy(tmp_path, **kw) -> ProgressiveEvolution:
+    options = dict(samples=2, epochs=1, seed=0, macs_input_size=(32, 32), out_dir=str(tmp_path / "phase2"))
+    return ProgressiveEvolution(**{**options, **kw})
+
+
+@pytest.fixture
+def units(monkeypatch):
+    """Count unit submissions (and their kwargs); ``fail_at`` makes the n-th submission crash."""
+    calls = []
+    state = {"fail_at": None}
+    real_run = UnitRunner.run
+
+    def run(self, function, sample, **kwargs):
+        calls.append(kwargs)
+        if state["fail_at"] == len(calls):
+            raise RuntimeError("simulated crash")
+        return real_run(self, function, sample, **kwargs)
+
+    monkeypatch.setattr(UnitRunner, "run", run)
+    return calls, state
+
+
+def test_search_runs_every_stage_and_selects_from_the_front(tmp_path, units):
+    calls, _ = units
+    space = executable(tiny_space())
+    evo = strategy(tmp_path, keep=(2, 1))
+    evo(space, SequentialExecutionEngine())
+
+    assert [h["stage"] for h in evo.history] == [3, 2, 1]
+    assert [c["stage"] for c in calls] == [3, 2, 1]
+    parents = 1
+    for h, kwargs in zip(evo.history, calls):
+        population = h["population"]
+        assert len(population) == 2 * parents  # s skip sets x parents
+        assert kwargs["lr"] == pytest.approx(1e-3 / len(population))  # lr_per_member
+        assert kwargs["members"] == [p["sample"] for p in population]
+        stage_labels = [l for l, m in space.simplify().items() if m.stage == h["stage"]]
+        for member in kwargs["members"]:
+            assert space.contains(member)
+        # the skip sets differ only on the stage's blocks, and are distinct
+        keys = {tuple(tuple(m[l]) for l in stage_labels) for m in kwargs["members"][:2]}
+        assert len(keys) == 2
+        assert h["kept"] == select_parents([p["iou"] for p in population], [p["macs"] for p in population],
+                                           2 if h["stage"] == 3 else 1)
+        assert set(h["kept"]) <= set(h["front"])
+        assert all(p["macs"] > 0 and 0.0 <= p["iou"] <= 1.0 for p in population)
+        parents = len(h["kept"])
+    assert evo.final_samples == [evo.history[-1]["population"][i]["sample"] for i in evo.history[-1]["kept"]]
+    genes = evo.final_genes()
+    assert isinstance(genes[0], Gene) and genes[0].to_sample() == {k: v for k, v in evo.final_samples[0].items()}
+    # a stage's kept parents carry the searched choices into the next stages
+    last = evo.history[0]["population"][evo.history[0]["kept"][0]]["sample"]
+    assert any(all(m[l] == last[l] for l in last if l.startswith("dec_1")) for m in calls[1]["members"])
+
+
+def test_resume_after_the_last_finished_stage(tmp_path, units):
+    calls, state = units
+    state["fail_at"] = 3
+    first = strategy(tmp_path)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        first(executable(tiny_space()), SequentialExecutionEngine())
+    saved = first.state_dict()
+    assert saved["stage_index"] == 2 and len(saved["history"]) == 2
+    assert len(calls) == 3
+
+    state["fail_at"] = None
+    second = strategy(tmp_path, seed=123)  # the RNG state comes from the state dict
+    second.load_state_dict(saved)
+    second(executable(tiny_space()), SequentialExecutionEngine())
+    assert len(calls) == 4  # only the last stage ran again
+    assert calls[3]["stage"] == 1 and calls[3]["members"] == calls[2]["members"]
+    assert second.history[:2] == saved["history"] and len(second.history) == 3
+    assert second.final_samples
+
+
+def test_sampling_is_private_distinct_and_within_bounds():
+    space = executable(tiny_space())
+    candidates = {"dec_1_0": [0, 2, 4], "dec_1_1": [1], "enc_1_3": [0, 1, 3]}
+    evo = ProgressiveEvolution(candidates=candidates, samples=6, seed=5)
+    evo.initialize(space, SequentialExecutionEngine())
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    sets = evo.sample_skip_sets(3)
+    assert len(sets) == 6 and len({str(sorted(s.items())) for s in sets}) == 6
+    for s in sets:
+        assert sorted(s) == ["dec_1_0", "dec_1_1", "dec_1_2", "dec_1_3"]
+        assert set(s["dec_1_0"]) <= {0, 2, 4} and s["dec_1_1"] == [1]
+        assert all(1 <= len(v) <= 5 and v == sorted(set(v)) and set(v) <= set(range(5)) for v in s.values())
+    again = ProgressiveEvolution(candidates=candidates, samples=6, seed=5)
+    again.initialize(executable(tiny_space()), SequentialExecutionEngine())
+    assert again.sample_skip_sets(3) == sets
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(1), before)
+    # unsearched stages start from every candidate
+    assert evo.parents[0]["enc_1_3"] == [0, 1, 3] and evo.parents[0]["dec_1_1"] == [1]
+
+
+def test_keep_sequential_last_keeps_index_0_in_the_last_stage_only():
+    space = executable(tiny_space(max_k=3, candidates={l: [0, 1, 2] for l in ["dec_1_0", "dec_1_1", "dec_1_2", "dec_1_3",
+                                                                              "enc_1_0", "enc_1_1", "enc_1_2", "enc_1_3",
+                                                                              "dec_0_0", "dec_0_1", "dec_0_2", "dec_0_3"]}))
+    evo = ProgressiveEvolution(samples=7, seed=0, keep_sequential_last=True)
+    evo.initialize(space, SequentialExecutionEngine())
+    assert all(0 in v for s in evo.sample_skip_sets(3) for v in s.values())
+    assert any(0 not in v for s in evo.sample_skip_sets(2) for v in s.values())
+    plain = ProgressiveEvolution(samples=7, seed=0)
+    plain.initialize(executable(tiny_space(max_k=3, candidates=dict(space.model_space.trace_kwargs["candidates"]))),
+                     SequentialExecutionEngine())
+    assert any(0 not in v for s in plain.sample_skip_sets(3) for v in s.values())
+
+
+def test_too_few_distinct_skip_sets_shrinks_the_population(caplog):
+    narrow = {l: [0] for l in ["dec_1_0", "dec_1_1", "dec_1_2", "dec_1_3"]}
+    evo = ProgressiveEvolution(candidates=narrow, samples=4, seed=0, max_redraws=5)
+    evo.initialize(executable(tiny_space()), SequentialExecutionEngine())
+    with caplog.at_level(logging.WARNING):
+        assert evo.sample_skip_sets(3) == [narrow]
+    assert "only 1 distinct skip sets" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(samples=0), "samples must be a positive int"),
+        (dict(epochs=0), "epochs must be a positive int"),
+        (dict(keep=(3,)), "keep must be"),
+        (dict(keep=(3, 0)), "keep must be"),
+        (dict(step="batched"), "unknown step 'batched'"),
+        (dict(mode="greedy"), "unknown mode 'greedy'"),
+        (dict(macs_input_size=(512,)), "macs_input_size"),
+        (dict(milestones=[0]), "milestones"),
+    ],
+)
+def test_constructor_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ProgressiveEvolution(**kwargs)
+
+
+class NoSkips(ModelSpace):
+    def __init__(self):
+        super().__init__()
+        self.width = self.add_mutable(Categorical([2, 4], label="width"))
+        self.conv = nn.Conv2d(3, 1, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class NoStage(ModelSpace):
+    def __init__(self):
+        super().__init__()
+        self.skip = SkipChoice(3, label="b0")
+        self.conv = nn.Conv2d(3, 1, 1)
+
+    def forward(self, x):
+        return self.conv(self.skip([x, x, x]))
+
+
+@pytest.mark.parametrize(
+    "space, kwargs, message",
+    [
+        (lambda: NoSkips(), {}, "no skip choices"),
+        (lambda: NoStage(), {}, "b0 have no stage index"),
+        (lambda: tiny_space(), dict(candidates={"dec_1_0": []}), "candidate set of dec_1_0 would be empty"),
+        (lambda: tiny_space(), dict(candidates={"bogus": [0]}), "unknown skip choice"),
+        (lambda: tiny_space(candidates={"dec_1_0": [0, 1]}), dict(candidates={"dec_1_0": [0, 4]}), "not among"),
+        (lambda: tiny_space(max_k=3), {}, "5 candidates but max_k=3"),
+    ],
+)
+def test_initialize_errors_before_any_training(space, kwargs, message, units):
+    calls, _ = units
+    evo = ProgressiveEvolution(**kwargs)
+    with pytest.raises(ValueError, match=message):
+        evo(executable(space()), SequentialExecutionEngine())
+    assert calls == []
+
+
+def test_naive_mode_unit_scores_every_member(tmp_path):
+    space = tiny_space()
+    members = [dict(m) for m in [{l: [0] for l in space.skip_choices()}, {l: [0, 1] for l in space.skip_choices()}]]
+    from nni_bixnas.strategy.units import space_reference
+
+    ref = space_reference(executable(space))
+    result = phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, mode="naive", data=DATA,
+                               macs_input_size=(32, 32), out_dir=str(tmp_path), progress=False)
+    assert result["stage"] == 2 and result["phase"] == 2
+    assert [p["sample"] for p in result["population"]] == members
+    assert result["population"][1]["macs"] > result["population"][0]["macs"]
+    assert result["front"] and result["default"] == max(p["iou"] for p in result["population"])
+
+
+def test_default_milestones():
+    assert default_milestones(40) == (10, 20, 30)
+    assert default_milestones(4) == (1, 2, 3)
+    assert default_milestones(1) == ()
