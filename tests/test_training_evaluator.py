@@ -95,3 +95,14 @@ def test_same_seed_same_result_whatever_the_initial_weights(tmp_path, reports):
         finals.append(train_and_report(TinyNet(width=4), data="default", max_epochs=1, patch_size=32,
                                        seed=3, out_dir=str(tmp_path / str(init_seed))))
     assert finals[0] == finals[1]
+
+
+def test_retrained_search_result_checkpoint_is_self_describing(tmp_path, reports):
+    from nni_bixnas.space import BiONetPlusPlus, published_gene
+    from nni_bixnas.training import evaluate
+
+    space = BiONetPlusPlus(width=4, stem_width=4)
+    frozen = space.freeze(published_gene().to_sample())
+    train_and_report(frozen, data="default", max_epochs=1, patch_size=32, out_dir=str(tmp_path))
+    scores = evaluate(tmp_path / "checkpoints" / "best.ckpt", "default", patch_size=32)
+    assert 0.0 <= scores["iou"] <= 1.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 from ..space.bionet_pp import BiONetPlusPlus
 from ..space.gene import Gene, published_gene
@@ -10,7 +10,20 @@ from .bionet import BiONet
 from .registry import create_model, list_models, model_entrypoint, paper_figures, register_model
 from .unet import UNet
 
-__all__ = ["create_model", "list_models", "register_model", "paper_figures", "BiONet", "UNet", "BiONetPlusPlus"]
+__all__ = ["create_model", "list_models", "register_model", "paper_figures", "describe_model", "BiONet", "UNet", "BiONetPlusPlus"]
+
+
+def describe_model(model) -> Optional[Tuple[str, dict]]:
+    """``(name, kwargs)`` such that ``create_model(name, **kwargs)`` rebuilds ``model``, if known.
+
+    A fixed BiO-Net++ (a searched architecture, however NNI built it) is described as ``bixnet`` with its
+    gene text, so checkpoints of retrained search results are self-describing.
+    """
+    if isinstance(model, BiONetPlusPlus) and model.is_fixed:
+        kwargs = {k: v for k, v in model.args.items() if k not in ("gene", "candidates", "max_k")}
+        kwargs["gene"] = model.gene.to_text()
+        return "bixnet", kwargs
+    return None
 
 
 def _gene(gene: Optional[Union[Gene, str]], iterations: int, levels: int) -> Optional[Gene]:

@@ -28,6 +28,12 @@ def _create_model(name: str, **kwargs) -> nn.Module:
     return create_model(name, **kwargs)
 
 
+def describe_model(model: nn.Module):
+    from nni_bixnas.models import describe_model as describe
+
+    return describe(model)
+
+
 class SegmentationTask(pl.LightningModule):
     """Train and validate one segmentation network the way the BiX-NAS authors do.
 
@@ -98,6 +104,9 @@ class SegmentationTask(pl.LightningModule):
             model = _create_model(model_name, **model_kwargs)
         elif not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module or a registry name, got {type(model).__name__}")
+        elif model_name is None and describe_model(model) is not None:
+            model_name, described = describe_model(model)  # e.g. a searched BiO-Net++ -> 'bixnet' + gene
+            model_kwargs = {**described, **model_kwargs}
         if model_kwargs.get("num_classes", num_classes) != num_classes:
             raise ValueError(
                 f"model_kwargs['num_classes']={model_kwargs['num_classes']} but the task has num_classes={num_classes}"
