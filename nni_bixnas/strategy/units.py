@@ -27,7 +27,25 @@ from nni.nas.space import ExecutableModelSpace, ModelStatus
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["UnitRunner", "UnitFailed", "space_reference"]
+__all__ = ["UnitRunner", "UnitFailed", "space_reference", "build_space", "training_settings", "add_unit_listener"]
+
+# Callbacks run before any unit starts on an engine (keyed by ``id(engine)``). A strategy's state is
+# consistent at that moment (every finished unit recorded), so a chain can checkpoint there.
+_UNIT_LISTENERS: Dict[int, list] = {}
+
+
+def add_unit_listener(engine: ExecutionEngine, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback()`` before every unit submitted on ``engine``; returns a function that removes it."""
+    _UNIT_LISTENERS.setdefault(id(engine), []).append(callback)
+
+    def remove() -> None:
+        listeners = _UNIT_LISTENERS.get(id(engine), [])
+        if callback in listeners:
+            listeners.remove(callback)
+        if not listeners:
+            _UNIT_LISTENERS.pop(id(engine), None)
+
+    return remove
 
 
 class UnitFailed(RuntimeError):
@@ -96,6 +114,8 @@ class UnitRunner:
         UnitFailed
             If the job failed, or reported no final metric within ``grace_s`` seconds after it ended.
         """
+        for listener in list(_UNIT_LISTENERS.get(id(self.engine), [])):
+            listener()
         job = self.make_job(function, sample, **kwargs)
         self.engine.submit_models(job)
         self.engine.wait_models(job)

@@ -1,0 +1,236 @@
+"""BiX-NAS: Phase 1 (selection matrix) -> Phase 2 (progressive evolution) -> retraining of the winner."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from numpy.random import RandomState
+
+from nni.nas.execution import ExecutionEngine
+from nni.nas.space import ExecutableModelSpace
+from nni.nas.strategy import Strategy
+
+from nni_bixnas.utils import atomic_torch_save, atomic_write
+
+from .progressive_evolution import ProgressiveEvolution
+from .selection_matrix import SelectionMatrix
+from .units import UnitRunner, add_unit_listener, training_settings
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ["BiXNAS"]
+
+STATE_FILE = "bixnas_state.pt"
+
+
+def retrain_unit(model, *, seed: int, **kwargs) -> Dict[str, Any]:
+    """Retrain a searched architecture with :func:`~nni_bixnas.training.train_and_report` (one unit)."""
+    from nni_bixnas.training import train_and_report
+
+    final = train_and_report(model, seed=seed, **kwargs)
+    return final
+
+
+class BiXNAS(Strategy):
+    """The whole BiX-NAS search: :class:`SelectionMatrix`, then :class:`ProgressiveEvolution` on its
+    candidates, then retraining the best architecture with several seeds.
+
+    Every expensive unit (the Phase 1 SuperNet, each Phase 2 stage, each retraining) is one job of the
+    engine, so the chain runs in-process (``NasExperiment`` from Python) and as trials of an NNI training
+    service (``nnictl`` through :mod:`nni_bixnas.experiment`).
+
+    Parameters
+    ----------
+    phase1
+        Keyword arguments of :class:`SelectionMatrix` (e.g. ``{'epochs': 300}``).
+    phase2
+        Keyword arguments of :class:`ProgressiveEvolution` (e.g. ``{'samples': 15, 'epochs': 40}``).
+    retrain
+        ``None`` or ``False`` to skip retraining; else a dict with ``seeds`` (default ``[0, 1, 2]``) and
+        keyword arguments of :func:`~nni_bixnas.training.train_and_report` (``max_epochs``, ...).
+    training
+        Training settings shared by every unit (``data``, ``batch_size``, ``patch_size``, ...); by default
+        those of the experiment's evaluator.
+    out_dir
+        Where units write checkpoints, plots and the chain's state (``bixnas_state.pt``) and results
+        (``result.json``, ``gene.txt``). With ``resume=True`` an existing state there is loaded, and the
+        search continues after the last finished unit.
+    seed
+        Seed of the chain's private RNG; each phase gets its own seed from it.
+    resume
+        Load ``out_dir/bixnas_state.pt`` if present.
+    """
+
+    def __init__(
+        self,
+        phase1: Optional[Dict[str, Any]] = None,
+        phase2: Optional[Dict[str, Any]] = None,
+        retrain: Optional[Dict[str, Any]] = None,
+        training: Optional[Dict[str, Any]] = None,
+        out_dir: Optional[str] = None,
+        seed: Optional[int] = None,
+        resume: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in [("phase1", phase1), ("phase2", phase2), ("training", training)]:
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"{name} must be a dict of keyword arguments, got {type(value).__name__}")
+        if retrain not in (None, False) and not isinstance(retrain, dict):
+            raise ValueError(f"retrain must be None, False or a dict, got {type(retrain).__name__}")
+        self.phase1_kwargs = dict(phase1 or {})
+        self.phase2_kwargs = dict(phase2 or {})
+        for forbidden in ("training", "out_dir", "seed"):
+            if forbidden in self.phase1_kwargs or forbidden in self.phase2_kwargs:
+                raise ValueError(f"set {forbidden!r} on BiXNAS, not inside phase1/phase2")
+        if "candidates" in self.phase2_kwargs:
+            raise ValueError("phase2 must not set 'candidates': they come from Phase 1")
+        self.retrain_kwargs: Optional[Dict[str, Any]] = None if retrain in (None, False) else dict(retrain)
+        if self.retrain_kwargs is not None:
+            seeds = self.retrain_kwargs.setdefault("seeds", [0, 1, 2])
+            if not seeds or not all(isinstance(s, int) for s in seeds):
+                raise ValueError(f"retrain['seeds'] must be a non-empty list of ints, got {seeds!r}")
+        self.training = dict(training or {})
+        self.out_dir = None if out_dir is None else str(out_dir)
+        self.resume = bool(resume)
+        self.seed = seed
+        self._random_state = RandomState(seed)
+        self._phase_seeds = [int(v) for v in self._random_state.randint(2**31 - 1, size=2)]
+        self.phase1 = SelectionMatrix(**self.phase1_kwargs, training=self.training, out_dir=self._sub_dir("phase1"), seed=self._phase_seeds[0])
+        # Phase 2 is built once Phase 1's candidates exist; build it now only to validate its arguments.
+        ProgressiveEvolution(**self.phase2_kwargs, training=self.training, seed=self._phase_seeds[1])
+        self.phase2: Optional[ProgressiveEvolution] = None
+        self.retrained: List[Dict[str, Any]] = []
+        self.result: Optional[Dict[str, Any]] = None
+        self._pending_phase2_state: Optional[dict] = None
+        self._remove_listener = None
+
+    def _sub_dir(self, name: str) -> Optional[str]:
+        return None if self.out_dir is None else str(Path(self.out_dir) / name)
+
+    def extra_repr(self) -> str:
+        return (f"phase1={self.phase1_kwargs}, phase2={self.phase2_kwargs}, retrain={self.retrain_kwargs}, "
+                f"out_dir={self.out_dir!r}, seed={self.seed}")
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
+        training_settings(model_space, self.training)  # unknown settings fail here, before any training
+        self.phase1.initialize(model_space, engine)
+        if self.out_dir is not None and self.resume and (Path(self.out_dir) / STATE_FILE).is_file():
+            path = Path(self.out_dir) / STATE_FILE
+            _logger.info("Resuming BiX-NAS from %s", path)
+            self.load_state_dict(torch.load(path, weights_only=False))
+        if self.out_dir is not None:
+            self._remove_listener = add_unit_listener(engine, self.save_state)
+        return model_space
+
+    def _cleanup(self) -> None:
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+
+    def save_state(self) -> None:
+        """Write :meth:`state_dict` to ``out_dir/bixnas_state.pt`` (atomically)."""
+        if self.out_dir is not None:
+            atomic_torch_save(self.state_dict(), Path(self.out_dir) / STATE_FILE)
+
+    def _run(self) -> None:
+        if self.phase1.result is None:
+            self.phase1.run()
+        else:
+            _logger.info("Phase 1 already finished; candidates restored.")
+        self.save_state()
+        if self.phase2 is None:
+            self._start_phase2()
+        if not self.phase2.final_samples:
+            self.phase2.run()
+        self.save_state()
+        if self.retrain_kwargs is not None:
+            self._retrain()
+        self._finish()
+        self.save_state()
+
+    def _start_phase2(self) -> None:
+        self.phase2 = ProgressiveEvolution(
+            candidates=self.phase1.candidates, **self.phase2_kwargs, training=self.training,
+            out_dir=self._sub_dir("phase2"), seed=self._phase_seeds[1],
+        )
+        self.phase2.initialize(self.model_space, self.engine)
+        if self._pending_phase2_state is not None:
+            self.phase2.load_state_dict(self._pending_phase2_state)
+            self._pending_phase2_state = None
+
+    def _retrain(self) -> None:
+        winner = self.phase2.final_samples[0]
+        kwargs = {k: v for k, v in self.retrain_kwargs.items() if k != "seeds"}
+        settings = training_settings(self.model_space, self.training)
+        settings.pop("seed", None)
+        runner = UnitRunner(self.model_space, self.engine)
+        try:
+            for seed in self.retrain_kwargs["seeds"][len(self.retrained):]:
+                out_dir = None if self.out_dir is None else str(Path(self.out_dir) / "retrain" / f"seed_{seed}")
+                _logger.info("Retraining the winner with seed %d", seed)
+                result = runner.run(retrain_unit, winner, **{**settings, **kwargs}, seed=seed, out_dir=out_dir)
+                self.retrained.append({"seed": seed, **result,
+                                       "checkpoint": None if out_dir is None else str(Path(out_dir) / "checkpoints" / "best.ckpt")})
+        finally:
+            runner.close()
+
+    def _finish(self) -> None:
+        samples = self.phase2.final_samples
+        result: Dict[str, Any] = {
+            "candidates": self.phase1.candidates,
+            "final_samples": samples,
+            "phase2_history": [{k: v for k, v in h.items() if k != "skip_sets"} for h in self.phase2.history],
+            "retrained": self.retrained,
+        }
+        try:
+            genes = self.phase2.final_genes()
+            result["genes"] = [g.to_text() for g in genes]
+        except TypeError:
+            genes = []
+        if self.retrained:
+            ious = [r["default"] for r in self.retrained]
+            result["retrained_iou_mean"] = sum(ious) / len(ious)
+        self.result = result
+        if self.out_dir is not None:
+            out = Path(self.out_dir)
+            with atomic_write(out / "result.json") as f:
+                json.dump(result, f, indent=2, default=str)
+            with atomic_write(out / "sample.json") as f:
+                json.dump(samples[0], f, indent=2)
+            if genes:
+                with atomic_write(out / "gene.txt") as f:
+                    f.write(genes[0].to_text())
+        _logger.info("BiX-NAS finished: best sample %s", samples[0])
+
+    # -- results and state -------------------------------------------------------------------------
+    def list_models(self, sort: bool = True, limit: Optional[int] = None):
+        """The final architectures (frozen), best first."""
+        samples = self.phase2.final_samples if self.phase2 is not None else []
+        models = [self.model_space.freeze(s) for s in samples]
+        return models[:limit] if limit is not None else models
+
+    def state_dict(self) -> dict:
+        return {
+            "phase1": self.phase1.state_dict(),
+            "phase2": None if self.phase2 is None else self.phase2.state_dict(),
+            "retrained": copy.deepcopy(self.retrained),
+            "random_state": self._random_state.get_state(),
+            "phase_seeds": list(self._phase_seeds),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._random_state.set_state(state_dict["random_state"])
+        self._phase_seeds = list(state_dict["phase_seeds"])
+        self.phase1.load_state_dict(state_dict["phase1"])
+        self.retrained = copy.deepcopy(list(state_dict.get("retrained", [])))
+        if state_dict.get("phase2") is not None:
+            if self.phase2 is not None:
+                self.phase2.load_state_dict(state_dict["phase2"])
+            else:
+                self._pending_phase2_state = state_dict["phase2"]

@@ -1,0 +1,87 @@
+"""The BiX-NAS chain end to end on tiny data, and its resume after a Phase 2 stage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from nni.nas.evaluator import FunctionalEvaluator
+from nni.nas.execution import SequentialExecutionEngine
+from nni.nas.space import RawFormatModelSpace
+
+from nni_bixnas.space import BiONetPlusPlus, Gene
+from nni_bixnas.strategy import bixnas as bixnas_module
+from nni_bixnas.strategy import progressive_evolution
+from nni_bixnas.strategy.bixnas import BiXNAS
+from nni_bixnas.training import train_and_report
+
+DATA = "default:n=6,size=64"
+KW = dict(phase1={"epochs": 1}, phase2={"samples": 2, "epochs": 1, "keep": (2, 1), "macs_input_size": (64, 64)},
+          retrain={"seeds": [0], "max_epochs": 1})
+
+
+def space():
+    return RawFormatModelSpace.from_model(
+        BiONetPlusPlus(width=4, stem_width=4), FunctionalEvaluator(train_and_report, data=DATA, batch_size=2)
+    )
+
+
+@pytest.fixture
+def count_units(monkeypatch):
+    calls = []
+    real_run = bixnas_module.UnitRunner.run
+
+    def run(self, function, sample, **kwargs):
+        calls.append((function.__name__, kwargs.get("stage")))
+        return real_run(self, function, sample, **kwargs)
+
+    monkeypatch.setattr(bixnas_module.UnitRunner, "run", run)
+    return calls
+
+
+@pytest.mark.slow
+def test_chain_runs_and_resumes_after_a_phase2_stage(tmp_path, monkeypatch, count_units):
+    real_stage = progressive_evolution.phase2_stage_unit
+
+    def crash_on_stage_3(model, **kwargs):
+        if kwargs["stage"] == 3:
+            raise RuntimeError("simulated crash in stage 3")
+        return real_stage(model, **kwargs)
+
+    monkeypatch.setattr(progressive_evolution, "phase2_stage_unit", crash_on_stage_3)
+    with pytest.raises(Exception):
+        BiXNAS(**KW, out_dir=str(tmp_path), seed=0)(space(), SequentialExecutionEngine())
+    first = [name for name, _ in count_units]
+    assert first.count("selection_matrix_unit") == 1
+    stages_done = [stage for name, stage in count_units if name == "crash_on_stage_3"]
+    assert stages_done == [5, 4, 3]
+    assert (tmp_path / "bixnas_state.pt").is_file()
+
+    count_units.clear()
+    monkeypatch.setattr(progressive_evolution, "phase2_stage_unit", real_stage)
+    strategy = BiXNAS(**KW, out_dir=str(tmp_path), seed=0)
+    strategy(space(), SequentialExecutionEngine())
+    resumed = [(name, stage) for name, stage in count_units]
+    # Phase 1 and stages 5, 4 are not recomputed: the run continues at stage 3.
+    assert resumed == [("phase2_stage_unit", 3), ("phase2_stage_unit", 2), ("phase2_stage_unit", 1), ("retrain_unit", None)]
+
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert [h["stage"] for h in result["phase2_history"]] == [5, 4, 3, 2, 1]
+    gene = Gene.parse((tmp_path / "gene.txt").read_text())
+    assert gene.to_sample() == strategy.phase2.final_samples[0]
+    # every chosen index comes from Phase 1's candidates
+    for label, chosen in gene.to_sample().items():
+        assert set(chosen) <= set(strategy.phase1.candidates[label]), label
+    assert len(strategy.retrained) == 1 and (tmp_path / "retrain" / "seed_0" / "checkpoints" / "best.ckpt").is_file()
+    assert strategy.list_models()[0].sample == strategy.phase2.final_samples[0]
+
+
+def test_bad_arguments_fail_before_training():
+    with pytest.raises(ValueError, match="phase2 must not set 'candidates'"):
+        BiXNAS(phase2={"candidates": {}})
+    with pytest.raises(ValueError, match="set 'seed' on BiXNAS"):
+        BiXNAS(phase1={"seed": 3})
+    with pytest.raises(ValueError, match="retrain\\['seeds'\\]"):
+        BiXNAS(retrain={"seeds": []})
+    with pytest.raises(ValueError):
+        BiXNAS(phase2={"samples": 0})
