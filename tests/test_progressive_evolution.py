@@ -17,6 +17,7 @@ from nni.nas.space import RawFormatModelSpace
 from nni_bixnas.space import BiONetPlusPlus, Gene, SkipChoice
 from nni_bixnas.strategy.pareto import select_parents
 from nni_bixnas.strategy.progressive_evolution import (
+    Phase2Task,
     ProgressiveEvolution,
     default_milestones,
     phase2_stage_unit,
@@ -60,8 +61,10 @@ def units(monkeypatch):
 def test_search_runs_every_stage_and_selects_from_the_front(tmp_path, units):
     calls, _ = units
     space = executable(tiny_space())
-    evo = strategy(tmp_path, keep=(2, 1))
+    evo = strategy(tmp_path, keep=(2, 1), inherit_weights=True)
     evo(space, SequentialExecutionEngine())
+    assert calls[0]["init_weights"] is None
+    assert [c["init_weights"] for c in calls[1:]] == [str(p) for p in sorted((tmp_path / "phase2").glob("stage_[32]-*/supernet.pt"), reverse=True)]
 
     assert [h["stage"] for h in evo.history] == [3, 2, 1]
     assert [c["stage"] for c in calls] == [3, 2, 1]
@@ -224,6 +227,12 @@ def test_naive_mode_unit_scores_every_member(tmp_path):
     assert [p["sample"] for p in result["population"]] == members
     assert result["population"][1]["macs"] > result["population"][0]["macs"]
     assert result["front"] and result["default"] == max(p["iou"] for p in result["population"])
+
+
+def test_learning_rate_schedule():
+    space = tiny_space()
+    task = Phase2Task(space, 1, [{l: [0] for l in space.skip_choices()}], lr=1e-3, milestones=(10, 20, 30))
+    assert [task.lr_at(e) for e in (0, 9, 10, 19, 20, 30, 39)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-6, 1e-6])
 
 
 def test_default_milestones():

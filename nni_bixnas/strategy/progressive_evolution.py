@@ -86,7 +86,7 @@ class Phase2Task(SegmentationTask):
     num_classes, lr, threshold
         As in :class:`~nni_bixnas.training.SegmentationTask`.
     milestones, gamma
-        ``MultiStepLR`` schedule, stepped once per epoch.
+        ``MultiStepLR`` schedule (``lr * gamma`` at every milestone epoch), applied once per epoch.
 
     Notes
     -----
@@ -127,9 +127,16 @@ class Phase2Task(SegmentationTask):
         self._member_loss = [0.0] * len(self.members)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=self.milestones, gamma=self.gamma)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+    def lr_at(self, epoch: int) -> float:
+        """``MultiStepLR``'s learning rate for 0-based ``epoch``: ``lr * gamma ** #(milestones <= epoch)``."""
+        return self.lr * self.gamma ** sum(1 for m in self.milestones if m <= epoch)
+
+    def _apply_schedule(self, epoch: int) -> None:
+        # Set from the epoch number (not a scheduler's state), so a resumed run has the same rate.
+        for group in self.optimizers().optimizer.param_groups:
+            group["lr"] = self.lr_at(epoch)
 
     def _finite(self, loss: float) -> None:
         if not math.isfinite(loss):
@@ -162,10 +169,11 @@ class Phase2Task(SegmentationTask):
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
         return {"loss": loss}
 
+    def on_train_start(self) -> None:
+        self._apply_schedule(self.current_epoch)
+
     def on_train_epoch_end(self) -> None:
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
+        self._apply_schedule(self.current_epoch + 1)
 
     # -- validation: every member on the shared weights -------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -242,11 +250,12 @@ def member_macs(supernet: nn.Module, space: Dict[str, Any], sample: Mapping[str,
     return _MACS_CACHE[key]
 
 
-def _stage_dir(out_dir: Optional[str], stage: int, members: Sequence[Mapping[str, Any]], seed: int) -> Path:
+def _stage_dir(out_dir: Optional[str], stage: int, identity: Mapping[str, Any]) -> Path:
+    """``out_dir/stage_<t>-<digest of the unit's settings>``: a re-run resumes only the very same unit."""
     if out_dir is None:
         nni_output = os.environ.get("NNI_OUTPUT_DIR")
         out_dir = str(Path(nni_output) / "phase2") if nni_output else tempfile.mkdtemp(prefix="bixnas-phase2-")
-    digest = hashlib.sha1(json.dumps([members, seed], sort_keys=True).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return Path(out_dir) / f"stage_{stage}-{digest}"
 
 
@@ -320,7 +329,10 @@ def phase2_stage_unit(
     started = time.perf_counter()
     if devices not in ("auto", 1, [0], "1"):
         _logger.warning("Phase 2 steps run on one device; ignoring devices=%r", devices)
-    run_dir = _stage_dir(out_dir, stage, members, seed)
+    identity = dict(space=space, stage=stage, members=members, candidates=candidates, epochs=epochs,
+                    milestones=milestones, gamma=gamma, lr=lr, step=step, mode=mode, init_weights=init_weights,
+                    data=data, batch_size=batch_size, seed=seed, patch_size=patch_size, val_fraction=val_fraction)
+    run_dir = _stage_dir(out_dir, stage, identity)
     init_seed = int(np.random.SeedSequence([int(seed), int(stage)]).generate_state(1)[0])
     torch.manual_seed(init_seed)
     supernet = build_space(space, **({"candidates": candidates} if candidates is not None else {}))
