@@ -11,8 +11,17 @@ import warnings as _warnings
 _warnings.filterwarnings("ignore", message=r".*is found to be not a nn\.Module.*", category=RuntimeWarning)
 _warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated.*", category=UserWarning)
 
-from .models import create_model, list_models  # noqa: E402
-from .space import BiONetPlusPlus, Gene  # noqa: E402
-
 __version__ = "0.1.0"
 __all__ = ["create_model", "list_models", "BiONetPlusPlus", "Gene", "__version__"]
+
+# Imported on first use (PEP 562): the nnictl bridge (nni_bixnas.experiment) runs as NNI's dispatcher,
+# which must connect to the NNI manager within 10 seconds of starting, before torch and nni.nas load.
+_LAZY = {"create_model": ".models", "list_models": ".models", "BiONetPlusPlus": ".space", "Gene": ".space"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
