@@ -1,0 +1,355 @@
+"""Phase 1: the selection-matrix fusion, the SelectionMatrix strategy, and its reuse on a second space."""
+
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from nni.nas.execution import SequentialExecutionEngine
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace
+from nni.nas.space import RawFormatModelSpace
+
+from nni_bixnas.space import BiONetPlusPlus, SkipChoice, SkipSubset
+from nni_bixnas.space.gene import searching_labels
+from nni_bixnas.strategy.selection_matrix import (
+    CANDIDATES_FILE,
+    SelectionMatrix,
+    SelectionMatrixFusion,
+    to_supernet,
+    unique_weights,
+)
+from nni_bixnas.training import make_evaluator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from second_space import NestedSkipNet  # noqa: E402
+
+BIG = 1e4  # a logit that makes every Gumbel-softmax column exactly one-hot in float32
+
+
+def forced(n_rows, picks):
+    """A matrix whose column j is (numerically) one-hot on row picks[j]."""
+    m = torch.zeros(n_rows, len(picks))
+    for j, row in enumerate(picks):
+        m[row, j] = BIG
+    return m
+
+
+def constant_inputs(values, sizes=None):
+    sizes = sizes or [4] * len(values)
+    return [torch.full((1, 2, s, s), float(v)) for v, s in zip(values, sizes)]
+
+
+def fusion(n_inputs=4, max_k=2, candidates=None, variant="code", picks=(0, 0)):
+    f = SelectionMatrixFusion(SkipSubset(n_inputs, max_k, candidates=candidates, label="b"), variant=variant)
+    with torch.no_grad():
+        f.matrix.copy_(forced(len(f.candidates), picks))
+    return f
+
+
+# ----- exact forward semantics ------------------------------------------------------------------------
+VALUES = [1.0, 10.0, 100.0, 1000.0]
+
+
+@pytest.mark.parametrize(
+    "variant, candidates, picks, expected",
+    [
+        # authors' code: the sequential input (index 0) is always added, divisor n_unique + 1
+        ("code", None, (2, 3), (100 + 1000 + 1) / 3),
+        ("code", None, (2, 2), (100 + 1) / 2),  # duplicated pick counts once
+        ("code", None, (0, 0), 1.0),  # picking x: (x + x) / 2
+        ("code", None, (0, 1), (1 + 10 + 1) / 3),  # x picked and also forced: counted twice
+        ("code", [1, 3], (0, 1), (10 + 1000 + 1) / 3),  # rows are the candidates 1 and 3
+        # the paper's Eq. 1: the distinct picks averaged, no forced x
+        ("paper", None, (2, 3), (100 + 1000) / 2),
+        ("paper", None, (1, 1), 10.0),
+        ("paper", None, (0, 3), (1 + 1000) / 2),
+        ("paper", [1, 3], (1, 1), 1000.0),
+    ],
+)
+def test_forward_is_the_expected_average(variant, candidates, picks, expected):
+    f = fusion(variant=variant, candidates=candidates, picks=picks)
+    for mode in (f.train, f.eval):  # Gumbel noise in eval too; a forced matrix is unaffected
+        mode()
+        out = f(constant_inputs(VALUES))
+        assert out.shape == (1, 2, 4, 4)
+        torch.testing.assert_close(out, torch.full_like(out, expected), rtol=1e-6, atol=0)
+
+
+def test_forward_resizes_to_the_block_size():
+    f = fusion(n_inputs=3, max_k=1, picks=(2,))
+    inputs = constant_inputs([2.0, 5.0, 8.0], sizes=[8, 4, 2])  # constant maps stay constant when resized
+    out = f(inputs)
+    assert out.shape == (1, 2, 8, 8)
+    torch.testing.assert_close(out, torch.full_like(out, (8 + 2) / 2))
+    out = f(inputs, size=(4, 4))
+    assert out.shape == (1, 2, 4, 4)
+
+
+@pytest.mark.parametrize(
+    "picks, weights, n_unique",
+    [([2, 0, 2], [0.5, 1.0, 0.5], 2), ([1, 1, 1], [1 / 3] * 3, 1), ([0, 1, 2], [1.0, 1.0, 1.0], 3), ([4], [1.0], 1)],
+)
+def test_unique_weights(picks, weights, n_unique):
+    w, n = unique_weights(torch.tensor(picks))
+    torch.testing.assert_close(w, torch.tensor(weights))
+    assert n == n_unique
+
+
+def test_soft_code_variant_mixes_and_reaches_the_matrix():
+    torch.manual_seed(0)
+    f = SelectionMatrixFusion(SkipSubset(5, label="b"))
+    assert f.matrix.shape == (5, 3)  # N x (N - 2), xavier-uniform: |m| <= sqrt(6 / 8)
+    assert float(f.matrix.detach().abs().max()) <= math.sqrt(6 / 8)
+    out = f([torch.randn(2, 3, 4, 4, requires_grad=True) for _ in range(5)])
+    out.sum().backward()
+    assert f.matrix.grad is not None and float(f.matrix.grad.abs().sum()) > 0
+
+
+def test_paper_variant_is_straight_through():
+    torch.manual_seed(0)
+    f = SelectionMatrixFusion(SkipSubset(5, label="b"), variant="paper")
+    inputs = [torch.full((1, 1, 2, 2), float(i)) for i in range(5)]
+    out = f(inputs)
+    # hard columns: the output is exactly the mean of some distinct inputs
+    means = [sum(c) / len(c) for k in (1, 2, 3) for c in itertools.combinations(range(5), k)]
+    assert min(abs(float(out.detach()[0, 0, 0, 0]) - m) for m in means) < 1e-6
+    (out * torch.randn_like(out)).sum().backward()
+    assert float(f.matrix.grad.abs().sum()) > 0
+
+
+def test_export_probabilities_and_chosen():
+    f = fusion(n_inputs=5, max_k=3, candidates=[1, 2, 4], picks=(2, 0, 2))
+    assert f.export() == [1, 4]  # rows 2 and 0 are the candidates 4 and 1
+    probs = f.probabilities()
+    assert probs.shape == (5, 3)
+    assert torch.equal(probs[[0, 3]], torch.zeros(2, 3))  # not candidates
+    torch.testing.assert_close(probs.sum(0), torch.ones(3))
+    assert f.chosen == [0, 1, 2, 4]  # the code variant also reads the sequential input
+    g = fusion(n_inputs=5, max_k=3, candidates=[1, 2, 4], variant="paper", picks=(0, 0, 0))
+    assert g.chosen == [1, 2, 4]
+
+
+def test_to_supernet_replaces_every_skip_choice_and_keeps_the_space():
+    space = BiONetPlusPlus(width=4, stem_width=4)
+    supernet, fusions = to_supernet(space, tau=0.5, variant="paper")
+    assert sorted(fusions) == sorted(searching_labels(3, 4))
+    assert not any(isinstance(m, SkipChoice) for m in supernet.modules())
+    assert len(space.skip_choices()) == 20  # the original is untouched
+    assert all(f.tau == 0.5 and f.variant == "paper" and f.matrix.shape == (5, 3) for f in fusions.values())
+    assert supernet(torch.rand(2, 3, 32, 32)).shape == (2, 1, 32, 32)
+    matrices = [p for n, p in supernet.named_parameters() if n.endswith("matrix")]
+    assert len(matrices) == 20  # so one optimiser over model.parameters() trains them with the weights
+
+
+# ----- bad input ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(epochs=0), "epochs must be a positive int"),
+        (dict(epochs=1.5), "epochs must be a positive int"),
+        (dict(tau=0), "tau"),
+        (dict(tau=float("nan")), "tau"),
+        (dict(variant="darts"), "unknown variant 'darts'"),
+        (dict(training={"optimizer": "sgd"}), "unknown training setting.*optimizer"),
+        (dict(training={"seed": 1}), "SelectionMatrix\\(seed=...\\)"),
+        (dict(training=["data"]), "training must be a dict"),
+        (dict(seed="0"), "seed must be an int"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SelectionMatrix(**kwargs)
+
+
+def test_bad_fusion_arguments():
+    with pytest.raises(ValueError, match="tau"):
+        SelectionMatrixFusion(SkipSubset(4, label="b"), tau=-1)
+    with pytest.raises(ValueError, match="unknown variant"):
+        SelectionMatrixFusion(SkipSubset(4, label="b"), variant="hard")
+    with pytest.raises(ValueError, match="holds no SkipChoice"):
+        to_supernet(nn.Conv2d(1, 1, 1))
+
+
+class LayerChoiceSpace(ModelSpace):
+    """A space with a layer choice (``n_ops`` candidates) and, optionally, a skip choice."""
+
+    def __init__(self, *, n_ops=3, skip=False):
+        super().__init__()
+        self.op = LayerChoice([nn.Conv2d(3, 4, 3, padding=1) for _ in range(n_ops)], label="op")
+        self.skip = SkipChoice(3, 1, label="skip") if skip else None
+        self.head = nn.Conv2d(4, 1, 1)
+
+    def forward(self, x):
+        y = self.op(x)
+        if self.skip is not None:
+            y = self.skip([y, 2 * y, -y])
+        return self.head(y)
+
+
+@pytest.mark.parametrize(
+    "space, match",
+    [
+        (LayerChoiceSpace(), "has no skip choices \\(SkipSubset\\); SelectionMatrix searches skip subsets only"),
+        (LayerChoiceSpace(skip=True), "cannot search: 'op' \\(Categorical\\)"),
+    ],
+)
+def test_unsupported_spaces_fail_before_any_training(space, match):
+    engine = SequentialExecutionEngine()
+    with pytest.raises(ValueError, match=match):
+        SelectionMatrix(epochs=1)(RawFormatModelSpace.from_model(space, make_evaluator()), engine)
+    assert list(engine.list_models()) == []
+
+
+def test_a_one_candidate_layer_choice_is_fixed(tmp_path):
+    strategy = SelectionMatrix(epochs=1, seed=0, out_dir=tmp_path, training={"data": "default:n=4,size=16"})
+    model_space = RawFormatModelSpace.from_model(LayerChoiceSpace(n_ops=1, skip=True), make_evaluator())
+    strategy(model_space, SequentialExecutionEngine())
+    assert strategy.sample["op"] == 0 and len(strategy.candidates["skip"]) == 1
+    frozen = next(strategy.list_models()).executable_model()
+    assert frozen(torch.rand(1, 3, 16, 16)).shape == (1, 1, 16, 16)
+
+
+# ----- planted skip: the matrix finds the only informative input --------------------------------------
+@pytest.fixture(scope="module")
+def planted_data(tmp_path_factory):
+    """A ``folder:`` data spec whose masks are a pixel-wise threshold of the (grayscale) image."""
+    root = tmp_path_factory.mktemp("planted")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    rs = np.random.RandomState(0)
+    for i in range(16):
+        mask = np.kron(rs.rand(8, 8) > 0.5, np.ones((4, 4), dtype=bool))  # 32 x 32, blocks of 4
+        image = np.clip(np.where(mask, 0.75, 0.25) + rs.normal(0, 0.05, mask.shape), 0, 1)
+        Image.fromarray((image * 255).astype(np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"{i}.png")
+    return {"data": f"folder:{root}", "batch_size": 1, "lr": 0.05}
+
+
+class PlantedSkipSpace(ModelSpace):
+    """One skip choice over ``n_inputs`` streams: stream ``signal`` sees the image, the others are noise."""
+
+    def __init__(self, *, signal=2, n_inputs=4, width=4, noise=1.0):
+        super().__init__()
+        self.signal, self.n_inputs, self.noise = signal, n_inputs, noise
+        self.encode = nn.Conv2d(1, width, 1)
+        self.skip = SkipChoice(n_inputs, 2, stage=1, level=0, label="planted")
+        self.head = nn.Conv2d(width, 1, 1)
+
+    def forward(self, x):
+        features = self.encode(x)
+        streams = [torch.randn_like(features) * self.noise for _ in range(self.n_inputs)]
+        streams[self.signal] = features
+        return self.head(self.skip(streams))
+
+
+@pytest.mark.parametrize("variant, signal", [("code", 2), ("paper", 1)])
+def test_planted_skip_is_found(variant, signal, planted_data, tmp_path):
+    strategy = SelectionMatrix(epochs=8, seed=0, variant=variant, training=planted_data, out_dir=tmp_path)
+    strategy(RawFormatModelSpace.from_model(PlantedSkipSpace(signal=signal), make_evaluator()), SequentialExecutionEngine())
+    probs = torch.tensor(strategy.probabilities["planted"])  # 4 inputs x 2 selections
+    assert probs.argmax(0).tolist() == [signal, signal]  # every column votes for the signal
+    assert float(probs[signal].min()) > 0.8
+    assert strategy.candidates == {"planted": [signal]}
+    assert strategy.result["default"] > 0.8  # and the supernet segments
+
+
+def test_same_seed_same_candidates(planted_data, tmp_path):
+    runs = []
+    for name in ("a", "b", "c"):
+        seed = 1 if name == "c" else 3
+        strategy = SelectionMatrix(epochs=1, seed=seed, training=planted_data, out_dir=tmp_path / name)
+        strategy(RawFormatModelSpace.from_model(PlantedSkipSpace(), make_evaluator()), SequentialExecutionEngine())
+        runs.append((strategy.candidates, strategy.probabilities, strategy.result["default"]))
+    assert runs[0] == runs[1]
+    assert runs[2][1] != runs[0][1]  # another seed, another matrix
+
+
+# ----- BiO-Net++ through NNI -----------------------------------------------------------------------------
+def test_bionet_pp_through_nni_and_resume_without_retraining(tmp_path):
+    evaluator = make_evaluator(data="default:n=8,size=32", batch_size=2)  # the strategy trains on the evaluator's data
+    space = BiONetPlusPlus(width=4, stem_width=4)
+    engine = SequentialExecutionEngine()
+    strategy = SelectionMatrix(epochs=1, seed=0, out_dir=tmp_path)
+    strategy(RawFormatModelSpace.from_model(space, evaluator), engine)
+
+    labels = searching_labels(3, 4)
+    assert sorted(strategy.candidates) == sorted(labels)
+    for label, value in strategy.candidates.items():
+        assert value and value == sorted(set(value)) and len(value) <= 3 and all(0 <= i < 5 for i in value)
+        rows = strategy.probabilities[label]
+        assert len(rows) == 5 and all(len(r) == 3 for r in rows)
+    result = strategy.result
+    assert result["phase"] == 1 and 0.0 <= result["default"] <= 1.0 and result["best_epoch"] == 1
+    # one job, with the per-epoch IoU as intermediate results
+    (job,) = engine.list_models()
+    assert len(job.metrics.intermediates) == 1
+
+    with Image.open(result["heatmap"]) as image:
+        assert Path(result["heatmap"]).parent == tmp_path and image.format == "PNG" and image.size[1] > 100
+    saved = json.loads((tmp_path / CANDIDATES_FILE).read_text())
+    assert saved["candidates"] == strategy.candidates and saved["variant"] == "code"
+
+    (model,) = strategy.list_models()
+    assert model.sample == strategy.candidates and model.metric == result["default"]
+    assert model.executable_model().eval()(torch.rand(1, 3, 32, 32)).shape == (1, 1, 32, 32)
+    assert "epochs=1" in repr(strategy) and "variant='code'" in repr(strategy)
+
+    # a resumed strategy restores the result and submits nothing
+    state = strategy.state_dict()
+    fresh_engine = SequentialExecutionEngine()
+    resumed = SelectionMatrix(epochs=1, seed=0, out_dir=tmp_path / "unused")
+    resumed.initialize(RawFormatModelSpace.from_model(BiONetPlusPlus(width=4, stem_width=4), evaluator), fresh_engine)
+    resumed.load_state_dict(state)
+    resumed.run()
+    assert list(fresh_engine.list_models()) == []
+    assert resumed.candidates == strategy.candidates and resumed.probabilities == strategy.probabilities
+    assert not (tmp_path / "unused").exists()
+    assert resumed.state_dict()["random_state"][1].tolist() == state["random_state"][1].tolist()
+
+
+# ----- a second space ------------------------------------------------------------------------------------
+def test_second_space_head_tail_protocol():
+    torch.manual_seed(0)
+    net = NestedSkipNet(width=4, depth=3).eval()
+    assert sorted(m.stage for m in net.simplify().values()) == [1, 1, 1, 2, 2, 3]
+    x = torch.rand(2, 3, 32, 32)
+    sample = {"x_0_1": [1], "x_1_1": [0], "x_2_1": [0], "x_0_2": [2], "x_1_2": [1], "x_0_3": [0, 3]}
+    net.set_active(sample)
+    full = net(x)
+    for stage in range(net.n_stages + 1):
+        features = net.forward_head(x, stage)
+        before = [t.clone() for t in features.tensors]
+        torch.testing.assert_close(net.forward_tail(features), full)
+        assert all(torch.equal(a, b) for a, b in zip(before, features.tensors))
+    frozen = net.freeze(sample).eval()
+    torch.testing.assert_close(frozen(x), full)
+    assert not frozen.skip_choices()
+    net.set_active(None)
+    with pytest.raises(ValueError, match="stage must be in 0..4"):
+        net.forward_head(x, 5)
+    with pytest.raises(ValueError, match="keyword only"):  # NNI's tracing reports it
+        NestedSkipNet(4)
+
+
+def test_selection_matrix_on_the_second_space(tmp_path):
+    evaluator = make_evaluator(data="default:n=8,size=32")
+    strategy = SelectionMatrix(epochs=1, seed=0, out_dir=tmp_path)
+    strategy(RawFormatModelSpace.from_model(NestedSkipNet(width=4, depth=3), evaluator), SequentialExecutionEngine())
+    space = NestedSkipNet(width=4, depth=3)
+    choices = space.simplify()
+    assert sorted(strategy.candidates) == sorted(choices)
+    for label, value in strategy.candidates.items():
+        assert choices[label].contains({label: value})
+        assert len(strategy.probabilities[label]) == choices[label].n_inputs
+    narrowed = NestedSkipNet(width=4, depth=3, candidates=strategy.candidates)  # what Phase 2 searches
+    assert all(m.candidates == strategy.candidates[label] for label, m in narrowed.simplify().items())
+    assert (tmp_path / "selection_matrices.png").is_file()
+    (model,) = strategy.list_models()
+    assert model.executable_model().eval()(torch.rand(1, 3, 32, 32)).shape == (1, 1, 32, 32)
