@@ -450,7 +450,8 @@ class SelectionMatrix(Strategy):
         if rejected:
             raise ValueError(
                 f"the model space {name} has choices SelectionMatrix cannot search: {', '.join(rejected)}; it searches "
-                "skip subsets (SkipSubset) only; fix the other choices (e.g. a LayerChoice of one candidate) or search them with another strategy"
+                "skip subsets (SkipSubset) only; fix the other choices (e.g. a LayerChoice of one candidate) "
+                "or search them with another strategy"
             )
         inner = _inner_module(model_space)
         if inner is not None:
@@ -480,7 +481,8 @@ class SelectionMatrix(Strategy):
         if seed is None:
             seed = int(self._random_state.randint(2**31 - 1))
         settings.pop("seed", None)
-        _logger.info("Phase 1: training the selection-matrix supernet for %d epochs (seed %d, variant %r).", self.epochs, seed, self.variant)
+        _logger.info("Phase 1: training the selection-matrix supernet for %d epochs (seed %d, variant %r).",
+                     self.epochs, seed, self.variant)
         runner = UnitRunner(self.model_space, self.engine)
         try:
             result = runner.run(
