@@ -40,6 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=2, help="Phase 1 supernet epochs (default: %(default)s; the paper uses 300)")
     parser.add_argument("--width", type=int, default=4, help="channels of every node (default: %(default)s)")
     parser.add_argument("--depth", type=int, default=3, help="levels below full resolution (default: %(default)s)")
+    parser.add_argument("--max-k", type=int, default=None, help="largest skip subset per node (default: N - 2, at least 1)")
     parser.add_argument("--batch-size", type=int, default=2, help="batch size (default: %(default)s)")
     parser.add_argument("--variant", choices=VARIANTS, default="code", help="selection-matrix forward (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
@@ -47,7 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-phase2", action="store_true", help="stop after Phase 1")
     parser.add_argument(
         "--phase2-kwargs", default="{}", type=json.loads,
-        help="JSON keyword arguments of ProgressiveEvolution (default: %(default)s)",
+        help="JSON keyword arguments of ProgressiveEvolution, over the tiny defaults "
+        "(samples=2, epochs=--epochs, keep=1; default: %(default)s)",
     )
     return parser.parse_args(argv)
 
@@ -57,7 +59,7 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     out_dir = Path(args.out_dir) if args.out_dir else Path(tempfile.mkdtemp(prefix="bixnas-second-space-"))
     evaluator = make_evaluator(data=args.data, batch_size=args.batch_size, seed=args.seed, max_epochs=args.epochs)
-    space_kwargs = dict(in_channels=3, num_classes=1, width=args.width, depth=args.depth)
+    space_kwargs = dict(in_channels=3, num_classes=1, width=args.width, depth=args.depth, max_k=args.max_k)
     if not args.data.startswith("default"):
         from nni_bixnas.data import SegDataModule
 
@@ -76,12 +78,15 @@ def main(argv=None) -> dict:
         except ImportError as err:
             print(f"Phase 2 skipped: ProgressiveEvolution is not available ({err})")
         else:
-            narrowed = NestedSkipNet(**space_kwargs, candidates=phase1.candidates)
-            phase2 = ProgressiveEvolution(**args.phase2_kwargs)
-            phase2(RawFormatModelSpace.from_model(narrowed, evaluator), SequentialExecutionEngine())
-            best = next(iter(phase2.list_models()), None)
-            result["phase2"] = {"sample": None if best is None else best.sample, "metric": None if best is None else best.metric}
-            print(f"Phase 2 best: {result['phase2']}")
+            phase2_kwargs = dict(
+                candidates=phase1.candidates, samples=2, epochs=args.epochs, keep=1, seed=args.seed,
+                out_dir=str(out_dir / "phase2"), macs_input_size=(64, 64),
+            )
+            phase2_kwargs.update(args.phase2_kwargs)
+            phase2 = ProgressiveEvolution(**phase2_kwargs)
+            phase2(RawFormatModelSpace.from_model(NestedSkipNet(**space_kwargs), evaluator), SequentialExecutionEngine())
+            result["phase2"] = {"final_samples": phase2.final_samples, "history": phase2.history}
+            print(f"Phase 2 architectures (best IoU first): {phase2.final_samples}")
 
     with atomic_write(out_dir / "result.json") as handle:
         json.dump(result, handle, indent=2)
