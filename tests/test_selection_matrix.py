@@ -158,7 +158,7 @@ def test_to_supernet_replaces_every_skip_choice_and_keeps_the_space():
         (dict(tau=float("nan")), "tau"),
         (dict(variant="darts"), "unknown variant 'darts'"),
         (dict(training={"optimizer": "sgd"}), "unknown training setting.*optimizer"),
-        (dict(training={"seed": 1}), "SelectionMatrix\\(seed=...\\)"),
+        (dict(training={"seed": "1"}), "training\\['seed'\\] must be an int"),
         (dict(training=["data"]), "training must be a dict"),
         (dict(seed="0"), "seed must be an int"),
     ],
@@ -262,9 +262,9 @@ def test_planted_skip_is_found(variant, signal, planted_data, tmp_path):
 
 def test_same_seed_same_candidates(planted_data, tmp_path):
     runs = []
-    for name in ("a", "b", "c"):
-        seed = 1 if name == "c" else 3
-        strategy = SelectionMatrix(epochs=1, seed=seed, training=planted_data, out_dir=tmp_path / name)
+    settings = {"a": dict(seed=3), "b": dict(training={**planted_data, "seed": 3}), "c": dict(seed=1)}
+    for name, kwargs in settings.items():  # "b": seed=None takes the training seed
+        strategy = SelectionMatrix(**{"epochs": 1, "training": planted_data, "out_dir": tmp_path / name, **kwargs})
         strategy(RawFormatModelSpace.from_model(PlantedSkipSpace(), make_evaluator()), SequentialExecutionEngine())
         runs.append((strategy.candidates, strategy.probabilities, strategy.result["default"]))
     assert runs[0] == runs[1]

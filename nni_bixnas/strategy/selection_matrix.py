@@ -372,8 +372,8 @@ class SelectionMatrix(Strategy):
         The unit's run folder (checkpoints, history, ``candidates.json``, heat map); default
         ``$NNI_OUTPUT_DIR/phase1`` of the job, else a temporary folder.
     seed
-        Seed of the supernet training. ``None`` takes the evaluator's ``seed`` if it has one, else draws
-        one from the strategy's own random state. The same seed gives the same candidates on the same
+        Seed of the supernet training. ``None`` takes ``training['seed']``, else the evaluator's ``seed``,
+        else draws one from the strategy's own random state. The same seed gives the same candidates on the same
         machine.
 
     Examples
@@ -407,13 +407,12 @@ class SelectionMatrix(Strategy):
         if training is not None and not isinstance(training, Mapping):
             raise ValueError(f"training must be a dict of training settings, got {type(training).__name__}")
         training = dict(training or {})
-        if "seed" in training:
-            raise ValueError("give the seed as SelectionMatrix(seed=...), not inside training")
         unknown = sorted(set(training) - set(TRAINING_KEYS))
         if unknown:
             raise ValueError(f"unknown training setting(s) {', '.join(unknown)}; expected some of {', '.join(TRAINING_KEYS)}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        for name, value in [("seed", seed), ("training['seed']", training.get("seed"))]:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{name} must be an int or None, got {value!r}")
         if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
             raise ValueError(f"out_dir must be a path or None, got {out_dir!r}")
         self.epochs = epochs
