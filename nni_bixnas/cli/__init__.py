@@ -15,6 +15,7 @@ COMMANDS = [
     "nni_bixnas.cli.data",
     "nni_bixnas.cli.profile",
     "nni_bixnas.cli.train",
+    "nni_bixnas.cli.experiment",
 ]
 
 

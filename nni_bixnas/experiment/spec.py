@@ -112,6 +112,13 @@ def check_gpus(experiment_config: Mapping[str, Any], device_count: Optional[int]
             )
 
 
+def trials_run_here(experiment_config: Mapping[str, Any]) -> bool:
+    """Whether every training service of the config is ``local`` (trials see this machine's files)."""
+    services = experiment_config.get("trainingService") or {}
+    services = services if isinstance(services, list) else [services]
+    return all(service.get("platform") == "local" for service in services)
+
+
 def machine_gpu_count() -> int:
     """NVIDIA GPUs on this machine, counted from ``/dev/nvidiaN`` device files.
 
@@ -133,8 +140,11 @@ class BridgeSpec:
     evaluator_kwargs: Dict[str, Any]
 
     @classmethod
-    def from_class_args(cls, class_args: Mapping[str, Any]) -> "BridgeSpec":
-        """Resolve and check ``classArgs`` (see :class:`~nni_bixnas.experiment.NasStrategyAdvisor`)."""
+    def from_class_args(cls, class_args: Mapping[str, Any], check_paths: bool = True) -> "BridgeSpec":
+        """Resolve and check ``classArgs`` (see :class:`~nni_bixnas.experiment.NasStrategyAdvisor`).
+
+        ``check_paths=False`` skips the data-path check (trials on other machines read the data there).
+        """
         unknown = sorted(set(class_args) - set(FIELDS))
         if unknown:
             raise ValueError(f"unknown classArgs key(s) {unknown}; expected some of {list(FIELDS)}")
@@ -148,7 +158,8 @@ class BridgeSpec:
                 raise ValueError(f"classArgs.{name}: {class_args[name]!r} is not a class or function")
             resolved[name] = target
             resolved[f"{name}_kwargs"] = check_kwargs(target, class_args.get(f"{name}_kwargs"), f"{name}_kwargs")
-            check_data_specs(resolved[f"{name}_kwargs"], f"{name}_kwargs")
+            if check_paths:
+                check_data_specs(resolved[f"{name}_kwargs"], f"{name}_kwargs")
         return cls(**resolved)
 
     def build(self):
