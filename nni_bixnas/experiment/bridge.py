@@ -227,15 +227,20 @@ class NasStrategyAdvisor(MsgDispatcherBase):
     def _prepare(self, binding: ManagerBinding, engine):
         from nni.nas.space import SimplifiedModelSpace
 
-        from .spec import BridgeSpec
+        from .spec import BridgeSpec, trials_run_here
         from .state import load_state, state_path
 
-        spec = BridgeSpec.from_class_args({k: v for k, v in self.class_args.items() if v is not None})
+        local = trials_run_here(binding.get_experiment_profile().get("params", {}))
+        spec = BridgeSpec.from_class_args({k: v for k, v in self.class_args.items() if v is not None}, check_paths=local)
         model_space, strategy, evaluator = spec.build()
         executable = SimplifiedModelSpace.from_model(model_space, evaluator)
         binding.update_search_space(legacy_search_space(model_space))
         strategy.initialize(executable, engine)
         resume = os.environ.get("NNI_MODE") == "resume"
+        if resume:
+            from . import replay
+
+            replay.install(engine, binding)
         saved = load_state(state_path(_checkpoint_dir())) if resume else None
         if saved is not None:
             strategy.load_state_dict(saved)
