@@ -86,6 +86,9 @@ def test_search_runs_every_stage_and_selects_from_the_front(tmp_path, units):
         assert all(p["macs"] > 0 and 0.0 <= p["iou"] <= 1.0 for p in population)
         parents = len(h["kept"])
     assert evo.final_samples == [evo.history[-1]["population"][i]["sample"] for i in evo.history[-1]["kept"]]
+    models = list(evo.list_models())
+    assert [m.sample for m in models] == evo.final_samples
+    assert [m.metric for m in models] == evo.final_scores() == sorted(evo.final_scores(), reverse=True)
     genes = evo.final_genes()
     assert isinstance(genes[0], Gene) and genes[0].to_sample() == {k: v for k, v in evo.final_samples[0].items()}
     # a stage's kept parents carry the searched choices into the next stages

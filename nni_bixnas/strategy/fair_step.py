@@ -103,13 +103,16 @@ def feature_tensors(features: Any) -> List[torch.Tensor]:
 
 
 def detach_features(features: Any) -> Tuple[Any, List[torch.Tensor], List[torch.Tensor]]:
-    """Replace every tensor of ``features`` by a detached leaf that requires grad (same values, no copy).
+    """Replace every tensor of ``features`` by a detached leaf (same values, no copy).
+
+    A leaf requires grad when its tensor does (i.e. it depends on the head's parameters).
 
     A tensor held twice (e.g. a skipped block passing the stem through) becomes one leaf, so the
     structure is kept. Returns ``(detached features, original tensors, their leaves)``.
     """
     originals = feature_tensors(features)
-    leaves = {id(t): t.detach().requires_grad_(t.is_floating_point()) for t in originals}
+    # Only tensors that carry a gradient back into the head (not e.g. the input image) become grad leaves.
+    leaves = {id(t): t.detach().requires_grad_(t.requires_grad) for t in originals}
 
     def swap(value):
         if isinstance(value, torch.Tensor):

@@ -26,7 +26,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import nni
 import torch
@@ -35,7 +35,7 @@ from numpy.random import RandomState
 
 from nni.nas.execution import ExecutionEngine
 from nni.nas.space import ExecutableModelSpace
-from nni.nas.strategy.base import Strategy
+from nni.nas.strategy.base import Strategy, StrategyStatus
 
 from nni_bixnas.metrics import SegmentationMetrics
 from nni_bixnas.space.gene import Gene
@@ -644,6 +644,29 @@ class ProgressiveEvolution(Strategy):
         self.final_samples = [dict(p) for p in self.parents]
 
     # -- results ----------------------------------------------------------------------------------
+    def list_models(self, sort: bool = True, limit: Optional[int] = None) -> Iterator[ExecutableModelSpace]:
+        """The final architectures, frozen, best IoU first, with their IoU as metric.
+
+        (The engine's models are the stage units; their samples are only the parents they started from.)
+        ``sort`` is accepted for compatibility: the final architectures are always ranked.
+        """
+        if self._status in (StrategyStatus.INITIALIZED, StrategyStatus.EMPTY) and not self.final_samples:
+            raise RuntimeError("Strategy has not been run.")
+        scores = self.final_scores()
+        for rank, (sample, iou) in enumerate(zip(self.final_samples, scores)):
+            if limit is not None and rank >= limit:
+                break
+            model = self.model_space.freeze(sample)
+            model.metrics.final = iou
+            yield model
+
+    def final_scores(self) -> List[float]:
+        """Validation IoU of :attr:`final_samples` (in their last stage), in the same order."""
+        if not self.final_samples or not self.history:
+            return []
+        last = self.history[-1]
+        return [float(last["population"][i]["iou"]) for i in last["kept"]]
+
     def final_genes(self) -> List[Gene]:
         """The final architectures as BiO-Net++ :class:`~nni_bixnas.space.Gene` objects, best first."""
         from nni_bixnas.space import BiONetPlusPlus
