@@ -8,9 +8,14 @@
 """
 
 from .bixnas import BiXNAS
+from .fair_step import FAIR_STEPS, StepResult, evaluate_members, fair_step
 from .pareto import pareto_front, select_parents
-from .progressive_evolution import ProgressiveEvolution
-from .selection_matrix import SelectionMatrix, SelectionMatrixFusion
+from .progressive_evolution import Phase2Task, ProgressiveEvolution, phase2_stage_unit
+from .selection_matrix import SelectionMatrix, SelectionMatrixFusion, selection_matrix_unit
 from .units import UnitRunner
 
-__all__ = ["BiXNAS", "ProgressiveEvolution", "SelectionMatrix", "SelectionMatrixFusion", "UnitRunner", "pareto_front", "select_parents"]
+__all__ = [
+    "BiXNAS", "ProgressiveEvolution", "SelectionMatrix", "SelectionMatrixFusion", "UnitRunner",
+    "FAIR_STEPS", "StepResult", "evaluate_members", "fair_step", "Phase2Task", "phase2_stage_unit",
+    "selection_matrix_unit", "pareto_front", "select_parents",
+]

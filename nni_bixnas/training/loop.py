@@ -183,7 +183,8 @@ def fit(
     pl.seed_everything(seed, workers=True, verbose=False)
     task = _task(model_or_task, datamodule, lr, model_kwargs)
     if not task.hparams.get("model_name"):
-        _log.warning("the model has no registry name: its checkpoints cannot be rebuilt by evaluate/predict")
+        # e.g. a search SuperNet: its checkpoints are for resuming, not for `bixnas evaluate`/`predict`
+        _log.info("the model has no registry name: its checkpoints cannot be rebuilt by evaluate/predict")
 
     config = {
         "model_name": task.hparams.get("model_name"),
