@@ -88,18 +88,21 @@ def test_bad_arguments_fail_before_training():
 
 
 @pytest.mark.slow
-def test_search_python_example_runs_the_whole_chain(tmp_path, capsys):
+def test_search_python_example_runs_the_whole_chain(tmp_path):
+    import subprocess
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    import search_python
-
+    example = Path(__file__).resolve().parents[1] / "examples" / "search_python.py"
     out = tmp_path / "search"
-    assert search_python.main(["--data", "default:n=6,size=64", "--width", "4", "--stem-width", "4",
-                               "--phase1-epochs", "1", "--phase2-epochs", "1", "--samples", "2",
-                               "--retrain-epochs", "1", "--retrain-seeds", "0", "--out", str(out)]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    run = subprocess.run(
+        [sys.executable, str(example), "--data", "default:n=6,size=64", "--width", "4", "--stem-width", "4",
+         "--phase1-epochs", "1", "--phase2-epochs", "1", "--samples", "2", "--retrain-epochs", "1",
+         "--retrain-seeds", "0", "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(next(l for l in run.stdout.splitlines() if l.startswith('{"best_sample"')))
     assert Gene.parse((out / "gene.txt").read_text()).to_sample() == summary["best_sample"]
     assert 0.0 <= summary["retrained_iou_mean"] <= 1.0
     assert (out / "phase1" / "selection_matrices.png").is_file()

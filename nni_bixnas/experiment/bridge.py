@@ -24,6 +24,7 @@ Example (``examples/evolution_baseline.yml``)::
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -227,11 +228,15 @@ class NasStrategyAdvisor(MsgDispatcherBase):
     def _prepare(self, binding: ManagerBinding, engine):
         from nni.nas.space import SimplifiedModelSpace
 
+        from .export import STRATEGY_DIR
         from .spec import BridgeSpec, trials_run_here
         from .state import load_state, state_path
 
         local = trials_run_here(binding.get_experiment_profile().get("params", {}))
         spec = BridgeSpec.from_class_args({k: v for k, v in self.class_args.items() if v is not None}, check_paths=local)
+        if "out_dir" in inspect.signature(spec.strategy).parameters and spec.strategy_kwargs.get("out_dir") is None:
+            # One folder per experiment: a fixed path would make a second experiment resume the first.
+            spec.strategy_kwargs["out_dir"] = str(_checkpoint_dir().parent / STRATEGY_DIR)
         model_space, strategy, evaluator = spec.build()
         executable = SimplifiedModelSpace.from_model(model_space, evaluator)
         binding.update_search_space(legacy_search_space(model_space))

@@ -26,6 +26,9 @@ from nni_bixnas.utils import PathLike, atomic_write
 from .launch import decode_metric
 from .state import STATE_FILE, load_state
 
+#: Where the bridge puts a strategy's ``out_dir`` when the config names none.
+STRATEGY_DIR = "strategy"
+
 _logger = logging.getLogger(__name__)
 
 FINISHED = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
@@ -117,7 +120,7 @@ def read_experiment(experiment_id: str, experiment_dir: Optional[PathLike] = Non
             else:
                 record.intermediate.append(value)
         profile = db.execute("SELECT params FROM ExperimentProfile ORDER BY revision DESC LIMIT 1").fetchone()
-    strategy_result = _strategy_result(profile[0] if profile else None)
+    strategy_result = _strategy_result(profile[0] if profile else None, directory)
     state_file = directory / "checkpoint" / STATE_FILE
     try:
         state = load_state(state_file)
@@ -127,13 +130,18 @@ def read_experiment(experiment_id: str, experiment_dir: Optional[PathLike] = Non
     return ExperimentResults(experiment_id, directory, list(trials.values()), state, strategy_result)
 
 
-def _strategy_result(params_json: Optional[str]) -> Optional[Dict[str, Any]]:
-    """``<strategy out_dir>/result.json`` (what :class:`~nni_bixnas.strategy.BiXNAS` writes at the end)."""
+def _strategy_result(params_json: Optional[str], directory: Optional[Path] = None) -> Optional[Dict[str, Any]]:
+    """``<strategy out_dir>/result.json`` (what :class:`~nni_bixnas.strategy.BiXNAS` writes at the end).
+
+    Without an ``out_dir`` in the config, the bridge gave the strategy ``<experiment dir>/strategy``.
+    """
     try:
         params = json.loads(params_json or "{}")
-        out_dir = params["tuner"]["classArgs"]["strategy_kwargs"]["out_dir"]
-    except (ValueError, KeyError, TypeError):
+        out_dir = (params["tuner"]["classArgs"].get("strategy_kwargs") or {}).get("out_dir")
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
+    if out_dir is None and directory is not None:
+        out_dir = str(Path(directory) / STRATEGY_DIR)
     if not isinstance(out_dir, str):
         return None
     path = Path(out_dir) / "result.json"
