@@ -28,7 +28,7 @@ def _encode(metric) -> str:
     return json.dumps(json.dumps(metric))  # NNI stores metrics as JSON text of JSON text
 
 
-def fabricate(root: Path, *, strategy_out: Path = None, with_metrics: bool = True) -> Path:
+def fabricate(root: Path, *, strategy_out: Path = None, with_metrics: bool = True, class_args: dict = None) -> Path:
     expdir = root / EXP_ID
     (expdir / "db").mkdir(parents=True)
     db = sqlite3.connect(expdir / "db" / "nni.sqlite")
@@ -38,7 +38,8 @@ def fabricate(root: Path, *, strategy_out: Path = None, with_metrics: bool = Tru
                " sequence integer, data text)")
     db.execute("CREATE TABLE ExperimentProfile (params text, id text, execDuration integer, startTime integer,"
                " endTime integer, logDir text, nextSequenceId integer, revision integer)")
-    params = {"tuner": {"classArgs": {"strategy_kwargs": {"out_dir": str(strategy_out) if strategy_out else None}}}}
+    params = {"tuner": {"classArgs": {"strategy_kwargs": {"out_dir": str(strategy_out) if strategy_out else None},
+                                      **(class_args or {})}}}
     db.execute("INSERT INTO ExperimentProfile VALUES (?, ?, 1, 0, 1, ?, 5, 3)", (json.dumps(params), EXP_ID, str(root)))
     stage_pop = {
         3: [{"sample": _sample(0), "iou": 0.60, "macs": 2.0e9}, {"sample": _sample(1), "iou": 0.70, "macs": 3.0e9}],
@@ -128,3 +129,18 @@ def test_export_of_an_experiment_without_metrics_still_writes_a_summary(tmp_path
 def test_unknown_experiment_is_a_clear_error(tmp_path, capsys):
     assert main(["export", "nope", "--experiment-dir", str(tmp_path)]) == 2
     assert "no experiment 'nope'" in capsys.readouterr().err
+
+
+def test_summary_compares_the_final_gene_with_the_supernet(tmp_path):
+    from nni_bixnas import create_model
+    from nni_bixnas.profile import count_complexity
+
+    kwargs = {"width": 8, "stem_width": 8}
+    fabricate(tmp_path, class_args={"model_space": "nni_bixnas.space.BiONetPlusPlus", "model_space_kwargs": kwargs})
+    written = export_experiment(EXP_ID, out_dir=tmp_path / "out", experiment_dir=tmp_path)
+    summary = written["summary"].read_text()
+    searched = count_complexity(create_model("bixnet", gene=Gene.from_sample(_sample(4)), **kwargs))
+    dense = count_complexity(create_model("bionet_pp", **kwargs))
+    assert f"| final gene | {searched.params:,} | {searched.macs / 1e9:.3f} |" in summary
+    assert f"| BiO-Net++ SuperNet (dense) | {dense.params:,} | {dense.macs / 1e9:.3f} |" in summary
+    assert searched.macs < dense.macs

@@ -64,6 +64,7 @@ class ExperimentResults:
     trials: List[TrialRecord]
     strategy_state: Any
     strategy_result: Optional[Dict[str, Any]] = None
+    class_args: Dict[str, Any] = field(default_factory=dict)
 
     def final_dicts(self) -> List[Tuple[TrialRecord, Dict[str, Any]]]:
         return [(t, t.final) for t in self.trials if isinstance(t.final, dict)]
@@ -127,7 +128,32 @@ def read_experiment(experiment_id: str, experiment_dir: Optional[PathLike] = Non
     except Exception as err:  # a state written by a newer strategy: still export the trials
         _logger.warning("cannot read %s: %s", state_file, err)
         state = None
-    return ExperimentResults(experiment_id, directory, list(trials.values()), state, strategy_result)
+    return ExperimentResults(experiment_id, directory, list(trials.values()), state, strategy_result,
+                             _class_args(profile[0] if profile else None))
+
+
+def _class_args(params_json: Optional[str]) -> Dict[str, Any]:
+    try:
+        return dict(json.loads(params_json or "{}")["tuner"]["classArgs"])
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
+def complexity_vs_supernet(results: ExperimentResults, gene_text: Optional[str]) -> Optional[Dict[str, int]]:
+    """Params/MACs (1 x C x 512 x 512) of the final gene and of the dense BiO-Net++ SuperNet it came from.
+
+    ``None`` unless the experiment searched :class:`~nni_bixnas.space.BiONetPlusPlus`.
+    """
+    if gene_text is None or results.class_args.get("model_space") != "nni_bixnas.space.BiONetPlusPlus":
+        return None
+    from nni_bixnas.models import create_model
+    from nni_bixnas.profile import count_complexity
+
+    kwargs = {k: v for k, v in (results.class_args.get("model_space_kwargs") or {}).items()
+              if k not in ("candidates", "max_k", "gene")}
+    searched = count_complexity(create_model("bixnet", gene=gene_text, **kwargs))
+    dense = count_complexity(create_model("bionet_pp", **kwargs))
+    return {"params": searched.params, "macs": searched.macs, "supernet_params": dense.params, "supernet_macs": dense.macs}
 
 
 def _strategy_result(params_json: Optional[str], directory: Optional[Path] = None) -> Optional[Dict[str, Any]]:
@@ -283,8 +309,9 @@ def export_experiment(experiment_id: str, out_dir: Optional[PathLike] = None,
     with atomic_write(out / "pareto.png", "wb") as handle:
         pareto_png(points, front, handle, title=f"{experiment_id}: IoU vs MACs")
     written["plot"] = out / "pareto.png"
+    complexity = complexity_vs_supernet(results, text)
     with atomic_write(out / "summary.md") as handle:
-        handle.write(summary_markdown(results, points, front, text, source))
+        handle.write(summary_markdown(results, points, front, text, source, complexity))
     written["summary"] = out / "summary.md"
     return written
 
@@ -313,7 +340,7 @@ def _fmt(value: Optional[float], scale: float = 1.0, digits: int = 4) -> str:
 
 
 def summary_markdown(results: ExperimentResults, points: Sequence[Candidate], front: Sequence[Candidate],
-                     gene_text: Optional[str], source: str) -> str:
+                     gene_text: Optional[str], source: str, complexity: Optional[Dict[str, int]] = None) -> str:
     """The ``summary.md`` report: trials, Pareto front and the final gene."""
     lines = [f"# Experiment {results.experiment_id}", "", f"Folder: `{results.directory}`", ""]
     counts: Dict[str, int] = {}
@@ -333,4 +360,10 @@ def summary_markdown(results: ExperimentResults, points: Sequence[Candidate], fr
     lines += [f"| {c.stage if c.stage is not None else '–'} | {c.trial} | {_fmt(c.iou)} | {_fmt(c.macs, 1e9, 3)} |" for c in front]
     lines += ["", f"## Final gene ({source})", ""]
     lines += ["```", gene_text.rstrip(), "```"] if gene_text else ["No architecture found."]
+    if complexity is not None:
+        lines += ["", "At 1 x C x 512 x 512 (the paper's convention):", "",
+                  "| network | params | GMACs |", "|---|---:|---:|",
+                  f"| final gene | {complexity['params']:,} | {complexity['macs'] / 1e9:.3f} |",
+                  f"| BiO-Net++ SuperNet (dense) | {complexity['supernet_params']:,} | {complexity['supernet_macs'] / 1e9:.3f} |",
+                  "", f"MACs of the final gene: {100 * (complexity['macs'] / complexity['supernet_macs'] - 1):+.1f}% vs the SuperNet."]
     return "\n".join(lines) + "\n"
