@@ -7,6 +7,7 @@ member's own gradient of ``loss_i / s``; and the low-memory step equals the pape
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Dict, List
 
@@ -195,14 +196,17 @@ def test_members_with_different_head_liveness_still_get_their_own_features():
     assert_same_grads(grads(model), expected)
 
 
-def test_evaluate_members_matches_each_members_own_forward():
+@pytest.mark.parametrize("member_bn", ["running", "batch"])
+def test_evaluate_members_matches_each_members_own_forward(member_bn):
+    from nni_bixnas.strategy.fair_step import batch_statistics
+
     model = tiny_model().eval()
     members = population(model, 2)
     images, _ = batch()
-    outputs = evaluate_members(model, images, 2, members)
+    outputs = evaluate_members(model, images, 2, members, member_bn)
     for member, out in zip(members, outputs):
         model.set_active(member)
-        with torch.no_grad():
+        with torch.no_grad(), (batch_statistics(model) if member_bn == "batch" else contextlib.nullcontext()):
             assert torch.equal(out, model(images))
     model.set_active(None)
 
@@ -240,3 +244,20 @@ def test_step_restores_the_default_choices():
     before = copy.deepcopy(model.current_choices())
     run_step(model, 4, population(model, 4), "low_memory")
     assert model.current_choices() == before
+
+
+def test_batch_statistics_scoring_leaves_running_statistics_untouched():
+    import torch.nn as nn
+
+    from nni_bixnas.strategy.fair_step import batch_statistics
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2)).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(4, 1, 3, 3) * 5 + 3
+    with torch.no_grad(), batch_statistics(net):
+        y = net(x)
+    # normalised with the batch's own statistics: zero mean per channel
+    assert torch.allclose(y.mean(dim=(0, 2, 3)), net[1].bias, atol=1e-5)
+    assert not net[1].training
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k

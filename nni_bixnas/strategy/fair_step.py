@@ -46,12 +46,14 @@ does. ``'naive'`` updates the head's running statistics ``s`` times per step ins
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["FAIR_STEPS", "StepResult", "fair_step", "evaluate_members", "union_sample", "detach_features", "feature_tensors"]
+__all__ = ["FAIR_STEPS", "MEMBER_BN", "StepResult", "batch_statistics", "fair_step", "evaluate_members", "union_sample", "detach_features", "feature_tensors"]
 
 #: The available steps; ``'low_memory'`` is the default everywhere.
 FAIR_STEPS = ("low_memory", "plain", "naive")
@@ -225,18 +227,50 @@ def fair_step(
         model.set_active(None)
 
 
+#: How members are scored: ``'batch'`` normalises with each batch's own statistics (BatchNorm in training
+#: mode, running statistics left untouched); ``'running'`` uses the shared running statistics (the authors').
+MEMBER_BN = ("batch", "running")
+
+
+@contextlib.contextmanager
+def batch_statistics(model: torch.nn.Module) -> Iterator[None]:
+    """Run BatchNorm layers on batch statistics without changing their running statistics.
+
+    The members of a Phase 2 population share one set of BatchNorm running statistics, which every
+    member's training forward moves towards its own feature distribution; scored with them, a member is
+    normalised with a mixture of the others' statistics (with few epochs, every member can score ~0).
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, {k: v.clone() for k, v in m.named_buffers(recurse=False)}) for m in norms]
+    try:
+        for m in norms:
+            m.train()
+        yield
+    finally:
+        for m, (training, buffers) in zip(norms, saved):
+            m.train(training)
+            for name, value in buffers.items():
+                getattr(m, name).copy_(value)
+
+
 @torch.no_grad()
 def evaluate_members(
-    model: torch.nn.Module, images: torch.Tensor, stage: int, members: Sequence[Sample]
+    model: torch.nn.Module, images: torch.Tensor, stage: int, members: Sequence[Sample], member_bn: str = "batch"
 ) -> List[torch.Tensor]:
-    """Logits of every member on one batch: the head once (union of the members' choices), then each tail."""
+    """Logits of every member on one batch: the head once (union of the members' choices), then each tail.
+
+    ``member_bn`` is one of :data:`MEMBER_BN`.
+    """
+    if member_bn not in MEMBER_BN:
+        raise ValueError(f"unknown member_bn {member_bn!r}; expected one of {', '.join(MEMBER_BN)}")
     model.set_active(union_sample(members))
     try:
-        head = model.forward_head(images, stage)
-        outputs = []
-        for member in members:
-            model.set_active(member)
-            outputs.append(model.forward_tail(head))
+        with batch_statistics(model) if member_bn == "batch" else contextlib.nullcontext():
+            head = model.forward_head(images, stage)
+            outputs = []
+            for member in members:
+                model.set_active(member)
+                outputs.append(model.forward_tail(head))
         return outputs
     finally:
         model.set_active(None)

@@ -40,7 +40,7 @@ from nni.nas.strategy.base import Strategy, StrategyStatus
 from nni_bixnas.metrics import SegmentationMetrics
 from nni_bixnas.space.gene import Gene
 from nni_bixnas.space.mutables import SkipSubset
-from nni_bixnas.strategy.fair_step import FAIR_STEPS, evaluate_members, fair_step
+from nni_bixnas.strategy.fair_step import FAIR_STEPS, MEMBER_BN, evaluate_members, fair_step
 from nni_bixnas.strategy.pareto import pareto_front, select_parents
 from nni_bixnas.strategy.units import UnitRunner, build_space, space_reference, training_settings
 from nni_bixnas.training.task import SegmentationTask
@@ -87,6 +87,10 @@ class Phase2Task(SegmentationTask):
         As in :class:`~nni_bixnas.training.SegmentationTask`.
     milestones, gamma
         ``MultiStepLR`` schedule (``lr * gamma`` at every milestone epoch), applied once per epoch.
+    member_bn : str
+        How members are scored on validation: ``'batch'`` (default) with each batch's own BatchNorm
+        statistics, ``'running'`` with the running statistics all members share (the authors'), which
+        mixes the members' feature statistics (see :func:`~nni_bixnas.strategy.fair_step.batch_statistics`).
 
     Notes
     -----
@@ -108,8 +112,12 @@ class Phase2Task(SegmentationTask):
         threshold: float = 0.5,
         milestones: Sequence[int] = (10, 20, 30),
         gamma: float = 0.1,
+        member_bn: str = "batch",
     ) -> None:
         super().__init__(supernet, num_classes=num_classes, lr=lr, lr_decay=0.0, threshold=threshold, log_images=0)
+        if member_bn not in MEMBER_BN:
+            raise ValueError(f"unknown member_bn {member_bn!r}; expected one of {', '.join(MEMBER_BN)}")
+        self.member_bn = member_bn
         if step not in FAIR_STEPS:
             raise ValueError(f"unknown step {step!r}; expected one of {', '.join(FAIR_STEPS)}")
         if mode not in MODES:
@@ -184,7 +192,7 @@ class Phase2Task(SegmentationTask):
 
     def validation_step(self, batch, batch_idx: int):
         images, target = batch
-        for i, logits in enumerate(evaluate_members(self.model, images, self.stage, self.members)):
+        for i, logits in enumerate(evaluate_members(self.model, images, self.stage, self.members, self.member_bn)):
             self.member_metrics[i].update(logits.float(), target)
             self._member_loss[i] += float(self.loss(logits, target)) * len(images)
         self._val_count += len(images)
@@ -272,6 +280,7 @@ def phase2_stage_unit(
     lr: float = 1e-3,
     step: str = "low_memory",
     mode: str = "fair",
+    member_bn: str = "batch",
     macs_input_size: Sequence[int] = (512, 512),
     init_weights: Optional[str] = None,
     out_dir: Optional[str] = None,
@@ -330,7 +339,7 @@ def phase2_stage_unit(
     if devices not in ("auto", 1, [0], "1"):
         _logger.warning("Phase 2 steps run on one device; ignoring devices=%r", devices)
     identity = dict(space=space, stage=stage, members=members, candidates=candidates, epochs=epochs,
-                    milestones=milestones, gamma=gamma, lr=lr, step=step, mode=mode, init_weights=init_weights,
+                    milestones=milestones, gamma=gamma, lr=lr, step=step, mode=mode, member_bn=member_bn, init_weights=init_weights,
                     data=data, batch_size=batch_size, seed=seed, patch_size=patch_size, val_fraction=val_fraction)
     run_dir = _stage_dir(out_dir, stage, identity)
     init_seed = int(np.random.SeedSequence([int(seed), int(stage)]).generate_state(1)[0])
@@ -349,7 +358,7 @@ def phase2_stage_unit(
         if declared is not None and found is not None and declared != found:
             raise ValueError(f"the search space has {name}={declared} but the data {data!r} has {found}")
     task = Phase2Task(
-        supernet, stage, members, step=step, mode=mode, num_classes=int(getattr(info, "num_classes", 1)), lr=lr,
+        supernet, stage, members, step=step, mode=mode, member_bn=member_bn, num_classes=int(getattr(info, "num_classes", 1)), lr=lr,
         milestones=default_milestones(epochs) if milestones is None else milestones, gamma=gamma,
     )
     _logger.info("Phase 2 stage %d: %d members, %d epochs, lr %.3g, step %s, mode %s -> %s",
@@ -412,6 +421,11 @@ class ProgressiveEvolution(Strategy):
     mode
         ``'fair'`` (one optimiser step per batch on the mean loss) or ``'naive'`` (each member its own
         optimiser step, one after another on the shared weights: the unfair baseline, for comparison).
+    member_bn
+        How members are scored on validation: ``'batch'`` (default) normalises each member with the
+        batch's own BatchNorm statistics; ``'running'`` uses the running statistics all members share,
+        as the authors do, which mixes the members' feature statistics (with a short training every
+        member can then score about 0, and the Pareto selection follows MACs alone).
     lr_per_member
         Divide the learning rate by the population size, as the authors' code does (not in the paper).
     inherit_weights
@@ -461,6 +475,7 @@ class ProgressiveEvolution(Strategy):
         keep: Union[int, Sequence[int]] = (3, 2),
         step: str = "low_memory",
         mode: str = "fair",
+        member_bn: str = "batch",
         lr_per_member: bool = True,
         inherit_weights: bool = False,
         keep_sequential_last: bool = False,
@@ -486,6 +501,8 @@ class ProgressiveEvolution(Strategy):
             raise ValueError(f"unknown step {step!r}; expected one of {', '.join(FAIR_STEPS)}")
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        if member_bn not in MEMBER_BN:
+            raise ValueError(f"unknown member_bn {member_bn!r}; expected one of {', '.join(MEMBER_BN)}")
         if milestones is not None and any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in milestones):
             raise ValueError(f"milestones must be positive epoch numbers, got {milestones!r}")
         if len(macs_input_size) != 2 or any(not isinstance(v, int) or v < 1 for v in macs_input_size):
@@ -494,7 +511,7 @@ class ProgressiveEvolution(Strategy):
             raise ValueError(f"max_redraws must be a non-negative int, got {max_redraws!r}")
         self.candidates = None if candidates is None else {k: sorted({int(i) for i in v}) for k, v in candidates.items()}
         self.samples, self.epochs, self.keep = samples, epochs, (int(keep[0]), int(keep[1]))
-        self.step, self.mode = step, mode
+        self.step, self.mode, self.member_bn = step, mode, member_bn
         self.lr_per_member, self.inherit_weights = bool(lr_per_member), bool(inherit_weights)
         self.keep_sequential_last = bool(keep_sequential_last)
         self.milestones = None if milestones is None else [int(m) for m in milestones]
@@ -522,7 +539,7 @@ class ProgressiveEvolution(Strategy):
         return (
             f"samples={self.samples}, epochs={self.epochs}, keep={self.keep}, step={self.step!r}, mode={self.mode!r}, "
             f"lr_per_member={self.lr_per_member}, inherit_weights={self.inherit_weights}, "
-            f"keep_sequential_last={self.keep_sequential_last}"
+            f"keep_sequential_last={self.keep_sequential_last}, member_bn={self.member_bn!r}"
         )
 
     # -- set-up and checks ------------------------------------------------------------------------
@@ -622,7 +639,7 @@ class ProgressiveEvolution(Strategy):
                 phase2_stage_unit, self.parents[0],
                 space=self._space_ref, stage=stage, members=members, candidates=self.candidates,
                 epochs=self.epochs, milestones=self.milestones, gamma=self.gamma, lr=lr, step=self.step,
-                mode=self.mode, macs_input_size=self.macs_input_size,
+                mode=self.mode, member_bn=self.member_bn, macs_input_size=self.macs_input_size,
                 init_weights=self._weights if self.inherit_weights else None, out_dir=self.out_dir, **settings,
             )
             population = result["population"]
