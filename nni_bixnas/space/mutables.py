@@ -26,7 +26,15 @@ from nni.mutable import (
 )
 from nni.nas.nn.pytorch import MutableModule
 
-__all__ = ["SkipSubset", "SkipChoice", "SkipFusion", "fuse"]
+__all__ = ["SkipSubset", "SkipChoice", "SkipFusion", "fuse", "resize_to"]
+
+
+def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``x`` resized to ``size`` (bilinear, ``align_corners=True``); unchanged if it already has that size."""
+    size = tuple(size)
+    if tuple(x.shape[-2:]) != size:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    return x
 
 
 def fuse(inputs: Sequence[Optional[torch.Tensor]], chosen: Sequence[int], size: Optional[Sequence[int]] = None) -> torch.Tensor:
@@ -36,13 +44,7 @@ def fuse(inputs: Sequence[Optional[torch.Tensor]], chosen: Sequence[int], size: 
     """
     if size is None:
         size = inputs[0].shape[-2:]
-    size = tuple(size)
-    picked = []
-    for i in chosen:
-        x = inputs[i]
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-        picked.append(x)
+    picked = [resize_to(inputs[i], size) for i in chosen]
     if len(picked) == 1:
         return picked[0]
     return torch.stack(picked).mean(0)

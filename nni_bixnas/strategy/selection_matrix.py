@@ -28,7 +28,7 @@ from nni.nas.execution import ExecutionEngine
 from nni.nas.space import ExecutableModelSpace
 from nni.nas.strategy import Strategy
 
-from nni_bixnas.space.mutables import SkipChoice, SkipSubset
+from nni_bixnas.space.mutables import SkipChoice, SkipSubset, resize_to
 from nni_bixnas.strategy.units import TRAINING_KEYS, UnitRunner, build_space, space_reference, training_settings
 from nni_bixnas.utils import PathLike, atomic_write, seed_everything
 
@@ -41,13 +41,6 @@ VARIANTS = ("code", "paper")
 
 CANDIDATES_FILE = "candidates.json"
 HEATMAP_FILE = "selection_matrices.png"
-
-
-def _resize(x: torch.Tensor, size: Tuple[int, ...]) -> torch.Tensor:
-    # The resizing convention of nni_bixnas.space.fuse (bilinear, align_corners=True, only when needed).
-    if tuple(x.shape[-2:]) != size:
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-    return x
 
 
 def unique_weights(picks: torch.Tensor) -> Tuple[torch.Tensor, int]:
@@ -138,14 +131,14 @@ class SelectionMatrixFusion(nn.Module):
 
     def forward(self, inputs: Sequence[torch.Tensor], size: Optional[Sequence[int]] = None) -> torch.Tensor:
         size = tuple(inputs[0].shape[-2:] if size is None else size)
-        stack = torch.stack([_resize(inputs[i], size) for i in self.candidates], dim=-1)  # (..., n)
+        stack = torch.stack([resize_to(inputs[i], size) for i in self.candidates], dim=-1)  # (..., n)
         score = F.gumbel_softmax(self.matrix, tau=self.tau, hard=self.variant == "paper", dim=0)  # (n, k)
         selected = stack @ score.to(stack.dtype)  # (..., k)
         picks = (self.matrix if self.variant == "code" else score).detach().argmax(dim=0)
         weights, n_unique = unique_weights(picks)
         fused = selected @ weights.to(device=selected.device, dtype=selected.dtype)
         if self.variant == "code":
-            return (fused + _resize(inputs[0], size)) / (n_unique + 1)
+            return (fused + resize_to(inputs[0], size)) / (n_unique + 1)
         return fused / n_unique
 
     @torch.no_grad()
