@@ -29,12 +29,52 @@ def test_train_writes_a_self_describing_run(run_dir, capsys):
 
 def test_evaluate_prints_both_metric_variants(run_dir, capsys):
     ckpt = str(run_dir / "checkpoints" / "best.ckpt")
-    assert main(["evaluate", "--checkpoint", ckpt, "--data", "default", "--patch-size", "32"]) == 0
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", "default:n=4"]) == 0
     text = capsys.readouterr().out
     assert "IoU  per-image mean" in text and "Dice batch-pooled (batch 2, authors)" in text
-    assert main(["evaluate", "--checkpoint", ckpt, "--data", "default", "--patch-size", "32", "--format", "json"]) == 0
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", "default:n=4", "--resize", "32", "--format", "json"]) == 0
     scores = json.loads(capsys.readouterr().out)
-    assert {"iou", "dice", "iou_batch_pooled", "dice_batch_pooled"} <= set(scores)
+    assert {"iou", "dice", "iou_batch_pooled", "dice_batch_pooled"} <= set(scores) and scores["images"] == 4
+
+
+def test_evaluate_has_resize_not_patch_size(run_dir, capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--checkpoint", str(run_dir / "checkpoints" / "best.ckpt"), "--data", "default",
+              "--patch-size", "32"])
+    assert "unrecognized arguments: --patch-size" in capsys.readouterr().err
+
+
+# extra `bixnas train` arguments -> the data keyword arguments handed to fit()
+TEST_CASES_TRAIN_DATA = [
+    [[], {"patch_size": None, "resize": None, "split_seed": 0}],
+    [["--patch-size", "256"], {"patch_size": 256, "resize": None, "split_seed": 0}],
+    [["--resize", "256", "--patch-size", "128"], {"patch_size": 128, "resize": 256, "split_seed": 0}],
+    [["--seed", "3", "--split-seed", "7"], {"patch_size": None, "resize": None, "split_seed": 7, "seed": 3}],
+]
+
+
+@pytest.mark.parametrize("extra, expected", TEST_CASES_TRAIN_DATA)
+def test_train_forwards_crop_resize_and_split_seed_to_fit(extra, expected, monkeypatch, tmp_path):
+    import nni_bixnas.training as training
+
+    calls = []
+
+    def fake_fit(*args, **kwargs):
+        calls.append(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(training, "fit", fake_fit)
+    assert main(["train", "--model", "unet", "--out", str(tmp_path / "r"), *extra]) == 2
+    assert {key: calls[0][key] for key in expected} == expected
+
+
+def test_train_help_explains_crop_resize_and_split_seed(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "random crop size for training; validation uses full patches" in text
+    assert "downscale every patch, training and validation, to N x N" in text
+    assert "seed of the train/validation split, kept fixed across training seeds" in text
 
 
 def test_predict_writes_masks_and_overlays(run_dir, tmp_path):

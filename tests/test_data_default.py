@@ -38,11 +38,12 @@ def test_default_spec_options_and_split():
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
     assert mask.shape == (1, 32, 32) and mask.dtype == torch.float32
     assert set(mask.unique().tolist()) <= {0.0, 1.0}
-    assert build_datasets("default:n=10,size=32,seed=3", seed=2)[2].val_sources != info.val_sources
+    assert build_datasets("default:n=10,size=32,seed=3", seed=2)[2].val_sources == info.val_sources
+    assert build_datasets("default:n=10,size=32,seed=3", split_seed=2)[2].val_sources != info.val_sources
 
 
-def test_patch_size_resizes_and_eval_dataset():
-    dataset, info = build_eval_dataset("default:n=3,size=64", patch_size=32)
+def test_resize_and_eval_dataset():
+    dataset, info = build_eval_dataset("default:n=3,size=64", resize=32)
     assert len(dataset) == 3 and info.image_size == (32, 32) and info.n_val == 3
     image, mask = dataset[0]
     assert image.shape == (3, 32, 32) and mask.shape == (1, 32, 32)

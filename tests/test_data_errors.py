@@ -121,7 +121,11 @@ def test_bad_xml_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     [{"val_fraction": 1.0}, "val_fraction"],
-    [{"patch_size": 0}, "patch_size"],
+    [{"patch_size": 0}, "patch_size must be a positive int or an \\(H, W\\) pair of them, got 0"],
+    [{"resize": (8, -1)}, "resize must be a positive int or an \\(H, W\\) pair of them, got \\(8, -1\\)"],
+    [{"split_seed": -1}, "split_seed must be an int >= 0, got -1"],
+    [{"split_seed": 1.5}, "split_seed must be an int >= 0, got 1.5"],
+    [{"seed": "0"}, "seed must be an int, got '0'"],
     [{"fold": 5, "n_folds": 5}, "fold"],
     [{"n_folds": 1}, "n_folds"],
 ])

@@ -36,8 +36,10 @@ def test_tnbc_release_layout_pairs_by_slide_and_index(tmp_path):
 
 
 def test_isbi2012_real_slices_foreground_is_cell_interior(isbi_root):
-    train, val, info = build_datasets(f"isbi2012:{isbi_root}", patch_size=64, augment=False)
+    train, val, info = build_datasets(f"isbi2012:{isbi_root}", resize=64, patch_size=32, augment=False)
     assert (info.n_source_items, info.n_train + info.n_val, info.in_channels) == (30, 30, 1)
+    assert (info.image_size, info.crop_size) == ((64, 64), (32, 32))
+    assert train[(0, 0)][0].shape == (1, 32, 32) and train[(0, 0)][1].shape == (1, 32, 32)
     image, mask = val[0]
     assert image.shape == (1, 64, 64) and mask.shape == (1, 64, 64)
     assert 0.6 < float(mask.mean()) < 0.95  # membranes (label 0) are the minority
@@ -110,6 +112,15 @@ def test_chaos_release_layout_five_fold_by_patient(tmp_path):
     assert mask[20, 20] == 1 and mask[220, 220] == 4  # liver at (2..10)*8, spleen at (20..28)*8
     folds = {build_datasets(f"chaos:{tmp_path}", fold=f, augment=False)[2].val_sources for f in range(5)}
     assert len(folds) == 5 and len(set().union(*folds)) == 5
+
+
+def test_chaos_folds_depend_on_split_seed_only(tmp_path):
+    _chaos(tmp_path, patients=5, slices=1)
+    folds = {
+        (seed, split_seed): build_datasets(f"chaos:{tmp_path}", fold=0, seed=seed, split_seed=split_seed)[2].val_sources
+        for seed in (0, 3) for split_seed in (0, 1)
+    }
+    assert folds[(0, 0)] == folds[(3, 0)] == ("3",) and folds[(0, 1)] == folds[(3, 1)] == ("5",)
     report = inspect_dataset(f"chaos:{tmp_path}")
     assert set(report["foreground_fraction"]) == {"liver", "right_kidney", "left_kidney", "spleen"}
 

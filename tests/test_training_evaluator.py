@@ -104,5 +104,5 @@ def test_retrained_search_result_checkpoint_is_self_describing(tmp_path, reports
     space = BiONetPlusPlus(width=4, stem_width=4)
     frozen = space.freeze(published_gene().to_sample())
     train_and_report(frozen, data="default", max_epochs=1, patch_size=32, out_dir=str(tmp_path))
-    scores = evaluate(tmp_path / "checkpoints" / "best.ckpt", "default", patch_size=32)
+    scores = evaluate(tmp_path / "checkpoints" / "best.ckpt", "default", resize=32)
     assert 0.0 <= scores["iou"] <= 1.0

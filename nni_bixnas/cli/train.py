@@ -83,6 +83,8 @@ def run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         model_kwargs=model_kwargs,
         patch_size=args.patch_size,
+        resize=args.resize,
+        split_seed=args.split_seed,
         val_fraction=args.val_fraction,
         num_workers=args.num_workers,
     )
@@ -114,8 +116,7 @@ def format_scores(scores: Dict[str, Any]) -> str:
 def run_evaluate(args: argparse.Namespace) -> int:
     from nni_bixnas.training import evaluate
 
-    scores = evaluate(args.checkpoint, args.data, batch_size=args.batch_size, patch_size=args.patch_size,
-                      device=args.device)
+    scores = evaluate(args.checkpoint, args.data, batch_size=args.batch_size, resize=args.resize, device=args.device)
     print(json.dumps(scores, indent=2) if args.format == "json" else format_scores(scores))
     return 0
 
@@ -252,9 +253,14 @@ def add_parser(subparsers) -> None:
     train.add_argument("--data", default="default", help="data spec, e.g. monuseg:PATH (default: embedded data)")
     train.add_argument("--epochs", type=int, default=300, help="total epochs (default 300, as the authors)")
     train.add_argument("--batch-size", type=int, default=2)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling, augmentation and crops")
+    train.add_argument("--split-seed", type=int, default=0,
+                       help="seed of the train/validation split, kept fixed across training seeds (default 0)")
     train.add_argument("--out", help="run folder (default runs/<model>_s<seed>)")
-    train.add_argument("--patch-size", type=int, help="random crop size for training (default: whole items)")
+    train.add_argument("--patch-size", type=int, metavar="N",
+                       help="random crop size for training; validation uses full patches (default: whole items)")
+    train.add_argument("--resize", type=int, metavar="N",
+                       help="downscale every patch, training and validation, to N x N (before any crop)")
     train.add_argument("--val-fraction", type=float, default=0.2)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--precision", help="e.g. bf16-mixed or 16-mixed on a GPU (default 32-true)")
@@ -272,7 +278,8 @@ def add_parser(subparsers) -> None:
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--data", required=True, help="data spec, e.g. tnbc:PATH")
     evaluate.add_argument("--batch-size", type=int, default=2, help="affects only the batch-pooled variant")
-    evaluate.add_argument("--patch-size", type=int)
+    evaluate.add_argument("--resize", type=int, metavar="N",
+                          help="downscale every patch to N x N before scoring (default: full patches)")
     evaluate.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     evaluate.add_argument("--format", choices=("text", "json"), default="text")
     evaluate.set_defaults(func=run_evaluate)

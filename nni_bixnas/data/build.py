@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .augment import AugmentedDataset
-from .collection import Collection, PatchDataset, PatchSize, normalize_patch_size
+from .collection import Collection, PatchDataset, PatchSize, normalize_size
 from .spec import parse_data_spec
 
 # scheme -> (module, function(spec, strict) -> Collection); imported lazily (CHAOS needs pydicom).
@@ -34,7 +34,7 @@ class DatasetInfo:
     in_channels, num_classes : int
         Model input channels; 1 for binary masks, else the number of classes including background.
     image_size : tuple of int
-        ``(H, W)`` of every item (after ``patch_size``).
+        ``(H, W)`` of every validation item (after ``resize``): full patches, e.g. 512x512 for MoNuSeg.
     n_source_items : int
         Source images / volumes found (e.g. 30 MoNuSeg tiles).
     n_train, n_val : int
@@ -44,6 +44,12 @@ class DatasetInfo:
     class_names : tuple of str
     spec : str
         The spec string the datasets were built from.
+    crop_size : tuple of int or None
+        ``(H, W)`` of the random training crops (``patch_size``); ``None`` when training on whole items.
+    split_seed : int
+        Seed of the train/validation split (or of the cross-validation folds).
+    masks : str or None
+        Which MoNuSeg masks were used, ``"png"`` or ``"xml"``; ``None`` for other schemes.
     """
 
     name: str
@@ -57,6 +63,9 @@ class DatasetInfo:
     val_sources: Tuple[str, ...] = ()
     class_names: Tuple[str, ...] = ("background", "foreground")
     spec: str = ""
+    crop_size: Optional[Tuple[int, int]] = None
+    split_seed: int = 0
+    masks: Optional[str] = None
 
 
 def load_collection(spec: str, strict: bool = True) -> Collection:
@@ -76,7 +85,10 @@ def _check_fraction(val_fraction: float) -> None:
 
 
 def split_sources(sources: Sequence[str], val_fraction: float, seed: int) -> Tuple[List[str], List[str]]:
-    """Seeded split of split units: ``round(val_fraction * n)`` of them, at least 1, at most n-1."""
+    """Seeded split of split units: ``round(val_fraction * n)`` of them, at least 1, at most n-1.
+
+    ``seed`` is the ``split_seed`` of :func:`build_datasets`; the result depends on nothing else.
+    """
     _check_fraction(val_fraction)
     sources = sorted(sources)
     if val_fraction == 0:
@@ -110,14 +122,29 @@ def kfold_sources(sources: Sequence[str], fold: int, n_folds: int, seed: int) ->
     return [s for s in sources if s not in set(val)], val
 
 
-def _image_size(collection: Collection, patch_size: Optional[Tuple[int, int]]) -> Tuple[int, int]:
-    if patch_size:
-        return patch_size
+def _check_int(value, name: str, minimum: Optional[int] = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        expected = "an int" if minimum is None else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def _image_size(collection: Collection, resize: Optional[Tuple[int, int]]) -> Tuple[int, int]:
+    if resize:
+        return resize
     size = collection.image_size()
     if size is None:
         sizes = sorted({collection.patch_shape(ref) for ref in collection.patches})
-        raise ValueError(f"{collection.name} items have different sizes {sizes[:4]}; pass patch_size to resize them")
+        raise ValueError(f"{collection.name} items have different sizes {sizes[:4]}; pass resize to resize them")
     return size
+
+
+def _check_crop(crop: Optional[Tuple[int, int]], size: Tuple[int, int], collection: Collection, resized: bool) -> None:
+    if crop and (crop[0] > size[0] or crop[1] > size[1]):
+        after = " after resize" if resized else ""
+        raise ValueError(
+            f"patch_size {crop} is larger than the {collection.name} items, which are {size}{after}; "
+            f"use a patch_size of at most {size}"
+        )
 
 
 def build_datasets(
@@ -125,7 +152,9 @@ def build_datasets(
     *,
     val_fraction: float = 0.2,
     seed: int = 0,
+    split_seed: int = 0,
     patch_size: PatchSize = None,
+    resize: PatchSize = None,
     augment: bool = True,
     fold: int = 0,
     n_folds: int = 5,
@@ -139,9 +168,16 @@ def build_datasets(
     val_fraction : float
         Fraction of source items held out for validation (not used by ``chaos``).
     seed : int
-        Seeds the split, the shuffling and the augmentation.
+        Seeds the shuffling, the augmentation and the training crops (not the split).
+    split_seed : int
+        Seeds the train/validation split (``chaos``: the folds), so that runs with different ``seed``
+        validate on the same source items.
     patch_size : int or tuple of int, optional
-        Resize every patch to this size (e.g. 128 to fit a CPU budget).
+        Training items are random crops of this size, cut after the augmentation at an offset drawn
+        from ``(seed, epoch, index)``; validation items stay full patches.
+    resize : int or tuple of int, optional
+        Resize every patch, training and validation, to this size (image bilinear antialiased, mask
+        nearest), before any crop.
     augment : bool
         Augment the training items (:mod:`nni_bixnas.data.augment`).
     fold, n_folds : int
@@ -152,21 +188,28 @@ def build_datasets(
     tuple
         ``(train_ds, val_ds, info)``: ``train_ds`` is an :class:`AugmentedDataset` (``set_epoch``),
         ``val_ds`` a plain :class:`PatchDataset`, ``info`` a :class:`DatasetInfo`.
+
+    Raises
+    ------
+    ValueError
+        For a bad argument, items of different sizes without ``resize``, or a ``patch_size`` larger
+        than the items.
     """
-    patch_size = normalize_patch_size(patch_size)
+    crop, resize = normalize_size(patch_size, "patch_size"), normalize_size(resize, "resize")
     _check_fraction(val_fraction)
     _check_fold(fold, n_folds)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    _check_int(seed, "seed")
+    _check_int(split_seed, "split_seed", minimum=0)
     collection = load_collection(spec)
     if collection.name in KFOLD_SCHEMES:
-        train_src, val_src = kfold_sources(collection.sources, fold, n_folds, seed)
+        train_src, val_src = kfold_sources(collection.sources, fold, n_folds, split_seed)
     else:
-        train_src, val_src = split_sources(collection.sources, val_fraction, seed)
-    image_size = _image_size(collection, patch_size)
+        train_src, val_src = split_sources(collection.sources, val_fraction, split_seed)
+    image_size = _image_size(collection, resize)
+    _check_crop(crop, image_size, collection, resized=resize is not None)
     train_set, val_set = set(train_src), set(val_src)
-    train = PatchDataset(collection, [r for r in collection.patches if r.source in train_set], patch_size)
-    val = PatchDataset(collection, [r for r in collection.patches if r.source in val_set], patch_size)
+    train = PatchDataset(collection, [r for r in collection.patches if r.source in train_set], resize)
+    val = PatchDataset(collection, [r for r in collection.patches if r.source in val_set], resize)
     info = DatasetInfo(
         name=collection.name,
         in_channels=collection.in_channels,
@@ -179,32 +222,43 @@ def build_datasets(
         val_sources=tuple(val_src),
         class_names=collection.class_names,
         spec=spec,
+        crop_size=crop,
+        split_seed=split_seed,
+        masks=collection.masks,
     )
-    return AugmentedDataset(train, seed=seed, augment=augment), val, info
+    return AugmentedDataset(train, seed=seed, augment=augment, crop=crop), val, info
 
 
-def build_eval_dataset(spec: str, *, patch_size: PatchSize = None):
-    """The whole dataset, unaugmented (e.g. evaluate a MoNuSeg-trained model on TNBC).
+def build_eval_dataset(spec: str, *, resize: PatchSize = None):
+    """The whole dataset, unaugmented and uncropped (e.g. evaluate a MoNuSeg-trained model on TNBC).
+
+    Parameters
+    ----------
+    spec : str
+        A data spec (see :func:`parse_data_spec`).
+    resize : int or tuple of int, optional
+        Resize every patch to this size; by default full patches are scored.
 
     Returns
     -------
     tuple
         ``(dataset, info)`` with every patch in ``dataset`` and ``info.n_val == len(dataset)``.
     """
-    patch_size = normalize_patch_size(patch_size)
+    resize = normalize_size(resize, "resize")
     collection = load_collection(spec)
-    dataset = PatchDataset(collection, collection.patches, patch_size)
+    dataset = PatchDataset(collection, collection.patches, resize)
     info = DatasetInfo(
         name=collection.name,
         in_channels=collection.in_channels,
         num_classes=collection.num_classes,
-        image_size=_image_size(collection, patch_size),
+        image_size=_image_size(collection, resize),
         n_source_items=collection.n_items,
         n_train=0,
         n_val=len(dataset),
         val_sources=tuple(collection.sources),
         class_names=collection.class_names,
         spec=spec,
+        masks=collection.masks,
     )
     return dataset, info
 
@@ -216,9 +270,10 @@ def inspect_dataset(spec: str) -> Dict:
     -------
     dict
         ``name``, ``spec``, ``tiles`` (source images/volumes), ``patches``, ``image_size`` (``[H, W]`` or
-        ``None`` if sizes differ), ``channels``, ``classes``, ``class_names``, ``foreground_fraction``
-        (foreground pixels / all pixels over all patches; per class for multi-class data) and
-        ``problems`` (strings: files skipped and why).
+        ``None`` if sizes differ), ``channels``, ``classes``, ``class_names``, ``masks`` (MoNuSeg:
+        ``"png"`` or ``"xml"``, the masks used; else ``None``), ``foreground_fraction`` (foreground
+        pixels / all pixels over all patches; per class for multi-class data) and ``problems``
+        (strings: files skipped and why).
 
     Raises
     ------
@@ -251,7 +306,7 @@ def inspect_dataset(spec: str) -> Dict:
         fraction = {name: float(counts[c] / total) for c, name in enumerate(collection.class_names) if c > 0}
     size = collection.image_size()
     if size is None and collection.patches:
-        problems.append("items have different sizes; pass patch_size when building datasets")
+        problems.append("items have different sizes; pass resize when building datasets")
     return {
         "name": collection.name,
         "spec": spec,
@@ -261,6 +316,7 @@ def inspect_dataset(spec: str) -> Dict:
         "channels": collection.in_channels,
         "classes": collection.num_classes,
         "class_names": list(collection.class_names),
+        "masks": collection.masks,
         "foreground_fraction": fraction if isinstance(fraction, dict) else float(fraction),
         "problems": problems,
     }

@@ -43,6 +43,7 @@ class Collection:
     n_items: int  # source images / volumes found (tiles, slides' images, MR series)
     class_names: Tuple[str, ...] = ("background", "foreground")
     problems: List[str] = field(default_factory=list)
+    masks: Optional[str] = None  # which masks a MoNuSeg loader used: "png" or "xml"
     _cache: Dict[str, Tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @property
@@ -78,32 +79,41 @@ def corner_boxes(height: int, width: int, patch: int = 512) -> List[Tuple[int, i
     return boxes
 
 
-def normalize_patch_size(patch_size: PatchSize) -> Optional[Tuple[int, int]]:
-    if patch_size is None:
+def normalize_size(size: PatchSize, name: str = "patch_size") -> Optional[Tuple[int, int]]:
+    """``None``, ``n`` or ``(H, W)`` -> ``None`` or ``(H, W)``; anything else is an error naming ``name``."""
+    if size is None:
         return None
-    if isinstance(patch_size, int) and not isinstance(patch_size, bool):
-        patch_size = (patch_size, patch_size)
+    pair = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
     if (
-        not isinstance(patch_size, (tuple, list))
-        or len(patch_size) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in patch_size)
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in pair)
     ):
-        raise ValueError(f"patch_size must be a positive int or an (H, W) pair of them, got {patch_size!r}")
-    return tuple(patch_size)
+        raise ValueError(f"{name} must be a positive int or an (H, W) pair of them, got {size!r}")
+    return tuple(pair)
+
+
+def resize_pair(image: torch.Tensor, mask: torch.Tensor, size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Image ``(C, H, W)`` bilinear (antialiased, clamped to [0, 1]) and mask ``(H, W)`` nearest to ``size``."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image, mask
+    image = F.interpolate(image[None], size, mode="bilinear", antialias=True, align_corners=False)[0].clamp_(0.0, 1.0)
+    mask = F.interpolate(mask[None, None].float(), size, mode="nearest")[0, 0].long()
+    return image, mask
 
 
 class PatchDataset(Dataset):
     """Patches of a :class:`Collection` as ``(image, mask)`` tensors.
 
     Images are float32 ``(C, H, W)`` in [0, 1]. Masks are float32 ``(1, H, W)`` in {0, 1} when the
-    collection is binary (``num_classes == 1``), else int64 ``(H, W)`` class ids. With ``patch_size``
+    collection is binary (``num_classes == 1``), else int64 ``(H, W)`` class ids. With ``resize``
     every patch is resized (image: bilinear, antialiased; mask: nearest) to that size.
     """
 
-    def __init__(self, collection: Collection, refs: Sequence[PatchRef], patch_size: PatchSize = None):
+    def __init__(self, collection: Collection, refs: Sequence[PatchRef], resize: PatchSize = None):
         self.collection = collection
         self.refs = list(refs)
-        self.patch_size = normalize_patch_size(patch_size)
+        self.resize = normalize_size(resize, "resize")
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -118,10 +128,8 @@ class PatchDataset(Dataset):
         image_t = torch.from_numpy(np.array(image))  # a copy: decoded arrays are read-only and cached
         image_t = image_t.float() / 255.0 if image_t.dtype == torch.uint8 else image_t.float()
         mask_t = torch.from_numpy(np.array(mask)).long()
-        if self.patch_size and tuple(image_t.shape[-2:]) != self.patch_size:
-            image_t = F.interpolate(image_t[None], self.patch_size, mode="bilinear", antialias=True, align_corners=False)[0]
-            image_t = image_t.clamp_(0.0, 1.0)
-            mask_t = F.interpolate(mask_t[None, None].float(), self.patch_size, mode="nearest")[0, 0].long()
+        if self.resize:
+            image_t, mask_t = resize_pair(image_t, mask_t, self.resize)
         if self.collection.num_classes == 1:
             return image_t, mask_t.float().unsqueeze(0)
         return image_t, mask_t

@@ -23,8 +23,10 @@ class SegDataModule(pl.LightningDataModule):
         ``folder:PATH`` (see :func:`nni_bixnas.data.parse_data_spec`).
     batch_size : int
         Training and validation batch size.
-    val_fraction, seed, patch_size, augment, fold, n_folds
-        Passed to :func:`nni_bixnas.data.build_datasets`.
+    val_fraction, seed, split_seed, patch_size, resize, augment, fold, n_folds
+        Passed to :func:`nni_bixnas.data.build_datasets`: ``seed`` seeds shuffling, augmentation and
+        crops, ``split_seed`` the train/validation split; ``patch_size`` is the random training crop
+        (validation uses full patches), ``resize`` resizes every patch.
     num_workers : int
         DataLoader worker processes.
 
@@ -43,7 +45,9 @@ class SegDataModule(pl.LightningDataModule):
         batch_size: int = 2,
         val_fraction: float = 0.2,
         seed: int = 0,
+        split_seed: int = 0,
         patch_size: Optional[Union[int, Tuple[int, int]]] = None,
+        resize: Optional[Union[int, Tuple[int, int]]] = None,
         augment: bool = True,
         num_workers: int = 0,
         fold: int = 0,
@@ -60,7 +64,9 @@ class SegDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.seed = seed
+        self.split_seed = split_seed
         self.patch_size = patch_size
+        self.resize = resize
         self.augment = augment
         self.num_workers = num_workers
         self.fold = fold
@@ -73,7 +79,9 @@ class SegDataModule(pl.LightningDataModule):
                 self.data,
                 val_fraction=self.val_fraction,
                 seed=self.seed,
+                split_seed=self.split_seed,
                 patch_size=self.patch_size,
+                resize=self.resize,
                 augment=self.augment,
                 fold=self.fold,
                 n_folds=self.n_folds,

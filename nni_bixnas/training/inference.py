@@ -33,7 +33,7 @@ def evaluate(
     data_spec: str,
     *,
     batch_size: int = 2,
-    patch_size=None,
+    resize=None,
     threshold: Optional[float] = None,
     device: Optional[Union[str, torch.device]] = None,
 ) -> Dict[str, object]:
@@ -48,8 +48,9 @@ def evaluate(
         :func:`nni_bixnas.data.build_eval_dataset`).
     batch_size : int
         Batch size; only the batch-pooled variant depends on it (the authors used 2).
-    patch_size : int or tuple, optional
-        Passed to the dataset builder.
+    resize : int or tuple, optional
+        Resize every patch to this size before scoring (image bilinear, mask nearest); by default full
+        patches are scored, as in training's validation.
     threshold : float, optional
         Binary threshold; default: the one the model was trained with.
     device : str, optional
@@ -66,7 +67,7 @@ def evaluate(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     task = load_task(checkpoint)
-    dataset, info = build_eval_dataset(data_spec, patch_size=patch_size)
+    dataset, info = build_eval_dataset(data_spec, resize=resize)
     if info.num_classes != task.num_classes:
         raise ValueError(
             f"{data_spec!r} has {info.num_classes} class(es) but the checkpoint predicts {task.num_classes}"
