@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from nni_bixnas.cli import main
-from nni_bixnas.data import build_datasets, inspect_dataset
+from nni_bixnas.data import build_datasets, build_eval_dataset, inspect_dataset
 from nni_bixnas.data.build import load_collection
 from nni_bixnas.data.io import read_mask
 from nni_bixnas.data.monuseg import rasterize_aperio_xml, read_aperio_polygons
@@ -30,7 +30,7 @@ def test_release_gives_120_patches_split_by_tile(monuseg_root):
     assert boxes == {(0, 0, 512, 512), (0, 488, 512, 512), (488, 0, 512, 512), (488, 488, 512, 512)}
 
 
-def test_patch_is_a_corner_crop_and_png_mask_is_preferred(monuseg_root):
+def test_patch_is_a_corner_crop_and_auto_uses_png_masks(monuseg_root):
     collection = load_collection(f"monuseg:{monuseg_root}")
     key = str(monuseg_root / "Tissue_Images" / f"{TILE}.tif")
     image, mask = collection.load(key)
@@ -70,6 +70,7 @@ def test_cli_inspect_release_layout(monuseg_root, capsys):
     report = _inspect_json(f"monuseg:{monuseg_root}", capsys)
     assert (report["tiles"], report["patches"], report["image_size"]) == (30, 120, [512, 512])
     assert (report["channels"], report["classes"], report["problems"]) == (3, 1, [])
+    assert report["masks"] == "png"  # only 13 of the 30 tiles have an XML annotation
     assert 0.11 < report["foreground_fraction"] < 0.40
 
 
@@ -111,3 +112,120 @@ def test_text_report(capsys):
     assert "tiles:               3" in out and "foreground fraction:" in out
     report = inspect_dataset("default:n=3,size=32")
     assert report["patches"] == 3 and report["image_size"] == [32, 32]
+
+
+# --- the masks choice on the real release (13 of 30 tiles have XML) -------------------------------
+
+
+def test_release_masks_auto_is_png_and_xml_is_refused(monuseg_root):
+    for spec in (f"monuseg:{monuseg_root}", f"monuseg:{monuseg_root}?masks=auto", f"monuseg:{monuseg_root}?masks=png"):
+        _, info = build_eval_dataset(spec)
+        assert (info.masks, info.n_val) == ("png", 120)
+    with pytest.raises(ValueError, match=r"masks=xml but 17 of 30 tiles have no XML mask in .*Annotations: TCGA-"):
+        build_datasets(f"monuseg:{monuseg_root}?masks=xml")
+
+
+def test_release_crop_for_training_full_patches_for_validation(monuseg_root):
+    train, val, info = build_datasets(f"monuseg:{monuseg_root}", patch_size=256, augment=False)
+    assert (info.image_size, info.crop_size, info.masks) == ((512, 512), (256, 256), "png")
+    assert train[(0, 0)][0].shape == (3, 256, 256) and val[0][0].shape == (3, 512, 512)
+    too_big = r"patch_size \(600, 600\) is larger than the monuseg items, which are \(512, 512\)"
+    with pytest.raises(ValueError, match=too_big):
+        build_datasets(f"monuseg:{monuseg_root}", patch_size=600)
+
+
+# --- the masks choice on generated release layouts ------------------------------------------------
+
+PNG_BOX = (slice(2, 6), slice(2, 8))  # 24 foreground pixels
+XML_SQUARE = [(10, 10), (19, 10), (19, 19), (10, 19)]  # filled with its outline: 100 pixels
+
+
+def _release(root, tiles="abc", xml="abc", png="abc", size=24):
+    """Tissue_Images/<t>.tif for ``tiles``, Annotations/<t>.xml for ``xml``, Binary_masks/<t>.png for ``png``."""
+    for folder in ("Tissue_Images", "Annotations", "Binary_masks"):
+        (root / folder).mkdir()
+    for tile in tiles:
+        _write_tile(root / "Tissue_Images" / f"{tile}.tif", size)
+    for tile in xml:
+        vertices = "".join(f'<Vertex X="{x}" Y="{y}"/>' for x, y in XML_SQUARE)
+        (root / "Annotations" / f"{tile}.xml").write_text(
+            f"<Annotations><Annotation><Regions><Region><Vertices>{vertices}</Vertices></Region></Regions>"
+            "</Annotation></Annotations>"
+        )
+    for tile in png:
+        mask = np.zeros((size, size), np.uint8)
+        mask[PNG_BOX] = 255
+        Image.fromarray(mask).save(root / "Binary_masks" / f"{tile}.png")
+
+
+# (tiles with XML, tiles with PNG, masks option) -> (masks used, foreground pixels of every tile)
+TEST_CASES_MASKS = [
+    ["abc", "abc", "auto", "xml", 100],
+    ["abc", "abc", "xml", "xml", 100],
+    ["abc", "abc", "png", "png", 24],
+    ["ab", "abc", "auto", "png", 24],  # not every tile has XML: PNG for all, never a mix
+    ["", "abc", "auto", "png", 24],
+    ["abc", "", "auto", "xml", 100],
+    ["abc", "a", "auto", "xml", 100],
+]
+
+
+@pytest.mark.parametrize("xml, png, option, kind, pixels", TEST_CASES_MASKS)
+def test_one_kind_of_mask_for_every_tile(tmp_path, xml, png, option, kind, pixels):
+    _release(tmp_path, xml=xml, png=png)
+    dataset, info = build_eval_dataset(f"monuseg:{tmp_path}?masks={option}")
+    assert (info.masks, len(dataset)) == (kind, 3)
+    assert [float(dataset[i][1].sum()) for i in range(3)] == [pixels] * 3
+    assert inspect_dataset(f"monuseg:{tmp_path}?masks={option}")["masks"] == kind
+
+
+TEST_CASES_MISSING = [
+    ["ab", "abc", "xml", r"masks=xml but 1 of 3 tiles have no XML mask in .*Annotations: c.tif; use masks=png or "],
+    ["abc", "a", "png", r"masks=png but 2 of 3 tiles have no PNG mask in .*Binary_masks: b.tif, c.tif; use masks=xml"],
+    ["", "", "xml", r"masks=xml but 3 of 3 tiles have no XML mask"],
+]
+
+
+@pytest.mark.parametrize("xml, png, option, match", TEST_CASES_MISSING)
+def test_chosen_kind_missing_for_some_tiles_is_one_error(tmp_path, xml, png, option, match):
+    _release(tmp_path, xml=xml, png=png)
+    with pytest.raises(ValueError, match=match):
+        build_datasets(f"monuseg:{tmp_path}?masks={option}")
+    with pytest.raises(ValueError, match=match):  # a wrong choice is an error for inspect too
+        inspect_dataset(f"monuseg:{tmp_path}?masks={option}")
+
+
+def test_auto_xml_fallback_lists_tiles_without_any_mask(tmp_path):
+    _release(tmp_path, xml="ab", png="")
+    with pytest.raises(ValueError, match=r"c.tif has no mask \(expected .*Annotations/c.xml\)"):
+        build_datasets(f"monuseg:{tmp_path}")
+    report = inspect_dataset(f"monuseg:{tmp_path}")
+    assert (report["masks"], report["patches"], len(report["problems"])) == ("xml", 2, 1)
+
+
+def test_cli_inspect_reports_the_masks(tmp_path, capsys):
+    _release(tmp_path, xml="abc", png="ab")
+    assert main(["data", "inspect", f"monuseg:{tmp_path}"]) == 0
+    assert "masks:               xml" in capsys.readouterr().out
+    assert _inspect_json(f"monuseg:{tmp_path}?masks=xml", capsys)["masks"] == "xml"
+    assert main(["data", "inspect", f"monuseg:{tmp_path}?masks=png"]) == 2
+    assert "masks=png but 1 of 3 tiles have no PNG mask" in capsys.readouterr().err
+    assert _inspect_json("default:n=2,size=16", capsys)["masks"] is None
+    assert main(["data", "inspect", "default:n=2,size=16"]) == 0
+    assert "masks:" not in capsys.readouterr().out
+
+
+def test_layouts_with_one_kind_refuse_the_other(tmp_path):
+    (tmp_path / "flat").mkdir()
+    _write_tile(tmp_path / "flat" / "t.tif", 16)
+    with pytest.raises(ValueError, match=r"masks=png needs the release layout .*flat folder .* use masks=xml or "):
+        build_datasets(f"monuseg:{tmp_path / 'flat'}?masks=png")
+    for folder in ("x", "y"):
+        (tmp_path / "xy" / folder).mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"masks=xml needs the release layout .*x/ \+ y/ layout.* use masks=png"):
+        build_datasets(f"monuseg:{tmp_path / 'xy'}?masks=xml")
+
+
+def test_other_schemes_report_no_masks():
+    _, _, info = build_datasets("default:n=4,size=16")
+    assert info.masks is None and inspect_dataset("default:n=4,size=16")["masks"] is None

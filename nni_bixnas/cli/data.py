@@ -13,9 +13,10 @@ def add_parser(subparsers) -> None:
         "inspect",
         help="count tiles and patches, measure the foreground fraction, list problems",
         description="Decode every item of a dataset and report tiles, patches, image size, channels, "
-        "classes, foreground fraction and problems.",
+        "classes, the masks used (MoNuSeg: png or xml), foreground fraction and problems.",
     )
-    inspect.add_argument("spec", metavar="SCHEME:PATH", help="e.g. monuseg:/data/MoNuSegTrainingData or default")
+    inspect.add_argument("spec", metavar="SCHEME:PATH",
+                         help="e.g. monuseg:/data/MoNuSegTrainingData, monuseg:PATH?masks=xml or default")
     inspect.add_argument("--format", choices=("json", "text"), default="text", help="output format (default: text)")
     inspect.set_defaults(func=run_inspect)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
@@ -38,6 +39,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     print(f"tiles:               {report['tiles']}")
     print(f"patches:             {report['patches']}")
     print(f"image size (HxW):    {size}")
+    if report.get("masks"):
+        print(f"masks:               {report['masks']}")
     print(f"channels:            {report['channels']}")
     print(f"classes:             {report['classes']}")
     print(f"foreground fraction: {fraction}")

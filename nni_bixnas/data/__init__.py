@@ -1,7 +1,7 @@
 """Segmentation datasets: MoNuSeg, TNBC, CHAOS MR, ISBI-2012, image folders and an embedded default.
 
-Every dataset is named by a spec string (``monuseg:PATH``, ``default``, ...; see
-:func:`parse_data_spec`) and yields ``(image, mask)``: image float32 ``(C, H, W)`` in [0, 1]; mask
+Every dataset is named by a spec string (``monuseg:PATH``, ``monuseg:PATH?masks=xml``, ``default``, ...;
+see :func:`parse_data_spec`) and yields ``(image, mask)``: image float32 ``(C, H, W)`` in [0, 1]; mask
 float32 ``(1, H, W)`` in {0, 1} (binary) or int64 ``(H, W)`` class ids (multi-class).
 """
 
