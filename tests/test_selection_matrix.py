@@ -49,7 +49,7 @@ def constant_inputs(values, sizes=None):
 def fusion(n_inputs=4, max_k=2, candidates=None, variant="code", picks=(0, 0)):
     f = SelectionMatrixFusion(SkipSubset(n_inputs, max_k, candidates=candidates, label="b"), variant=variant)
     with torch.no_grad():
-        f.matrix.copy_(forced(len(f.candidates), picks))
+        f.matrix.copy_(forced(len(f.rows), picks))
     return f
 
 
@@ -60,12 +60,13 @@ VALUES = [1.0, 10.0, 100.0, 1000.0]
 @pytest.mark.parametrize(
     "variant, candidates, picks, expected",
     [
-        # authors' code: the sequential input (index 0) is always added, divisor n_unique + 1
-        ("code", None, (2, 3), (100 + 1000 + 1) / 3),
-        ("code", None, (2, 2), (100 + 1) / 2),  # duplicated pick counts once
-        ("code", None, (0, 0), 1.0),  # picking x: (x + x) / 2
-        ("code", None, (0, 1), (1 + 10 + 1) / 3),  # x picked and also forced: counted twice
-        ("code", [1, 3], (0, 1), (10 + 1000 + 1) / 3),  # rows are the candidates 1 and 3
+        # authors' code: the sequential input (index 0) is always added, divisor n_unique + 1; the
+        # matrix rows are the other inputs (rows 0, 1, 2 = inputs 1, 2, 3)
+        ("code", None, (1, 2), (100 + 1000 + 1) / 3),
+        ("code", None, (1, 1), (100 + 1) / 2),  # duplicated pick counts once
+        ("code", None, (0, 2), (10 + 1000 + 1) / 3),
+        ("code", [1, 3], (0, 1), (10 + 1000) / 2),  # no 0 among the candidates: nothing forced
+        ("code", [0, 3], (0, 0), (1 + 1000) / 2),  # rows: input 3 only
         # the paper's Eq. 1: the distinct picks averaged, no forced x
         ("paper", None, (2, 3), (100 + 1000) / 2),
         ("paper", None, (1, 1), 10.0),
@@ -83,7 +84,7 @@ def test_forward_is_the_expected_average(variant, candidates, picks, expected):
 
 
 def test_forward_resizes_to_the_block_size():
-    f = fusion(n_inputs=3, max_k=1, picks=(2,))
+    f = fusion(n_inputs=3, max_k=1, picks=(1,))  # row 1 = input 2
     inputs = constant_inputs([2.0, 5.0, 8.0], sizes=[8, 4, 2])  # constant maps stay constant when resized
     out = f(inputs)
     assert out.shape == (1, 2, 8, 8)
@@ -105,8 +106,8 @@ def test_unique_weights(picks, weights, n_unique):
 def test_soft_code_variant_mixes_and_reaches_the_matrix():
     torch.manual_seed(0)
     f = SelectionMatrixFusion(SkipSubset(5, label="b"))
-    assert f.matrix.shape == (5, 3)  # N x (N - 2), xavier-uniform: |m| <= sqrt(6 / 8)
-    assert float(f.matrix.detach().abs().max()) <= math.sqrt(6 / 8)
+    assert f.matrix.shape == (4, 3)  # (N - 1) x (N - 2): x is always fused; xavier-uniform: |m| <= sqrt(6 / 7)
+    assert float(f.matrix.detach().abs().max()) <= math.sqrt(6 / 7)
     out = f([torch.randn(2, 3, 4, 4, requires_grad=True) for _ in range(5)])
     out.sum().backward()
     assert f.matrix.grad is not None and float(f.matrix.grad.abs().sum()) > 0
@@ -124,16 +125,34 @@ def test_paper_variant_is_straight_through():
     assert float(f.matrix.grad.abs().sum()) > 0
 
 
-def test_export_probabilities_and_chosen():
+@pytest.mark.parametrize(
+    "variant, candidates, picks, rows, exported",
+    [
+        ("code", [1, 2, 4], (2, 0, 2), [1, 2, 4], [1, 4]),  # no 0 among the candidates: no forced input
+        ("code", None, (3, 0, 3), [1, 2, 3, 4], [0, 1, 4]),  # 0 is always fused, so always exported
+        ("code", [0, 2], (0, 0), [2], [0, 2]),  # k = |candidates| = 2 columns
+        ("paper", None, (0, 0, 4), [0, 1, 2, 3, 4], [0, 4]),
+        ("paper", [1, 2, 4], (0, 0, 0), [1, 2, 4], [1]),
+    ],
+)
+def test_export_is_what_the_forward_fuses(variant, candidates, picks, rows, exported):
+    f = fusion(n_inputs=5, max_k=3, candidates=candidates, variant=variant, picks=picks)
+    assert f.rows == rows
+    assert f.export() == exported
+    assert f.chosen == (candidates or [0, 1, 2, 3, 4])
+    values = [1.0, 10.0, 100.0, 1000.0, 10000.0]
+    out = f(constant_inputs(values))
+    torch.testing.assert_close(out, torch.full_like(out, sum(values[i] for i in exported) / len(exported)), rtol=1e-6, atol=0)
+
+
+def test_probabilities():
     f = fusion(n_inputs=5, max_k=3, candidates=[1, 2, 4], picks=(2, 0, 2))
-    assert f.export() == [1, 4]  # rows 2 and 0 are the candidates 4 and 1
     probs = f.probabilities()
     assert probs.shape == (5, 3)
     assert torch.equal(probs[[0, 3]], torch.zeros(2, 3))  # not candidates
     torch.testing.assert_close(probs.sum(0), torch.ones(3))
-    assert f.chosen == [0, 1, 2, 4]  # the code variant also reads the sequential input
-    g = fusion(n_inputs=5, max_k=3, candidates=[1, 2, 4], variant="paper", picks=(0, 0, 0))
-    assert g.chosen == [1, 2, 4]
+    g = fusion(n_inputs=5, max_k=3, picks=(0, 0, 0))
+    assert torch.equal(g.probabilities()[0], torch.zeros(3))  # 'code': the sequential input is no row
 
 
 def test_to_supernet_replaces_every_skip_choice_and_keeps_the_space():
@@ -183,7 +202,7 @@ class LayerChoiceSpace(ModelSpace):
     def __init__(self, *, n_ops=3, skip=False):
         super().__init__()
         self.op = LayerChoice([nn.Conv2d(3, 4, 3, padding=1) for _ in range(n_ops)], label="op")
-        self.skip = SkipChoice(3, 1, label="skip") if skip else None
+        self.skip = SkipChoice(3, 2, label="skip") if skip else None
         self.head = nn.Conv2d(4, 1, 1)
 
     def forward(self, x):
@@ -211,7 +230,7 @@ def test_a_one_candidate_layer_choice_is_fixed(tmp_path):
     strategy = SelectionMatrix(epochs=1, seed=0, out_dir=tmp_path, training={"data": "default:n=4,size=16"})
     model_space = RawFormatModelSpace.from_model(LayerChoiceSpace(n_ops=1, skip=True), make_evaluator())
     strategy(model_space, SequentialExecutionEngine())
-    assert strategy.sample["op"] == 0 and len(strategy.candidates["skip"]) == 1
+    assert strategy.sample["op"] == 0 and strategy.candidates["skip"][0] == 0  # 'code' always fuses input 0
     frozen = next(strategy.list_models()).executable_model()
     assert frozen(torch.rand(1, 3, 16, 16)).shape == (1, 1, 16, 16)
 
@@ -249,15 +268,54 @@ class PlantedSkipSpace(ModelSpace):
         return self.head(self.skip(streams))
 
 
-@pytest.mark.parametrize("variant, signal", [("code", 2), ("paper", 1)])
-def test_planted_skip_is_found(variant, signal, planted_data, tmp_path):
+@pytest.mark.parametrize(
+    "variant, signal, candidates",
+    [
+        ("code", 2, [0, 2]),  # 'code' always fuses the sequential input 0, so it is always exported
+        ("paper", 1, [1]),
+        ("paper", 0, [0]),  # the signal on the sequential input itself
+    ],
+)
+def test_planted_skip_is_found(variant, signal, candidates, planted_data, tmp_path):
     strategy = SelectionMatrix(epochs=8, seed=0, variant=variant, training=planted_data, out_dir=tmp_path)
     strategy(RawFormatModelSpace.from_model(PlantedSkipSpace(signal=signal), make_evaluator()), SequentialExecutionEngine())
     probs = torch.tensor(strategy.probabilities["planted"])  # 4 inputs x 2 selections
     assert probs.argmax(0).tolist() == [signal, signal]  # every column votes for the signal
     assert float(probs[signal].min()) > 0.8
-    assert strategy.candidates == {"planted": [signal]}
+    assert strategy.candidates == {"planted": candidates}
     assert strategy.result["default"] > 0.8  # and the supernet segments
+
+
+def test_planted_signal_on_the_sequential_input_code_variant(planted_data, tmp_path):
+    """'code' has no row for input 0 (it always fuses it): with the signal there, 0 is exported and the
+    matrix's picks are noise streams the forward averages in, which Phase 2 may then drop."""
+    strategy = SelectionMatrix(epochs=4, seed=0, variant="code", training=planted_data, out_dir=tmp_path)
+    strategy(RawFormatModelSpace.from_model(PlantedSkipSpace(signal=0), make_evaluator()), SequentialExecutionEngine())
+    assert strategy.candidates["planted"][0] == 0 and 2 <= len(strategy.candidates["planted"]) <= 3
+    assert torch.equal(torch.tensor(strategy.probabilities["planted"])[0], torch.zeros(2))
+
+
+@pytest.mark.parametrize("variant", ["code", "paper"])
+def test_phase1_forward_equals_the_frozen_export(variant):
+    """What Phase 1 exports is exactly what its forward computes (with a confident matrix)."""
+    torch.manual_seed(0)
+    kwargs = dict(width=4, stem_width=4, iterations=2)
+    supernet, fusions = to_supernet(BiONetPlusPlus(**kwargs), variant=variant)
+    rs = np.random.RandomState(3)
+    with torch.no_grad():
+        for f in fusions.values():
+            f.matrix.copy_(forced(len(f.rows), rs.randint(len(f.rows), size=f.k).tolist()))
+    export = {label: f.export() for label, f in fusions.items()}
+    if variant == "code":
+        assert all(0 in v for v in export.values()) and max(map(len, export.values())) == 4  # N - 1 inputs
+    narrowed = BiONetPlusPlus(**kwargs, candidates=export)
+    weights = {k: v for k, v in supernet.state_dict().items() if not k.endswith(".matrix")}
+    narrowed.load_state_dict(weights)
+    frozen = narrowed.freeze(export)
+    supernet.eval(), frozen.eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(supernet(x), frozen(x), rtol=1e-5, atol=1e-6)
 
 
 def test_same_seed_same_candidates(planted_data, tmp_path):
@@ -282,9 +340,10 @@ def test_bionet_pp_through_nni_and_resume_without_retraining(tmp_path):
     labels = searching_labels(3, 4)
     assert sorted(strategy.candidates) == sorted(labels)
     for label, value in strategy.candidates.items():
-        assert value and value == sorted(set(value)) and len(value) <= 3 and all(0 <= i < 5 for i in value)
+        # 'code': the sequential input 0 is always fused, plus the matrix's up to 3 picks
+        assert value[0] == 0 and value == sorted(set(value)) and len(value) <= 4 and all(0 <= i < 5 for i in value)
         rows = strategy.probabilities[label]
-        assert len(rows) == 5 and all(len(r) == 3 for r in rows)
+        assert len(rows) == 5 and all(len(r) == 3 for r in rows) and rows[0] == [0.0, 0.0, 0.0]
     result = strategy.result
     assert result["phase"] == 1 and 0.0 <= result["default"] <= 1.0 and result["best_epoch"] == 1
     # one job, with the per-epoch IoU as intermediate results
@@ -345,10 +404,11 @@ def test_selection_matrix_on_the_second_space(tmp_path):
     space = NestedSkipNet(width=4, depth=3)
     choices = space.simplify()
     assert sorted(strategy.candidates) == sorted(choices)
-    for label, value in strategy.candidates.items():
-        assert choices[label].contains({label: value})
-        assert len(strategy.probabilities[label]) == choices[label].n_inputs
     narrowed = NestedSkipNet(width=4, depth=3, candidates=strategy.candidates)  # what Phase 2 searches
+    for label, value in strategy.candidates.items():
+        assert value[0] == 0 and set(value) <= set(choices[label].candidates)  # 'code' always fuses input 0
+        assert narrowed.simplify()[label].contains({label: value})  # a narrowed choice's max_k is |candidates|
+        assert len(strategy.probabilities[label]) == choices[label].n_inputs
     assert all(m.candidates == strategy.candidates[label] for label, m in narrowed.simplify().items())
     assert (tmp_path / "selection_matrices.png").is_file()
     (model,) = strategy.list_models()

@@ -202,6 +202,15 @@ class BiONetPlusPlus(ModelSpace):
             out[label] = list(range(self.n_inputs)) if chosen is None else list(chosen)
         return out
 
+    def effective_sample(self, sample: Mapping[str, Sequence[int]]) -> Dict[str, List[int]]:
+        """The part of ``sample`` that the network computes: the choices of the blocks that reach the
+        output head. Two samples with the same effective sample are the same network (Phase 2 never
+        trains such a pair twice)."""
+        choices = {label: (0,) for label in block_labels(self.iterations, self.levels)}
+        choices.update({label: tuple(int(i) for i in v) for label, v in sample.items() if label in choices})
+        live = live_blocks(choices, self.iterations, self.levels)
+        return {label: sorted(int(i) for i in v) for label, v in sample.items() if label in live}
+
     def set_active(self, sample: Optional[Mapping[str, Sequence[int]]]) -> None:
         """Make the supernet run ``sample`` (``{label: indices}``); ``None`` restores the defaults.
 

@@ -61,8 +61,10 @@ class SkipSubset(MutableSymbol):
     n_inputs
         Number of incoming streams ``N`` of the block.
     max_k
-        Largest subset size; default ``N - 2`` (the paper's ``k in [1, N-2]``), never more than the
-        number of candidates.
+        Largest subset size; default ``N - 2`` (the paper's ``k in [1, N-2]``) over all ``N`` streams,
+        and ``|candidates|`` when ``candidates`` narrows the choice (Algorithm 1 samples ``1 .. |C|``
+        from a narrowed set; Phase 1 may narrow a block to up to ``N - 1`` streams). Never more than
+        the number of candidates.
     candidates
         The streams this choice may pick from (default all ``N``). Narrowing the candidates (Phase 1's
         output) keeps the label, so samples stay comparable.
@@ -84,6 +86,7 @@ class SkipSubset(MutableSymbol):
     ) -> None:
         if n_inputs < 1:
             raise ValueError(f"n_inputs must be >= 1, got {n_inputs}")
+        narrowed = candidates is not None
         candidates = list(range(n_inputs)) if candidates is None else sorted(set(int(c) for c in candidates))
         if not candidates:
             raise ValueError(f"skip choice {label!r}: the candidate set is empty; a block needs at least one input")
@@ -91,7 +94,7 @@ class SkipSubset(MutableSymbol):
         if bad:
             raise ValueError(f"skip choice {label!r}: candidate {bad[0]} is out of range 0..{n_inputs - 1}")
         if max_k is None:
-            max_k = max(1, n_inputs - 2)
+            max_k = len(candidates) if narrowed else max(1, n_inputs - 2)
         if max_k < 1:
             raise ValueError(f"skip choice {label!r}: max_k must be >= 1, got {max_k}")
         self.label: str = auto_label(label)

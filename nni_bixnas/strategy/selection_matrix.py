@@ -23,13 +23,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 from numpy.random import RandomState
 
-from nni.mutable import Categorical, MutableAnnotation, Sample
+from nni.mutable import Categorical, MutableAnnotation, Sample, SampleValidationError
 from nni.nas.execution import ExecutionEngine
 from nni.nas.space import ExecutableModelSpace
 from nni.nas.strategy import Strategy
 
 from nni_bixnas.space.mutables import SkipChoice, SkipSubset, resize_to
-from nni_bixnas.strategy.units import TRAINING_KEYS, UnitRunner, build_space, space_reference, training_settings
+from nni_bixnas.strategy.units import (
+    TRAINING_KEYS,
+    UnitRunner,
+    build_space,
+    inner_module,
+    narrow_space,
+    require_data,
+    space_reference,
+    training_settings,
+)
 from nni_bixnas.utils import PathLike, atomic_write, seed_everything
 
 _logger = logging.getLogger(__name__)
@@ -60,13 +69,13 @@ def unique_weights(picks: torch.Tensor) -> Tuple[torch.Tensor, int]:
 class SelectionMatrixFusion(nn.Module):
     """Differentiable stand-in for a :class:`~nni_bixnas.space.SkipChoice`: a learnable selection matrix.
 
-    The matrix ``M`` has one row per candidate input of the choice (all ``N`` inputs unless the choice
-    was narrowed) and ``k = max_k`` columns (``N - 2`` by default); it is initialised with
-    ``xavier_uniform_``. A forward pass
+    The matrix ``M`` has one row per input the matrix chooses among (its *rows*, see below) and
+    ``k = max_k`` columns (``N - 2`` by default); it is initialised with ``xavier_uniform_``. A forward
+    pass
 
-    1. resizes every candidate input to the block's size (bilinear, ``align_corners=True``: the
-       convention of :func:`~nni_bixnas.space.fuse`) and stacks them, ``(..., n)``;
-    2. draws ``score = gumbel_softmax(M, tau, hard, dim=0)`` (each column a distribution over the inputs);
+    1. resizes every row input to the block's size (bilinear, ``align_corners=True``: the convention
+       of :func:`~nni_bixnas.space.fuse`) and stacks them, ``(..., n_rows)``;
+    2. draws ``score = gumbel_softmax(M, tau, hard, dim=0)`` (each column a distribution over the rows);
     3. selects ``sel = stack @ score``, ``(..., k)``;
     4. weights column ``j`` by ``1 / count`` of its pick, so columns voting for the same input count once;
     5. averages: ``variant='code'`` gives ``(sum_j w_j sel_j + x) / (n_unique + 1)``, ``'paper'`` gives
@@ -77,11 +86,15 @@ class SelectionMatrixFusion(nn.Module):
     ``'code'`` (default) is the authors' released Phase 1 (``Phase1model.py``): soft Gumbel samples
     (``hard=False``), uniqueness from the **noise-free** column argmax of ``M``, and the sequential
     input ``x`` (index 0) **always added** on top of the selections, hence the ``+ 1`` in the divisor.
+    Since ``x`` is always fused, the rows are the *other* candidates only (the authors' matrix also
+    has a row for ``x``, so a column picking it counted ``x`` twice), and :meth:`export` returns
+    ``{0} | picks``: exactly the inputs the forward fuses when the matrix is confident.
 
-    ``'paper'`` is Eq. 1 of the paper: straight-through one-hot columns (``hard=True``) and the unique
-    picks averaged, with no forced ``x``. Uniqueness is counted on the sampled one-hot columns (so the
-    forward value is exactly the mean of the distinct inputs picked this pass); with a confident matrix
-    these coincide with the noise-free argmax.
+    ``'paper'`` is Eq. 1 of the paper: straight-through one-hot columns (``hard=True``) over all
+    candidates and the unique picks averaged, with no forced ``x``. Uniqueness is counted on the
+    sampled one-hot columns (so the forward value is exactly the mean of the distinct inputs picked
+    this pass); with a confident matrix these coincide with the noise-free argmax that
+    :meth:`export` returns.
 
     In both variants the Gumbel noise is drawn in ``eval()`` too: the paper's "unified forward behaviour
     during training and inference" (Phase 1 validation is therefore stochastic, as in the authors' code).
@@ -116,43 +129,53 @@ class SelectionMatrixFusion(nn.Module):
         self.stage, self.level = subset.stage, subset.level
         self.tau = float(tau)
         self.variant = variant
-        self.matrix = nn.Parameter(torch.empty(len(self.candidates), self.k))
-        nn.init.xavier_uniform_(self.matrix)
+        #: The sequential input is fused by every forward ('code' with 0 among the candidates).
+        self.always_sequential = variant == "code" and 0 in self.candidates
+        #: The inputs the matrix rows stand for (gene indices).
+        self.rows: List[int] = [c for c in self.candidates if not (self.always_sequential and c == 0)]
+        self.matrix = nn.Parameter(torch.empty(len(self.rows), self.k))
+        if self.rows:
+            nn.init.xavier_uniform_(self.matrix)
 
     @property
     def chosen(self) -> List[int]:
-        """The inputs a forward reads: all candidates (the supernet is dense over them), plus the
-        sequential input 0 in the ``'code'`` variant, which always adds it. Reachability helpers of the
-        model spaces read this."""
-        return sorted(set(self.candidates) | ({0} if self.variant == "code" else set()))
+        """The inputs a forward reads: all candidates (the supernet is dense over them). Reachability
+        helpers of the model spaces read this."""
+        return list(self.candidates)
 
     def extra_repr(self) -> str:
-        return f"{self.label!r}, candidates={self.candidates}, k={self.k}, tau={self.tau}, variant={self.variant!r}"
+        return (f"{self.label!r}, candidates={self.candidates}, rows={self.rows}, k={self.k}, tau={self.tau}, "
+                f"variant={self.variant!r}")
 
     def forward(self, inputs: Sequence[torch.Tensor], size: Optional[Sequence[int]] = None) -> torch.Tensor:
         size = tuple(inputs[0].shape[-2:] if size is None else size)
-        stack = torch.stack([resize_to(inputs[i], size) for i in self.candidates], dim=-1)  # (..., n)
-        score = F.gumbel_softmax(self.matrix, tau=self.tau, hard=self.variant == "paper", dim=0)  # (n, k)
+        if not self.rows:  # 'code' narrowed to the sequential input alone
+            return resize_to(inputs[0], size)
+        stack = torch.stack([resize_to(inputs[i], size) for i in self.rows], dim=-1)  # (..., n_rows)
+        score = F.gumbel_softmax(self.matrix, tau=self.tau, hard=self.variant == "paper", dim=0)  # (n_rows, k)
         selected = stack @ score.to(stack.dtype)  # (..., k)
         picks = (self.matrix if self.variant == "code" else score).detach().argmax(dim=0)
         weights, n_unique = unique_weights(picks)
         fused = selected @ weights.to(device=selected.device, dtype=selected.dtype)
-        if self.variant == "code":
+        if self.always_sequential:
             return (fused + resize_to(inputs[0], size)) / (n_unique + 1)
         return fused / n_unique
 
     @torch.no_grad()
     def probabilities(self) -> torch.Tensor:
-        """Noise-free ``softmax(M, dim=0)`` as an ``N x k`` matrix (rows of non-candidate inputs are 0)."""
+        """Noise-free ``softmax(M, dim=0)`` as an ``N x k`` matrix (rows of inputs the matrix does not
+        choose among are 0; in ``'code'`` that includes the always-fused sequential input)."""
         full = torch.zeros(self.n_inputs, self.k)
-        full[self.candidates] = F.softmax(self.matrix.detach().float().cpu(), dim=0)
+        if self.rows:
+            full[self.rows] = F.softmax(self.matrix.detach().float().cpu(), dim=0)
         return full
 
     @torch.no_grad()
     def export(self) -> List[int]:
-        """The candidate set: the distinct column argmaxes of ``M``, sorted (gene convention indices)."""
-        picks = self.matrix.detach().argmax(dim=0).tolist()
-        return sorted({self.candidates[i] for i in picks})
+        """The candidate set the forward fuses: the distinct column argmaxes of ``M`` (gene indices),
+        plus the sequential input 0 in ``'code'``; sorted."""
+        picks = {self.rows[i] for i in self.matrix.detach().argmax(dim=0).tolist()} if self.rows else set()
+        return sorted(picks | ({0} if self.always_sequential else set()))
 
 
 def to_supernet(space: nn.Module, *, tau: float = 1.0, variant: str = "code") -> Tuple[nn.Module, Dict[str, SelectionMatrixFusion]]:
@@ -266,7 +289,8 @@ def selection_matrix_unit(
     seed_everything(seed)  # the supernet's initial weights and matrices
     supernet, fusions = to_supernet(build_space(space), tau=tau, variant=variant)
     _logger.info("Phase 1 supernet: %d selection matrices (%s), %d epochs, out_dir %s", len(fusions), variant, epochs, run_dir)
-    data = training.pop("data", "default")
+    data = require_data(training, "selection_matrix_unit")
+    training.pop("data")
     result = fit(
         supernet,
         data,
@@ -323,13 +347,6 @@ def _check_variant(variant: Any) -> None:
         raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(map(repr, VARIANTS))}")
 
 
-def _inner_module(model_space: ExecutableModelSpace) -> Optional[nn.Module]:
-    inner = getattr(model_space, "model_space", None)  # RawFormatModelSpace
-    if inner is None:
-        inner = getattr(model_space, "model", None)  # SimplifiedModelSpace
-    return inner if isinstance(inner, nn.Module) else None
-
-
 class SelectionMatrix(Strategy):
     """Phase 1 of BiX-NAS: narrow every skip choice to a candidate set with learnable selection matrices.
 
@@ -339,7 +356,8 @@ class SelectionMatrix(Strategy):
     ``SkipChoice`` is a :class:`SelectionMatrixFusion` is trained for ``epochs`` epochs, weights and
     matrices together by one Adam (lr 1e-3, inverse-time decay per epoch) in the one training loop, and
     the best-validation-IoU checkpoint is exported. Per choice the **candidate set** is the distinct
-    column argmaxes of its matrix (index 0 = the sequential input).
+    column argmaxes of its matrix (index 0 = the sequential input), plus the sequential input in the
+    ``'code'`` variant, whose forward always fuses it: what Phase 1 exports is what it trained.
 
     After :meth:`run`, :attr:`candidates` holds ``{label: [indices]}`` (what Phase 2 searches within),
     :attr:`probabilities` the softmax matrices (``N x k`` rows), and :attr:`result` the job's whole final
@@ -436,7 +454,7 @@ class SelectionMatrix(Strategy):
                 continue
             else:
                 rejected.append(f"{label!r} ({type(mutable).__name__})")
-        name = type(_inner_module(model_space) or model_space).__name__
+        name = type(inner_module(model_space) or model_space).__name__
         if not skips:
             raise ValueError(f"the model space {name} has no skip choices (SkipSubset); SelectionMatrix searches skip subsets only")
         if rejected:
@@ -445,7 +463,7 @@ class SelectionMatrix(Strategy):
                 "skip subsets (SkipSubset) only; fix the other choices (e.g. a LayerChoice of one candidate) "
                 "or search them with another strategy"
             )
-        inner = _inner_module(model_space)
+        inner = inner_module(model_space)
         if inner is not None:
             held = {m.label for m in inner.modules() if isinstance(m, SkipChoice)}
             loose = sorted(set(skips) - held)
@@ -455,6 +473,7 @@ class SelectionMatrix(Strategy):
                     "SelectionMatrix replaces SkipChoice modules by selection matrices"
                 )
         space_reference(model_space)  # fails early if the space cannot be rebuilt inside the job
+        require_data(training_settings(model_space, self.training), "SelectionMatrix")
         self._fixed = fixed
         self._default_sample = {}
         model_space.default(memo=self._default_sample)
@@ -520,7 +539,10 @@ class SelectionMatrix(Strategy):
         """
         if limit is not None and limit < 1:
             return
-        model = self.model_space.freeze(self.sample)
+        try:
+            model = self.model_space.freeze(self.sample)
+        except SampleValidationError:  # a candidate set larger than the full space's max_k
+            model = narrow_space(self.model_space, self.candidates).freeze(self.sample)
         model.metrics.final = self.result.get("default")
         yield model
 

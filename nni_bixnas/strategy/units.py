@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from nni.mutable import Sample
 from nni.nas.evaluator import FunctionalEvaluator
@@ -27,7 +27,10 @@ from nni.nas.space import ExecutableModelSpace, ModelStatus
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["UnitRunner", "UnitFailed", "space_reference", "build_space", "training_settings", "add_unit_listener"]
+__all__ = [
+    "UnitRunner", "UnitFailed", "space_reference", "build_space", "training_settings", "require_data", "inner_module",
+    "narrow_space", "add_unit_listener",
+]
 
 # Callbacks run before any unit starts on an engine (keyed by ``id(engine)``). A strategy's state is
 # consistent at that moment (every finished unit recorded), so a chain can checkpoint there.
@@ -52,11 +55,18 @@ class UnitFailed(RuntimeError):
     """A unit's job ended without a result (its trial failed or reported nothing)."""
 
 
-def space_reference(model_space: ExecutableModelSpace) -> Dict[str, Any]:
-    """``{'symbol': class, 'kwargs': dict}`` to rebuild the (un-frozen) model space inside a unit."""
+def inner_module(model_space: ExecutableModelSpace) -> Optional[Any]:
+    """The model space module inside NNI's executable wrapper (``RawFormatModelSpace`` or
+    ``SimplifiedModelSpace``), or ``None``."""
     inner = getattr(model_space, "model_space", None)  # RawFormatModelSpace
     if inner is None:
         inner = getattr(model_space, "model", None)  # SimplifiedModelSpace keeps a trace copy
+    return inner
+
+
+def space_reference(model_space: ExecutableModelSpace) -> Dict[str, Any]:
+    """``{'symbol': class, 'kwargs': dict}`` to rebuild the (un-frozen) model space inside a unit."""
+    inner = inner_module(model_space)
     if inner is None or not hasattr(inner, "trace_symbol"):
         raise TypeError(f"cannot find a traceable model space inside {type(model_space).__name__}")
     if inner.trace_args:
@@ -67,6 +77,18 @@ def space_reference(model_space: ExecutableModelSpace) -> Dict[str, Any]:
 def build_space(reference: Dict[str, Any], **overrides):
     """Instantiate a model space from :func:`space_reference` output, with ``overrides`` applied."""
     return reference["symbol"](**{**reference["kwargs"], **overrides})
+
+
+def narrow_space(model_space: ExecutableModelSpace, candidates: Mapping[str, Sequence[int]]) -> ExecutableModelSpace:
+    """The same executable space (same wrapper type and evaluator) rebuilt with ``candidates`` narrowing
+    its skip choices: what Phase 2 searches and freezes after Phase 1.
+
+    A narrowed choice may hold more inputs than the full space's ``max_k`` (Phase 1 'code' exports the
+    sequential input and up to ``N - 2`` picks); its ``max_k`` is then ``|candidates|``.
+    """
+    reference = space_reference(model_space)
+    narrowed = build_space(reference, candidates={k: sorted(int(i) for i in v) for k, v in candidates.items()})
+    return type(model_space).from_model(narrowed, model_space.evaluator)
 
 
 class UnitRunner:
@@ -134,7 +156,8 @@ class UnitRunner:
 
 #: Arguments of the one training loop (:func:`nni_bixnas.training.fit`) a unit may take from the
 #: experiment's evaluator (:func:`nni_bixnas.training.train_and_report`).
-TRAINING_KEYS = ("data", "batch_size", "seed", "lr", "patch_size", "val_fraction", "precision", "accelerator", "devices")
+TRAINING_KEYS = ("data", "batch_size", "seed", "split_seed", "lr", "patch_size", "resize", "val_fraction", "precision",
+                 "accelerator", "devices")
 
 
 def training_settings(model_space: ExecutableModelSpace, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -151,3 +174,18 @@ def training_settings(model_space: ExecutableModelSpace, overrides: Optional[Dic
     if unknown:
         raise ValueError(f"unknown training setting(s) {', '.join(unknown)}; expected some of {', '.join(TRAINING_KEYS)}")
     return settings
+
+
+def require_data(settings: Mapping[str, Any], who: str) -> str:
+    """The ``data`` spec of ``settings``; a clear error, before any training, when there is none.
+
+    A strategy whose evaluator names no data must not quietly train on the embedded synthetic tiles.
+    """
+    data = settings.get("data")
+    if not isinstance(data, str) or not data.strip():
+        raise ValueError(
+            f"{who}: no training data: the experiment's evaluator names no 'data' and the strategy's training "
+            "settings set none; pass make_evaluator(data='monuseg:PATH') (or training={'data': ...}), "
+            "or data='default' for the embedded synthetic tiles"
+        )
+    return data
