@@ -261,3 +261,80 @@ def test_batch_statistics_scoring_leaves_running_statistics_untouched():
     assert not net[1].training
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+# ----- member scoring with recalibrated BatchNorm statistics ---------------------------------------------
+def recalibration_batches(n=3):
+    g = torch.Generator().manual_seed(7)
+    return [torch.rand(2, 3, 32, 32, generator=g, dtype=torch.float64) for _ in range(n)]
+
+
+def exact_freeze(model, member):
+    """``model.freeze(member)`` in float64 with the supernet's exact weights."""
+    frozen = model.freeze(member).double()
+    own = model.state_dict()
+    frozen.load_state_dict({k: own[k] for k in frozen.state_dict()})
+    return frozen
+
+
+def test_recalibrated_statistics_are_the_members_standalone_statistics():
+    """Each member's statistics equal those of its own frozen network recalibrated on the same batches
+    (every BatchNorm reset, cumulative average in training mode), and the supernet is left untouched."""
+    from nni_bixnas.strategy.fair_step import recalibrated_statistics
+
+    model = tiny_model().eval()
+    members = population(model, 2)
+    before = copy.deepcopy(model.state_dict())
+    batches = recalibration_batches()
+    for member in members:
+        state = recalibrated_statistics(model, batches, 2, member)
+        frozen = exact_freeze(model, member)
+        norms = [m for m in frozen.modules() if isinstance(m, nn.BatchNorm2d)]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        frozen.train()
+        with torch.no_grad():
+            for images in batches:
+                frozen(images)
+        expected = {n: m for n, m in frozen.named_modules() if isinstance(m, nn.BatchNorm2d)}
+        names = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+        mine = dict(zip(names, state))
+        for name, m in expected.items():  # the frozen net owns only its live blocks' BatchNorms
+            torch.testing.assert_close(mine[name]["running_mean"], m.running_mean, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(mine[name]["running_var"], m.running_var, rtol=1e-12, atol=1e-12)
+            assert int(mine[name]["num_batches_tracked"]) == int(m.num_batches_tracked)  # the bridge: 3 per forward
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not model.training and all(m.momentum == 0.1 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_recalibrated_scores_do_not_depend_on_batch_composition():
+    """With 'recalibrate' an image's logits are the same alone or in a batch (eval-mode BatchNorm); with
+    'batch' (each batch's own statistics) they are not, and a batch of one image cannot be scored at all."""
+    from nni_bixnas.strategy.fair_step import recalibrated_statistics
+
+    model = tiny_model().eval()
+    members = population(model, 3)
+    images, _ = batch()
+    statistics = [recalibrated_statistics(model, recalibration_batches(), 3, m) for m in members]
+    together = evaluate_members(model, images, 3, members, "recalibrate", statistics)
+    alone = [evaluate_members(model, images[i:i + 1], 3, members, "recalibrate", statistics) for i in range(2)]
+    for m in range(S):
+        torch.testing.assert_close(together[m], torch.cat([alone[0][m], alone[1][m]]), rtol=1e-10, atol=1e-12)
+        frozen = exact_freeze(model, members[m])
+        names = [n for n, mod in model.named_modules() if isinstance(mod, nn.BatchNorm2d)]
+        own = dict(zip(names, statistics[m]))
+        for name, mod in frozen.named_modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                for key, value in own[name].items():
+                    getattr(mod, key).copy_(value)
+        with torch.no_grad():  # and equal the standalone network with those statistics
+            torch.testing.assert_close(together[m], frozen.eval()(images), rtol=1e-10, atol=1e-12)
+    batch_stats = evaluate_members(model, images, 3, members, "batch")
+    other = torch.cat([images[:1], recalibration_batches(1)[0][:1]])  # image 0 beside another image
+    assert not torch.allclose(batch_stats[0][:1], evaluate_members(model, other, 3, members, "batch")[0][:1])
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        evaluate_members(model, images[:1], 3, members, "batch")
+    with pytest.raises(ValueError, match="one recalibrated_statistics"):
+        evaluate_members(model, images, 3, members, "recalibrate")

@@ -51,10 +51,26 @@ def test_select_parents_ranks_front_by_iou_and_keeps_k():
     ious = [0.70, 0.80, 0.75, 0.60, 0.80, 0.79]
     macs = [10.0, 30.0, 12.0, 5.0, 30.0, 40.0]
     # front: 0 (0.70, 10), 1 (0.80, 30), 2 (0.75, 12), 3 (0.60, 5); 4 duplicates 1; 5 is dominated by 1
-    assert select_parents(ious, macs, keep=10) == [1, 2, 0, 3]
+    assert select_parents(ious, macs, keep=4) == [1, 2, 0, 3]
     assert select_parents(ious, macs, keep=2) == [1, 2]
+    # more parents than the front holds: the rest by IoU (4 ties 1 in IoU and MACs, then 5)
+    assert select_parents(ious, macs, keep=10) == [1, 2, 0, 3, 4, 5]
     assert select_parents([0.5], [1.0], keep=3) == [0]
     assert select_parents([], [], keep=3) == []
+
+
+@pytest.mark.parametrize(
+    "ious, macs, keep, kept",
+    [
+        # every IoU ties (a short stage): the front is the cheapest alone; the fill goes by MACs then index
+        ([0.0, 0.0, 0.0, 0.0], [30.0, 10.0, 20.0, 10.0], 3, [1, 3, 2]),
+        ([0.0, 0.0, 0.0], [5.0, 5.0, 5.0], 2, [0, 1]),
+        # a front of one: the fill prefers IoU over MACs
+        ([0.9, 0.5, 0.8, 0.8], [1.0, 2.0, 9.0, 3.0], 3, [0, 3, 2]),
+    ],
+)
+def test_select_parents_fills_a_small_front_by_iou(ious, macs, keep, kept):
+    assert select_parents(ious, macs, keep) == kept
 
 
 def test_select_parents_errors():

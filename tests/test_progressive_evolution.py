@@ -68,23 +68,22 @@ def test_search_runs_every_stage_and_selects_from_the_front(tmp_path, units):
 
     assert [h["stage"] for h in evo.history] == [3, 2, 1]
     assert [c["stage"] for c in calls] == [3, 2, 1]
-    parents = 1
+    parents = [{l: list(m.candidates) for l, m in space.simplify().items()}]  # every block reads every candidate
     for h, kwargs in zip(evo.history, calls):
         population = h["population"]
-        assert len(population) == 2 * parents  # s skip sets x parents
+        assert 1 <= len(population) <= 2 * len(parents)  # s skip sets x parents, less duplicate nets
         assert kwargs["lr"] == pytest.approx(1e-3 / len(population))  # lr_per_member
         assert kwargs["members"] == [p["sample"] for p in population]
-        stage_labels = [l for l, m in space.simplify().items() if m.stage == h["stage"]]
         for member in kwargs["members"]:
             assert space.contains(member)
-        # the skip sets differ only on the stage's blocks, and are distinct
-        keys = {tuple(tuple(m[l]) for l in stage_labels) for m in kwargs["members"][:2]}
-        assert len(keys) == 2
-        assert h["kept"] == select_parents([p["iou"] for p in population], [p["macs"] for p in population],
-                                           2 if h["stage"] == 3 else 1)
-        assert set(h["kept"]) <= set(h["front"])
+        # every member computes its own net, none a parent's
+        keys = [evo.effective_key(m) for m in kwargs["members"]]
+        assert len(set(keys)) == len(keys) and not set(keys) & {evo.effective_key(p) for p in parents}
+        keep = 2 if h["stage"] == 3 else 1
+        assert h["kept"] == select_parents([p["iou"] for p in population], [p["macs"] for p in population], keep)
+        assert len(h["kept"]) == min(keep, len(population))
         assert all(p["macs"] > 0 and 0.0 <= p["iou"] <= 1.0 for p in population)
-        parents = len(h["kept"])
+        parents = [population[i]["sample"] for i in h["kept"]]
     assert evo.final_samples == [evo.history[-1]["population"][i]["sample"] for i in evo.history[-1]["kept"]]
     models = list(evo.list_models())
     assert [m.sample for m in models] == evo.final_samples
@@ -123,19 +122,22 @@ def test_sampling_is_private_distinct_and_within_bounds():
     evo.initialize(space, SequentialExecutionEngine())
     torch.manual_seed(0)
     before = torch.rand(1)
-    sets = evo.sample_skip_sets(3)
+    sets, members = evo.sample_population(3)
     assert len(sets) == 6 and len({str(sorted(s.items())) for s in sets}) == 6
+    assert len(members) == 6 and len({evo.effective_key(m) for m in members}) == 6
     for s in sets:
         assert sorted(s) == ["dec_1_0", "dec_1_1", "dec_1_2", "dec_1_3"]
         assert set(s["dec_1_0"]) <= {0, 2, 4} and s["dec_1_1"] == [1]
         assert all(1 <= len(v) <= 5 and v == sorted(set(v)) and set(v) <= set(range(5)) for v in s.values())
     again = ProgressiveEvolution(candidates=candidates, samples=6, seed=5)
     again.initialize(executable(tiny_space()), SequentialExecutionEngine())
-    assert again.sample_skip_sets(3) == sets
+    assert again.sample_population(3) == (sets, members)
     torch.manual_seed(0)
     assert torch.equal(torch.rand(1), before)
     # unsearched stages start from every candidate
     assert evo.parents[0]["enc_1_3"] == [0, 1, 3] and evo.parents[0]["dec_1_1"] == [1]
+    # the narrowed space is what the strategy searches and freezes: max_k is |candidates|
+    assert evo.model_space.simplify()["dec_1_0"].max_k == 3
 
 
 def test_keep_sequential_last_keeps_index_0_in_the_last_stage_only():
@@ -144,21 +146,52 @@ def test_keep_sequential_last_keeps_index_0_in_the_last_stage_only():
                                                                               "dec_0_0", "dec_0_1", "dec_0_2", "dec_0_3"]}))
     evo = ProgressiveEvolution(samples=7, seed=0, keep_sequential_last=True)
     evo.initialize(space, SequentialExecutionEngine())
-    assert all(0 in v for s in evo.sample_skip_sets(3) for v in s.values())
-    assert any(0 not in v for s in evo.sample_skip_sets(2) for v in s.values())
+    assert all(0 in v for s in evo.sample_population(3)[0] for v in s.values())
+    assert any(0 not in v for s in evo.sample_population(2)[0] for v in s.values())
     plain = ProgressiveEvolution(samples=7, seed=0)
     plain.initialize(executable(tiny_space(max_k=3, candidates=dict(space.model_space.trace_kwargs["candidates"]))),
                      SequentialExecutionEngine())
-    assert any(0 not in v for s in plain.sample_skip_sets(3) for v in s.values())
+    assert any(0 not in v for s in plain.sample_population(3)[0] for v in s.values())
 
 
-def test_too_few_distinct_skip_sets_shrinks_the_population(caplog):
+def test_single_candidate_blocks_are_fixed_and_an_empty_stage_is_skipped(caplog, tmp_path, units):
+    calls, _ = units
     narrow = {l: [0] for l in ["dec_1_0", "dec_1_1", "dec_1_2", "dec_1_3"]}
-    evo = ProgressiveEvolution(candidates=narrow, samples=4, seed=0, max_redraws=5)
+    evo = ProgressiveEvolution(candidates=narrow, samples=4, seed=0, max_redraws=5, epochs=1, macs_input_size=(32, 32),
+                               out_dir=str(tmp_path))
     evo.initialize(executable(tiny_space()), SequentialExecutionEngine())
-    with caplog.at_level(logging.WARNING):
-        assert evo.sample_skip_sets(3) == [narrow]
-    assert "only 1 distinct skip sets" in caplog.text
+    state = evo._random_state.get_state()[1].copy()
+    assert evo.sample_population(3) == ([], [])  # the only choice is the parent's own net
+    assert (evo._random_state.get_state()[1] == state).all()  # fixed blocks are not drawn at all
+    evo._stages = [3]  # search only stage 3
+    with caplog.at_level(logging.INFO):
+        evo.run()
+    assert calls == [] and "nothing to compare" in caplog.text
+    assert evo.final_samples == evo.parents and evo.final_samples[0]["dec_1_0"] == [0]
+
+
+def test_dead_blocks_do_not_make_distinct_members(caplog):
+    """Members that differ only in blocks no live block reads are one net: they are drawn once."""
+    # Stage 1 (the decoders of iteration 0) reaches the output only through the skips (indices 1..4) of the
+    # encoders of iteration 1. With every block of iteration 1 reading its sequential input only, no stage-1
+    # block is live, so every member computes the parent's net.
+    later = {f"{k}_1_{l}": [0] for k in ("enc", "dec") for l in range(4)}
+    evo = ProgressiveEvolution(candidates=later, samples=5, seed=0, max_redraws=20)
+    evo.initialize(executable(tiny_space()), SequentialExecutionEngine())
+    with caplog.at_level(logging.INFO):
+        assert evo.sample_population(1) == ([], [])
+    assert "only 0 distinct effective net(s)" in caplog.text
+    # with one encoder reading the deepest decoder of stage 1, exactly the blocks up the chain matter
+    reads = {**later, "enc_1_0": [1]}  # index 1 = dec_0_0 (the deepest decoder of iteration 0)
+    evo = ProgressiveEvolution(candidates=reads, samples=50, seed=0, max_redraws=200)
+    evo.initialize(executable(tiny_space()), SequentialExecutionEngine())
+    _, members = evo.sample_population(1)
+    live = {evo.effective_key(m) for m in members}
+    assert len(live) == len(members)
+    # dec_0_0 is the only live block of stage 1 (level 0 reads the bridge; index 0 keeps it at level 0)
+    assert all(set(dict(k)) >= {"dec_0_0"} and not set(dict(k)) & {"dec_0_1", "dec_0_2", "dec_0_3"} for k in live)
+    choices = {dict(k)["dec_0_0"] for k in live}
+    assert len(members) == len(choices) == 31 - 1  # every non-empty subset of 5 inputs but the parent's
 
 
 @pytest.mark.parametrize(
@@ -242,3 +275,36 @@ def test_default_milestones():
     assert default_milestones(40) == (10, 20, 30)
     assert default_milestones(4) == (1, 2, 3)
     assert default_milestones(1) == ()
+
+
+def test_tied_ious_keep_a_full_population_and_warn(tmp_path, monkeypatch, caplog):
+    """All members tie (a stage too short to rank them): the front is the cheapest member alone; the
+    other parents are filled by IoU, the front size is logged against keep, and a warning says why."""
+    from nni_bixnas.strategy import progressive_evolution as pe
+
+    def tied_unit(model=None, *, members, stage, **kwargs):
+        population = [{"sample": m, "iou": 0.25, "best_epoch": 1, "macs": 100 + i} for i, m in enumerate(members)]
+        result = {"default": 0.25, "stage": stage, "population": population, "front": [0], "phase": 2,
+                  "weights": None, "seconds": 0.0}
+        import nni
+        nni.report_final_result(result)
+        return result
+
+    monkeypatch.setattr(pe, "phase2_stage_unit", tied_unit)
+    evo = strategy(tmp_path, samples=4, keep=(3, 2))
+    with caplog.at_level(logging.INFO):
+        evo(executable(tiny_space()), SequentialExecutionEngine())
+    first = evo.history[0]
+    assert first["kept"] == [0, 1, 2]  # the cheapest (the front), then by IoU (tied) and MACs
+    assert [len(h["kept"]) for h in evo.history] == [3, 2, 2]
+    assert "Pareto front: 1 member(s) for keep=3; the other parents are the best remaining by IoU" in caplog.text
+    assert "the members' IoUs span only 0" in caplog.text
+
+
+@pytest.mark.parametrize("evaluator_kwargs", [dict(), dict(batch_size=2)])
+def test_no_data_is_an_error_before_any_training(evaluator_kwargs, units):
+    calls, _ = units
+    space = RawFormatModelSpace.from_model(tiny_space(), FunctionalEvaluator(train_and_report, **evaluator_kwargs))
+    with pytest.raises(ValueError, match="ProgressiveEvolution: no training data.*data='default'"):
+        ProgressiveEvolution(samples=2, epochs=1)(space, SequentialExecutionEngine())
+    assert calls == []

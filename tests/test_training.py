@@ -151,7 +151,7 @@ def test_registry_model_round_trip_through_evaluate_and_predict(tmp_path):
     assert task.hparams["model_name"] == "unet"
     assert task.hparams["model_kwargs"] == {"in_channels": 3, "num_classes": 1, "base": 4, "levels": 2}
 
-    scores = evaluate(result.best_checkpoint, "default", patch_size=32)
+    scores = evaluate(result.best_checkpoint, "default", resize=32)
     assert {"iou", "dice", "iou_batch_pooled", "dice_batch_pooled", "images"} <= set(scores)
     assert scores["images"] == 32 and 0.0 <= scores["iou"] <= 1.0
 

@@ -19,7 +19,7 @@ from nni_bixnas.utils import atomic_torch_save, atomic_write
 
 from .progressive_evolution import ProgressiveEvolution
 from .selection_matrix import SelectionMatrix
-from .units import UnitRunner, add_unit_listener, training_settings
+from .units import UnitRunner, add_unit_listener, require_data, training_settings
 
 _logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class BiXNAS(Strategy):
         self.seed = seed
         self._random_state = RandomState(seed)
         self._phase_seeds = [int(v) for v in self._random_state.randint(2**31 - 1, size=2)]
-        self.phase1 = SelectionMatrix(**self.phase1_kwargs, training=self.training, out_dir=self._sub_dir("phase1"), seed=self._phase_seeds[0])
+        self.phase1 = self._build_phase1()
         # Phase 2 is built once Phase 1's candidates exist; build it now only to validate its arguments.
         ProgressiveEvolution(**self.phase2_kwargs, training=self.training, seed=self._phase_seeds[1])
         self.phase2: Optional[ProgressiveEvolution] = None
@@ -108,6 +108,10 @@ class BiXNAS(Strategy):
         self.result: Optional[Dict[str, Any]] = None
         self._pending_phase2_state: Optional[dict] = None
         self._remove_listener = None
+
+    def _build_phase1(self) -> SelectionMatrix:
+        return SelectionMatrix(**self.phase1_kwargs, training=self.training, out_dir=self._sub_dir("phase1"),
+                               seed=self._phase_seeds[0])
 
     def _sub_dir(self, name: str) -> Optional[str]:
         return None if self.out_dir is None else str(Path(self.out_dir) / name)
@@ -118,12 +122,19 @@ class BiXNAS(Strategy):
 
     # -- lifecycle --------------------------------------------------------------------------------
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
-        training_settings(model_space, self.training)  # unknown settings fail here, before any training
-        self.phase1.initialize(model_space, engine)
+        require_data(training_settings(model_space, self.training), "BiXNAS")  # before any training
+        state = None
         if self.out_dir is not None and self.resume and (Path(self.out_dir) / STATE_FILE).is_file():
             path = Path(self.out_dir) / STATE_FILE
             _logger.info("Resuming BiX-NAS from %s", path)
-            self.load_state_dict(torch.load(path, weights_only=False))
+            state = torch.load(path, weights_only=False)  # our own resume state (trusted, see README)
+            # The phases' seeds come from the state: with seed=None a fresh draw would differ, and the
+            # interrupted Phase 1 run folder would then refuse to resume under another seed.
+            self._phase_seeds = [int(v) for v in state["phase_seeds"]]
+            self.phase1 = self._build_phase1()
+        self.phase1.initialize(model_space, engine)
+        if state is not None:
+            self.load_state_dict(state)
         if self.out_dir is not None:
             self._remove_listener = add_unit_listener(engine, self.save_state)
         return model_space
@@ -169,7 +180,7 @@ class BiXNAS(Strategy):
         kwargs = {k: v for k, v in self.retrain_kwargs.items() if k != "seeds"}
         settings = training_settings(self.model_space, self.training)
         settings.pop("seed", None)
-        runner = UnitRunner(self.model_space, self.engine)
+        runner = UnitRunner(self.phase2.model_space, self.engine)  # the space Phase 2 searched (narrowed)
         try:
             for seed in self.retrain_kwargs["seeds"][len(self.retrained):]:
                 out_dir = None if self.out_dir is None else str(Path(self.out_dir) / "retrain" / f"seed_{seed}")
@@ -212,7 +223,7 @@ class BiXNAS(Strategy):
     def list_models(self, sort: bool = True, limit: Optional[int] = None):
         """The final architectures (frozen), best first."""
         samples = self.phase2.final_samples if self.phase2 is not None else []
-        models = [self.model_space.freeze(s) for s in samples]
+        models = [self.phase2.model_space.freeze(s) for s in samples]
         return models[:limit] if limit is not None else models
 
     def state_dict(self) -> dict:
@@ -226,7 +237,11 @@ class BiXNAS(Strategy):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._random_state.set_state(state_dict["random_state"])
-        self._phase_seeds = list(state_dict["phase_seeds"])
+        seeds = [int(v) for v in state_dict["phase_seeds"]]
+        if seeds != self._phase_seeds and self.phase1._model_space is None:  # not initialised yet
+            self._phase_seeds = seeds
+            self.phase1 = self._build_phase1()
+        self._phase_seeds = seeds
         self.phase1.load_state_dict(state_dict["phase1"])
         self.retrained = copy.deepcopy(list(state_dict.get("retrained", [])))
         if state_dict.get("phase2") is not None:

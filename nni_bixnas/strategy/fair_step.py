@@ -53,7 +53,10 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import torch
 
-__all__ = ["FAIR_STEPS", "MEMBER_BN", "StepResult", "batch_statistics", "fair_step", "evaluate_members", "union_sample", "detach_features", "feature_tensors"]
+__all__ = [
+    "FAIR_STEPS", "MEMBER_BN", "StepResult", "batch_statistics", "recalibrated_statistics", "fair_step", "evaluate_members",
+    "union_sample", "detach_features", "feature_tensors",
+]
 
 #: The available steps; ``'low_memory'`` is the default everywhere.
 FAIR_STEPS = ("low_memory", "plain", "naive")
@@ -228,8 +231,26 @@ def fair_step(
 
 
 #: How members are scored: ``'batch'`` normalises with each batch's own statistics (BatchNorm in training
-#: mode, running statistics left untouched); ``'running'`` uses the shared running statistics (the authors').
-MEMBER_BN = ("batch", "running")
+#: mode, running statistics left untouched); ``'running'`` uses the shared running statistics (the authors');
+#: ``'recalibrate'`` gives every member its own running statistics from a few training batches
+#: (:func:`recalibrated_statistics`) and scores it in eval mode, as SPOS and FairNAS score subnets.
+MEMBER_BN = ("batch", "running", "recalibrate")
+
+BatchNormState = List[Dict[str, torch.Tensor]]
+
+
+def _norms(model: torch.nn.Module) -> List[torch.nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def _buffers(norms) -> BatchNormState:
+    return [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in norms]
+
+
+def _load_buffers(norms, state: BatchNormState) -> None:
+    for m, buffers in zip(norms, state):
+        for name, value in buffers.items():
+            getattr(m, name).copy_(value)
 
 
 @contextlib.contextmanager
@@ -240,31 +261,84 @@ def batch_statistics(model: torch.nn.Module) -> Iterator[None]:
     member's training forward moves towards its own feature distribution; scored with them, a member is
     normalised with a mixture of the others' statistics (with few epochs, every member can score ~0).
     """
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.training, {k: v.clone() for k, v in m.named_buffers(recurse=False)}) for m in norms]
+    norms = _norms(model)
+    modes, saved = [m.training for m in norms], _buffers(norms)
     try:
         for m in norms:
             m.train()
         yield
     finally:
-        for m, (training, buffers) in zip(norms, saved):
+        for m, training in zip(norms, modes):
             m.train(training)
-            for name, value in buffers.items():
-                getattr(m, name).copy_(value)
+        _load_buffers(norms, saved)
+
+
+@torch.no_grad()
+def recalibrated_statistics(model: torch.nn.Module, batches: Sequence[torch.Tensor], stage: int,
+                            member: Sample) -> BatchNormState:
+    """The BatchNorm running statistics ``member`` alone would have: every BatchNorm reset, then the
+    ``batches`` forwarded through the member's network in training mode with a cumulative average.
+
+    The model's own statistics, modes and momenta are restored afterwards; pass the result to
+    :func:`evaluate_members` (``member_bn='recalibrate'``). The head's BatchNorms are recalibrated too,
+    so a member is scored exactly as its standalone network with recalibrated statistics.
+    """
+    norms = _norms(model)
+    modes, momenta, saved = [m.training for m in norms], [m.momentum for m in norms], _buffers(norms)
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average over the batches
+            m.train()
+        model.set_active(member)
+        for images in batches:
+            model.forward_tail(model.forward_head(images, stage))
+        return _buffers(norms)
+    finally:
+        model.set_active(None)
+        for m, training, momentum in zip(norms, modes, momenta):
+            m.train(training)
+            m.momentum = momentum
+        _load_buffers(norms, saved)
 
 
 @torch.no_grad()
 def evaluate_members(
-    model: torch.nn.Module, images: torch.Tensor, stage: int, members: Sequence[Sample], member_bn: str = "batch"
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    stage: int,
+    members: Sequence[Sample],
+    member_bn: str = "batch",
+    statistics: Optional[Sequence[BatchNormState]] = None,
 ) -> List[torch.Tensor]:
-    """Logits of every member on one batch: the head once (union of the members' choices), then each tail.
+    """Logits of every member on one batch.
 
-    ``member_bn`` is one of :data:`MEMBER_BN`.
+    With ``member_bn`` ``'batch'`` or ``'running'`` the head runs once (union of the members' choices),
+    then each tail. With ``'recalibrate'`` each member runs its whole network in eval mode on its own
+    ``statistics`` (one :func:`recalibrated_statistics` per member); the model's statistics are restored.
     """
     if member_bn not in MEMBER_BN:
         raise ValueError(f"unknown member_bn {member_bn!r}; expected one of {', '.join(MEMBER_BN)}")
-    model.set_active(union_sample(members))
     try:
+        if member_bn == "recalibrate":
+            if statistics is None or len(statistics) != len(members):
+                raise ValueError("member_bn='recalibrate' needs one recalibrated_statistics() per member")
+            norms = _norms(model)
+            modes, saved = [m.training for m in norms], _buffers(norms)
+            outputs = []
+            try:
+                for m in norms:
+                    m.eval()
+                for member, state in zip(members, statistics):
+                    _load_buffers(norms, state)
+                    model.set_active(member)
+                    outputs.append(model.forward_tail(model.forward_head(images, stage)))
+            finally:
+                for m, training in zip(norms, modes):
+                    m.train(training)
+                _load_buffers(norms, saved)
+            return outputs
+        model.set_active(union_sample(members))
         with batch_statistics(model) if member_bn == "batch" else contextlib.nullcontext():
             head = model.forward_head(images, stage)
             outputs = []

@@ -64,6 +64,9 @@ def select_parents(ious: Sequence[float], macs: Sequence[float], keep: int) -> L
     """The Phase 2 selection: Pareto front of ``(1 - IoU, MACs)``, by IoU descending, first ``keep``.
 
     Ties in IoU go to fewer MACs (on a front, equal IoU implies equal MACs, i.e. a dropped duplicate).
+    When the front holds fewer than ``keep`` members (e.g. every IoU ties, and the front is the
+    cheapest member alone), the remaining parents are the best of the other members by IoU (then
+    fewer MACs, then index), so the population does not collapse onto one parent.
 
     Parameters
     ----------
@@ -72,17 +75,21 @@ def select_parents(ious: Sequence[float], macs: Sequence[float], keep: int) -> L
     macs
         MACs of every member (same order).
     keep
-        How many parents to retain (``|P|``); fewer when the front is smaller.
+        How many parents to retain (``|P|``); fewer only when there are fewer members.
 
     Returns
     -------
     list of int
-        Indices of the kept members, best IoU first.
+        Indices of the kept members: the front by IoU, then the fill by IoU.
     """
     if len(ious) != len(macs):
         raise ValueError(f"got {len(ious)} IoU values but {len(macs)} MACs values; expected one of each per member")
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ValueError(f"keep must be a positive int, got {keep!r}")
     front = pareto_front([[1.0 - float(i), float(m)] for i, m in zip(ious, macs)])
-    front.sort(key=lambda i: (-float(ious[i]), float(macs[i]), i))
-    return front[:keep]
+    def rank(i: int):
+        return -float(ious[i]), float(macs[i]), i
+
+    front.sort(key=rank)
+    rest = sorted(set(range(len(ious))) - set(front), key=rank)
+    return (front + rest)[:keep]

@@ -40,9 +40,17 @@ from nni.nas.strategy.base import Strategy, StrategyStatus
 from nni_bixnas.metrics import SegmentationMetrics
 from nni_bixnas.space.gene import Gene
 from nni_bixnas.space.mutables import SkipSubset
-from nni_bixnas.strategy.fair_step import FAIR_STEPS, MEMBER_BN, evaluate_members, fair_step
+from nni_bixnas.strategy.fair_step import FAIR_STEPS, MEMBER_BN, evaluate_members, fair_step, recalibrated_statistics
 from nni_bixnas.strategy.pareto import pareto_front, select_parents
-from nni_bixnas.strategy.units import UnitRunner, build_space, space_reference, training_settings
+from nni_bixnas.strategy.units import (
+    UnitRunner,
+    build_space,
+    inner_module,
+    narrow_space,
+    require_data,
+    space_reference,
+    training_settings,
+)
 from nni_bixnas.training.task import SegmentationTask
 
 _logger = logging.getLogger(__name__)
@@ -90,7 +98,11 @@ class Phase2Task(SegmentationTask):
     member_bn : str
         How members are scored on validation: ``'batch'`` (default) with each batch's own BatchNorm
         statistics, ``'running'`` with the running statistics all members share (the authors'), which
-        mixes the members' feature statistics (see :func:`~nni_bixnas.strategy.fair_step.batch_statistics`).
+        mixes the members' feature statistics (see :func:`~nni_bixnas.strategy.fair_step.batch_statistics`),
+        ``'recalibrate'`` with each member's own statistics recalibrated on ``recalibration_batches``
+        training batches before every validation (:func:`~nni_bixnas.strategy.fair_step.recalibrated_statistics`).
+    recalibration_batches : int
+        Training batches per member for ``member_bn='recalibrate'``.
 
     Notes
     -----
@@ -113,11 +125,14 @@ class Phase2Task(SegmentationTask):
         milestones: Sequence[int] = (10, 20, 30),
         gamma: float = 0.1,
         member_bn: str = "batch",
+        recalibration_batches: int = 8,
     ) -> None:
         super().__init__(supernet, num_classes=num_classes, lr=lr, lr_decay=0.0, threshold=threshold, log_images=0)
         if member_bn not in MEMBER_BN:
             raise ValueError(f"unknown member_bn {member_bn!r}; expected one of {', '.join(MEMBER_BN)}")
         self.member_bn = member_bn
+        self.recalibration_batches = int(recalibration_batches)
+        self._statistics: Optional[List[Any]] = None
         if step not in FAIR_STEPS:
             raise ValueError(f"unknown step {step!r}; expected one of {', '.join(FAIR_STEPS)}")
         if mode not in MODES:
@@ -189,10 +204,25 @@ class Phase2Task(SegmentationTask):
         for metrics in self.member_metrics:
             metrics.reset()
         self._member_loss = [0.0] * len(self.members)
+        if self.member_bn == "recalibrate":
+            batches = self._recalibration_batches()
+            self._statistics = [recalibrated_statistics(self.model, batches, self.stage, m) for m in self.members]
+
+    def _recalibration_batches(self) -> List[torch.Tensor]:
+        """The first ``recalibration_batches`` training batches of this epoch (images only)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        loader = datamodule.train_dataloader() if datamodule is not None else self.trainer.train_dataloader
+        batches = []
+        for images, _ in loader:
+            batches.append(images.to(self.device))
+            if len(batches) == self.recalibration_batches:
+                break
+        return batches
 
     def validation_step(self, batch, batch_idx: int):
         images, target = batch
-        for i, logits in enumerate(evaluate_members(self.model, images, self.stage, self.members, self.member_bn)):
+        outputs = evaluate_members(self.model, images, self.stage, self.members, self.member_bn, self._statistics)
+        for i, logits in enumerate(outputs):
             self.member_metrics[i].update(logits.float(), target)
             self._member_loss[i] += float(self.loss(logits, target)) * len(images)
         self._val_count += len(images)
@@ -281,13 +311,16 @@ def phase2_stage_unit(
     step: str = "low_memory",
     mode: str = "fair",
     member_bn: str = "batch",
+    recalibration_batches: int = 8,
     macs_input_size: Sequence[int] = (512, 512),
     init_weights: Optional[str] = None,
     out_dir: Optional[str] = None,
-    data: str = "default",
+    data: Optional[str] = None,
     batch_size: int = 2,
     seed: int = 0,
+    split_seed: int = 0,
     patch_size: Optional[int] = None,
+    resize: Optional[int] = None,
     val_fraction: float = 0.2,
     precision: Optional[str] = None,
     accelerator: str = "auto",
@@ -322,8 +355,10 @@ def phase2_stage_unit(
         A ``.pt`` state dict to start from (``inherit_weights=True``); default: fresh weights.
     out_dir
         Parent folder of the stage's run folder (default ``$NNI_OUTPUT_DIR/phase2`` or a temporary one).
-    data, batch_size, seed, patch_size, val_fraction, precision, accelerator, devices, progress
-        As in :func:`~nni_bixnas.training.fit`. Phase 2 steps run on one device.
+    recalibration_batches
+        Training batches per member for ``member_bn='recalibrate'``.
+    data, batch_size, seed, split_seed, patch_size, resize, val_fraction, precision, accelerator, devices, progress
+        As in :func:`~nni_bixnas.training.fit` (``data`` is required). Phase 2 steps run on one device.
 
     Returns
     -------
@@ -338,9 +373,12 @@ def phase2_stage_unit(
     started = time.perf_counter()
     if devices not in ("auto", 1, [0], "1"):
         _logger.warning("Phase 2 steps run on one device; ignoring devices=%r", devices)
+    data = require_data({"data": data}, "phase2_stage_unit")
     identity = dict(space=space, stage=stage, members=members, candidates=candidates, epochs=epochs,
-                    milestones=milestones, gamma=gamma, lr=lr, step=step, mode=mode, member_bn=member_bn, init_weights=init_weights,
-                    data=data, batch_size=batch_size, seed=seed, patch_size=patch_size, val_fraction=val_fraction)
+                    milestones=milestones, gamma=gamma, lr=lr, step=step, mode=mode, member_bn=member_bn,
+                    recalibration_batches=recalibration_batches, init_weights=init_weights, data=data,
+                    batch_size=batch_size, seed=seed, split_seed=split_seed, patch_size=patch_size, resize=resize,
+                    val_fraction=val_fraction)
     run_dir = _stage_dir(out_dir, stage, identity)
     init_seed = int(np.random.SeedSequence([int(seed), int(stage)]).generate_state(1)[0])
     torch.manual_seed(init_seed)
@@ -350,7 +388,8 @@ def phase2_stage_unit(
         own = supernet.state_dict()
         supernet.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
 
-    datamodule = SegDataModule(data=data, batch_size=batch_size, seed=seed, patch_size=patch_size, val_fraction=val_fraction)
+    datamodule = SegDataModule(data=data, batch_size=batch_size, seed=seed, split_seed=split_seed, patch_size=patch_size,
+                               resize=resize, val_fraction=val_fraction)
     datamodule.setup("fit")
     info = datamodule.info
     for name in ("in_channels", "num_classes"):
@@ -358,7 +397,8 @@ def phase2_stage_unit(
         if declared is not None and found is not None and declared != found:
             raise ValueError(f"the search space has {name}={declared} but the data {data!r} has {found}")
     task = Phase2Task(
-        supernet, stage, members, step=step, mode=mode, member_bn=member_bn, num_classes=int(getattr(info, "num_classes", 1)), lr=lr,
+        supernet, stage, members, step=step, mode=mode, member_bn=member_bn, recalibration_batches=recalibration_batches,
+        num_classes=int(getattr(info, "num_classes", 1)), lr=lr,
         milestones=default_milestones(epochs) if milestones is None else milestones, gamma=gamma,
     )
     _logger.info("Phase 2 stage %d: %d members, %d epochs, lr %.3g, step %s, mode %s -> %s",
@@ -425,7 +465,9 @@ class ProgressiveEvolution(Strategy):
         How members are scored on validation: ``'batch'`` (default) normalises each member with the
         batch's own BatchNorm statistics; ``'running'`` uses the running statistics all members share,
         as the authors do, which mixes the members' feature statistics (with a short training every
-        member can then score about 0, and the Pareto selection follows MACs alone).
+        member can then score about 0, and the Pareto selection follows MACs alone); ``'recalibrate'``
+        resets every BatchNorm per member, recalibrates it on ``recalibration_batches`` training batches
+        and scores the member in eval mode (SPOS/FairNAS), independent of the validation batches.
     lr_per_member
         Divide the learning rate by the population size, as the authors' code does (not in the paper).
     inherit_weights
@@ -448,7 +490,13 @@ class ProgressiveEvolution(Strategy):
     macs_input_size
         ``(H, W)`` at which members' MACs are counted (the paper: 512 x 512).
     max_redraws
-        Redraws allowed to avoid a duplicate skip set within a stage (authors: 500).
+        Draws in a row without a new effective net after which a stage is taken to hold no more distinct
+        nets (the authors redraw up to 500 times to avoid a duplicate skip set).
+    recalibration_batches
+        Training batches per member for ``member_bn='recalibrate'``.
+    iou_tolerance
+        A warning is logged when the IoUs of a stage's population span less than this (the stage then
+        barely ranks its members).
 
     Attributes
     ----------
@@ -486,6 +534,8 @@ class ProgressiveEvolution(Strategy):
         seed: Optional[int] = None,
         macs_input_size: Sequence[int] = (512, 512),
         max_redraws: int = 500,
+        recalibration_batches: int = 8,
+        iou_tolerance: float = 1e-3,
     ) -> None:
         super().__init__()
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
@@ -509,6 +559,10 @@ class ProgressiveEvolution(Strategy):
             raise ValueError(f"macs_input_size must be (height, width) of positive ints, got {macs_input_size!r}")
         if isinstance(max_redraws, bool) or not isinstance(max_redraws, int) or max_redraws < 0:
             raise ValueError(f"max_redraws must be a non-negative int, got {max_redraws!r}")
+        if isinstance(recalibration_batches, bool) or not isinstance(recalibration_batches, int) or recalibration_batches < 1:
+            raise ValueError(f"recalibration_batches must be a positive int, got {recalibration_batches!r}")
+        if isinstance(iou_tolerance, bool) or not isinstance(iou_tolerance, (int, float)) or not iou_tolerance >= 0:
+            raise ValueError(f"iou_tolerance must be a number >= 0, got {iou_tolerance!r}")
         self.candidates = None if candidates is None else {k: sorted({int(i) for i in v}) for k, v in candidates.items()}
         self.samples, self.epochs, self.keep = samples, epochs, (int(keep[0]), int(keep[1]))
         self.step, self.mode, self.member_bn = step, mode, member_bn
@@ -520,6 +574,9 @@ class ProgressiveEvolution(Strategy):
         self.out_dir = None if out_dir is None else str(out_dir)
         self.macs_input_size = [int(v) for v in macs_input_size]
         self.max_redraws = max_redraws
+        self.recalibration_batches = recalibration_batches
+        self.iou_tolerance = float(iou_tolerance)
+        self._effective = None  # the space's effective_sample(sample), if it has one
 
         self._random_state = RandomState(seed)
         # RNG state after the last finished stage: a resumed search redraws the unfinished stage's skip sets.
@@ -544,6 +601,38 @@ class ProgressiveEvolution(Strategy):
 
     # -- set-up and checks ------------------------------------------------------------------------
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
+        skips = self._check_space(model_space)
+        if self.candidates is not None:
+            # Search (and freeze) the narrowed space: a narrowed set may exceed the full space's max_k.
+            model_space = narrow_space(model_space, self.candidates)
+            self._model_space = model_space
+            skips = {label: m for label, m in model_space.simplify().items() if isinstance(m, SkipSubset)}
+        mutables = model_space.simplify()
+        pool, max_k = {}, {}
+        for label, m in skips.items():
+            if len(m.candidates) > m.max_k:
+                raise ValueError(
+                    f"{label} has {len(m.candidates)} candidates but max_k={m.max_k}: blocks of stages not yet searched "
+                    "read all their candidates, which is not a valid sample; build the space with a larger max_k"
+                )
+            pool[label], max_k[label] = list(m.candidates), m.max_k
+        self._pool, self._max_k = pool, max_k
+        stages = sorted({int(m.stage) for m in skips.values()}, reverse=True)
+        self._blocks = {t: sorted(label for label, m in skips.items() if m.stage == t) for t in stages}
+        if self._stages and self._stages != stages:
+            raise ValueError(f"the loaded state searched stages {self._stages}, but this space has stages {stages}")
+        self._stages = stages
+        self._space_ref = space_reference(model_space)
+        self._settings = training_settings(model_space, self.training)
+        require_data(self._settings, "ProgressiveEvolution")
+        self._effective = getattr(inner_module(model_space), "effective_sample", None)
+        if not self.parents:
+            self.parents = [{label: list(pool[label]) if label in pool else m.default() for label, m in mutables.items()}]
+        self._runner = UnitRunner(model_space, engine)
+        _logger.info("Phase 2 over stages %s, %d blocks, s=%d, keep=%s", stages, len(skips), self.samples, self.keep)
+        return model_space
+
+    def _check_space(self, model_space: ExecutableModelSpace) -> Dict[str, SkipSubset]:
         mutables = model_space.simplify()
         skips = {label: m for label, m in mutables.items() if isinstance(m, SkipSubset)}
         if not skips:
@@ -555,41 +644,16 @@ class ProgressiveEvolution(Strategy):
         if missing:
             raise ValueError(f"skip choice(s) {', '.join(missing)} have no stage index (SkipSubset(stage=...)); "
                              "Phase 2 groups choices by stage")
-        if self.candidates is not None:
-            unknown = sorted(set(self.candidates) - set(skips))
-            if unknown:
+        for label, cands in (self.candidates or {}).items():
+            if label not in skips:
+                unknown = sorted(set(self.candidates) - set(skips))
                 raise ValueError(f"candidates name unknown skip choice(s) {', '.join(unknown)}")
-        pool, max_k = {}, {}
-        for label, m in skips.items():
-            cands = list(m.candidates) if self.candidates is None or label not in self.candidates else self.candidates[label]
             if not cands:
                 raise ValueError(f"the candidate set of {label} would be empty; every block needs at least one input")
-            outside = [c for c in cands if c not in m.candidates]
+            outside = [c for c in cands if c not in skips[label].candidates]
             if outside:
-                raise ValueError(f"candidate {outside[0]} of {label} is not among the space's candidates {m.candidates}")
-            if len(cands) > m.max_k:
-                raise ValueError(
-                    f"{label} has {len(cands)} candidates but max_k={m.max_k}: blocks of stages not yet searched read "
-                    "all their candidates, which is not a valid sample; pass Phase 1's candidates (at most max_k per "
-                    "block) or build the space with a larger max_k"
-                )
-            pool[label], max_k[label] = cands, min(m.max_k, len(cands))
-        self._pool, self._max_k = pool, max_k
-        stages = sorted({int(m.stage) for m in skips.values()}, reverse=True)
-        self._blocks = {t: sorted(label for label, m in skips.items() if m.stage == t) for t in stages}
-        if self._stages and self._stages != stages:
-            raise ValueError(f"the loaded state searched stages {self._stages}, but this space has stages {stages}")
-        self._stages = stages
-        self._space_ref = space_reference(model_space)
-        self._settings = training_settings(model_space, self.training)
-        if not self.parents:
-            base: Sample = {}
-            for label, m in mutables.items():
-                base[label] = list(pool[label]) if label in pool else m.default()
-            self.parents = [base]
-        self._runner = UnitRunner(model_space, engine)
-        _logger.info("Phase 2 over stages %s, %d blocks, s=%d, keep=%s", stages, len(skips), self.samples, self.keep)
-        return model_space
+                raise ValueError(f"candidate {outside[0]} of {label} is not among the space's candidates {skips[label].candidates}")
+        return skips
 
     def _cleanup(self) -> None:
         if self._runner is not None:
@@ -605,60 +669,116 @@ class ProgressiveEvolution(Strategy):
         n = int(rs.randint(1, k_max + 1))
         return sorted(int(c) for c in rs.choice(pool, n, replace=False))
 
-    def sample_skip_sets(self, stage: int) -> List[Sample]:
-        """``samples`` distinct skip sets for the blocks of ``stage`` (fewer if the redraws run out)."""
+    def _n_values(self, label: str, last: bool) -> int:
+        """How many values the sampler can give ``label`` (1: the block is fixed, never drawn)."""
+        pool, k_max = self._pool[label], self._max_k[label]
+        if last and self.keep_sequential_last and 0 in pool:
+            return sum(math.comb(len(pool) - 1, n) for n in range(0, k_max))
+        return sum(math.comb(len(pool), n) for n in range(1, k_max + 1))
+
+    def effective_key(self, sample: Mapping[str, Sequence[int]]) -> Tuple:
+        """What ``sample`` computes, hashable: the choices of its live blocks (the space's
+        ``effective_sample``; the whole sample for spaces without one)."""
+        effective = self._effective(sample) if self._effective is not None else sample
+        return tuple(sorted((label, tuple(sorted(int(i) for i in v))) for label, v in effective.items()))
+
+    def sample_population(self, stage: int) -> Tuple[List[Sample], List[Sample]]:
+        """Skip sets for ``stage`` and the members they make with the parents, distinct in what they compute.
+
+        A skip set is drawn as the authors do (per block ``n ~ U{1..|C|}``, then ``n`` of ``C``) and applied to
+        every parent; a member whose effective net (live blocks' choices) equals a parent's or another
+        member's is dropped, and a skip set that adds no new member is redrawn. Blocks with a single
+        possible value are fixed. Drawing stops at ``samples`` skip sets, or after ``max_redraws`` draws in a
+        row without a new member: then every distinct net was found, and all of them are trained.
+
+        Returns
+        -------
+        (skip_sets, members)
+        """
         last = stage == self._stages[0]
-        sets, seen = [], set()
-        for _ in range(self.samples):
-            for _attempt in range(self.max_redraws + 1):
-                skip_set = {label: self._sample_block(label, last) for label in self._blocks[stage]}
-                key = tuple((label, tuple(v)) for label, v in skip_set.items())
+        labels = self._blocks[stage]
+        fixed = {label: self._sample_block(label, last) for label in labels if self._n_values(label, last) == 1}
+        free = [label for label in labels if label not in fixed]
+        seen = {self.effective_key(parent) for parent in self.parents}
+        skip_sets: List[Sample] = []
+        drawn: List[Tuple[int, Sample]] = []  # (parent index, member)
+        misses = 0
+        while free and len(skip_sets) < self.samples and misses <= self.max_redraws:
+            skip_set = {**fixed, **{label: self._sample_block(label, last) for label in free}}
+            new = []
+            for p, parent in enumerate(self.parents):
+                member = {**parent, **skip_set}
+                key = self.effective_key(member)
                 if key not in seen:
                     seen.add(key)
-                    sets.append(skip_set)
-                    break
+                    new.append((p, member))
+            if new:
+                skip_sets.append(skip_set)
+                drawn.extend(new)
+                misses = 0
             else:
-                _logger.warning("stage %d: only %d distinct skip sets found after %d redraws (samples=%d)",
-                                stage, len(sets), self.max_redraws, self.samples)
-                break
-        return sets
+                misses += 1
+        members = [member for _, member in sorted(drawn, key=lambda pm: pm[0])]  # parent-major, as the authors
+        if len(skip_sets) < self.samples:
+            _logger.info("[stage %d] only %d distinct effective net(s) differ from the parents (samples=%d, %d fixed "
+                         "block(s)); training all of them", stage, len(members), self.samples, len(fixed))
+        return skip_sets, members
 
     # -- the search -------------------------------------------------------------------------------
     def _run(self) -> None:
         for index in range(self._stage_index, len(self._stages)):
             stage = self._stages[index]
             started = time.perf_counter()
-            skip_sets = self.sample_skip_sets(stage)
-            members = [{**parent, **skip_set} for parent in self.parents for skip_set in skip_sets]
+            skip_sets, members = self.sample_population(stage)
+            if not members:
+                _logger.info("[stage %d] nothing to compare: every choice of this stage computes the parents' nets; "
+                             "the parents carry over", stage)
+                self.history.append({"stage": stage, "skip_sets": [], "population": [], "front": [], "kept": [],
+                                     "seconds": time.perf_counter() - started})
+                self._finish_stage(index)
+                continue
             settings = dict(self._settings)
             base_lr = float(settings.pop("lr", 1e-3))
             lr = base_lr / len(members) if self.lr_per_member else base_lr
-            _logger.info("[stage %d] %d skip sets x %d parents = %d members, lr %.3g",
+            _logger.info("[stage %d] %d skip sets x %d parents -> %d distinct members, lr %.3g",
                          stage, len(skip_sets), len(self.parents), len(members), lr)
             result = self._runner.run(
                 phase2_stage_unit, self.parents[0],
                 space=self._space_ref, stage=stage, members=members, candidates=self.candidates,
                 epochs=self.epochs, milestones=self.milestones, gamma=self.gamma, lr=lr, step=self.step,
-                mode=self.mode, member_bn=self.member_bn, macs_input_size=self.macs_input_size,
+                mode=self.mode, member_bn=self.member_bn, recalibration_batches=self.recalibration_batches,
+                macs_input_size=self.macs_input_size,
                 init_weights=self._weights if self.inherit_weights else None, out_dir=self.out_dir, **settings,
             )
             population = result["population"]
             if len(population) != len(members):
                 raise RuntimeError(f"stage {stage}: the unit scored {len(population)} members, expected {len(members)}")
             keep = self.keep[0] if index == 0 else self.keep[1]
-            kept = select_parents([p["iou"] for p in population], [p["macs"] for p in population], keep)
+            ious, macs = [p["iou"] for p in population], [p["macs"] for p in population]
+            kept = select_parents(ious, macs, keep)
+            front = list(result["front"])
+            _logger.info("[stage %d] Pareto front: %d member(s) for keep=%d%s", stage, len(front), keep,
+                         "; the other parents are the best remaining by IoU" if len(front) < min(keep, len(population)) else "")
+            spread = max(ious) - min(ious)
+            if len(population) > 1 and spread < self.iou_tolerance:
+                _logger.warning("[stage %d] the members' IoUs span only %.2g (< iou_tolerance %.2g): the stage barely "
+                                "ranks them, so the selection follows MACs; train the stage longer", stage, spread,
+                                self.iou_tolerance)
             self.history.append({
-                "stage": stage, "skip_sets": skip_sets, "population": population, "front": list(result["front"]),
+                "stage": stage, "skip_sets": skip_sets, "population": population, "front": front,
                 "kept": kept, "seconds": time.perf_counter() - started,
             })
             self.parents = [dict(population[i]["sample"]) for i in kept]
             self._weights = result.get("weights")
-            self._stage_index = index + 1
-            self._resume_rng = self._random_state.get_state()
+            self._finish_stage(index)
             for rank, i in enumerate(kept):
                 _logger.info("[stage %d] kept #%d: IoU %.4f, %.3f GMACs", stage, rank + 1, population[i]["iou"],
                              population[i]["macs"] / 1e9)
         self.final_samples = [dict(p) for p in self.parents]
+
+    def _finish_stage(self, index: int) -> None:
+        self._stage_index = index + 1
+        self._resume_rng = self._random_state.get_state()
 
     # -- results ----------------------------------------------------------------------------------
     def list_models(self, sort: bool = True, limit: Optional[int] = None) -> Iterator[ExecutableModelSpace]:
@@ -679,9 +799,10 @@ class ProgressiveEvolution(Strategy):
 
     def final_scores(self) -> List[float]:
         """Validation IoU of :attr:`final_samples` (in their last stage), in the same order."""
-        if not self.final_samples or not self.history:
+        scored = [h for h in self.history if h["population"]]  # a stage with nothing to compare keeps the parents
+        if not self.final_samples or not scored:
             return []
-        last = self.history[-1]
+        last = scored[-1]
         return [float(last["population"][i]["iou"]) for i in last["kept"]]
 
     def final_genes(self) -> List[Gene]:

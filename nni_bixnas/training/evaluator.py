@@ -34,6 +34,8 @@ def train_and_report(
     lr: float = 1e-3,
     patch_size: Optional[int] = None,
     out_dir: Optional[str] = None,
+    split_seed: int = 0,
+    resize: Optional[int] = None,
     val_fraction: float = 0.2,
     precision: Optional[str] = None,
     accelerator: str = "auto",
@@ -54,8 +56,11 @@ def train_and_report(
         The frozen architecture NNI passes in (returns logits).
     data : str
         Data spec for :class:`~nni_bixnas.data.SegDataModule`.
-    max_epochs, batch_size, seed, lr, patch_size, val_fraction, precision, accelerator, devices, progress
+    max_epochs, batch_size, seed, lr, val_fraction, precision, accelerator, devices, progress
         As in :func:`~nni_bixnas.training.fit`.
+    patch_size, resize, split_seed
+        Training crop size, explicit downscaling and the seed of the train/validation split (kept fixed
+        across training seeds), as in :class:`~nni_bixnas.data.SegDataModule`.
     out_dir : str, optional
         Run folder; default ``$NNI_OUTPUT_DIR/run`` in a trial, else a new temporary folder.
         TensorBoard goes to ``$NNI_OUTPUT_DIR/tensorboard`` in a trial (linked for the web UI).
@@ -91,6 +96,8 @@ def train_and_report(
         batch_size=batch_size,
         tensorboard_dir=nni_tensorboard_dir(),
         patch_size=patch_size,
+        resize=resize,
+        split_seed=split_seed,
         val_fraction=val_fraction,
     )
     in_channels = _in_channels(model)
@@ -128,6 +135,8 @@ def make_evaluator(**kwargs: Any) -> FunctionalEvaluator:
     Examples
     --------
     >>> evaluator = make_evaluator(data="monuseg:/data/MoNuSegTrainingData", max_epochs=50, patch_size=256)
+
+    (``patch_size`` is the training crop; validation runs on the full 512 x 512 patches.)
     """
     unknown = sorted(set(kwargs) - set(_ARGUMENTS))
     if unknown:

@@ -25,7 +25,7 @@ _log = logging.getLogger("nni_bixnas.training")
 
 RUN_NAME = "run.json"
 # run.json fields that must match for a resume to continue the same run.
-_RESUME_KEYS = ("model_name", "model_kwargs", "data", "seed", "lr", "lr_decay", "batch_size")
+_RESUME_KEYS = ("model_name", "model_kwargs", "data", "seed", "split_seed", "lr", "lr_decay", "batch_size")
 
 
 @dataclass
@@ -186,6 +186,7 @@ def fit(
         # e.g. a search SuperNet: its checkpoints are for resuming, not for `bixnas evaluate`/`predict`
         _log.info("the model has no registry name: its checkpoints cannot be rebuilt by evaluate/predict")
 
+    info = _data_info(datamodule)
     config = {
         "model_name": task.hparams.get("model_name"),
         "model_kwargs": task.hparams.get("model_kwargs"),
@@ -193,6 +194,9 @@ def fit(
         "data_kwargs": json.loads(json.dumps(dict(data_kwargs), default=str)),
         "batch_size": batch_size if isinstance(data, str) else getattr(datamodule, "batch_size", None),
         "seed": seed,
+        # the split is recorded so that every unit of a search can be checked to validate on the same items
+        "split_seed": getattr(datamodule, "split_seed", None),
+        "val_sources": list(getattr(info, "val_sources", ()) or ()),
         "max_epochs": max_epochs,
         "lr": task.lr,
         "lr_decay": task.lr_decay,
