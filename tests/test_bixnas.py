@@ -106,3 +106,73 @@ def test_search_python_example_runs_the_whole_chain(tmp_path):
     assert Gene.parse((out / "gene.txt").read_text()).to_sample() == summary["best_sample"]
     assert 0.0 <= summary["retrained_iou_mean"] <= 1.0
     assert (out / "phase1" / "selection_matrices.png").is_file()
+
+
+def _unit_splits(out_dir):
+    """``{unit folder: (split_seed, val_sources)}`` from every unit's run.json under ``out_dir``."""
+    splits = {}
+    for path in sorted(out_dir.rglob("run.json")):
+        run = json.loads(path.read_text())
+        splits[str(path.parent.relative_to(out_dir))] = (run["split_seed"], tuple(run["val_sources"]))
+    return splits
+
+
+@pytest.mark.slow
+def test_every_unit_validates_on_the_same_split(tmp_path):
+    """Phase 1 (a derived seed), every Phase 2 stage and every retraining seed see the same validation tiles."""
+    kw = {**KW, "retrain": {"seeds": [0, 1], "max_epochs": 1}}
+    BiXNAS(**kw, out_dir=str(tmp_path), seed=0)(space(), SequentialExecutionEngine())
+    splits = _unit_splits(tmp_path)
+    units = sorted(splits)
+    assert any(u.startswith("phase1") for u in units) and any(u.startswith("retrain/seed_1") for u in units)
+    assert sum(u.startswith("phase2/stage_") for u in units) == 5
+    assert len(set(splits.values())) == 1, splits
+    split_seed, val_sources = next(iter(splits.values()))
+    assert split_seed == 0 and len(val_sources) >= 1
+
+
+def test_seedless_chain_resumed_mid_phase1_continues_phase1(tmp_path, monkeypatch):
+    """BiXNAS(seed=None) draws its phase seeds at random; a resume must take them from the saved state,
+    or the interrupted Phase 1 run would be restarted (or refused) under another seed."""
+    from nni_bixnas.strategy import selection_matrix
+
+    real_unit = selection_matrix.selection_matrix_unit
+
+    def crash_after_one_epoch(model, **kwargs):
+        real_unit(model, **{**kwargs, "epochs": 1})
+        raise RuntimeError("simulated crash in Phase 1")
+
+    kw = dict(phase1={"epochs": 2}, phase2={"samples": 2, "epochs": 1, "macs_input_size": (64, 64)}, retrain=None)
+    monkeypatch.setattr(selection_matrix, "selection_matrix_unit", crash_after_one_epoch)
+    first = BiXNAS(**kw, out_dir=str(tmp_path), seed=None)
+    with pytest.raises(Exception):
+        first(space(), SequentialExecutionEngine())
+    run = json.loads((tmp_path / "phase1" / "run.json").read_text())
+    history = json.loads((tmp_path / "phase1" / "history.json").read_text())
+    assert run["seed"] == first._phase_seeds[0] and len(history["history"]) == 1
+
+    monkeypatch.setattr(selection_matrix, "selection_matrix_unit", real_unit)
+    for _ in range(3):  # a fresh seed=None draw would differ from the saved one
+        resumed = BiXNAS(**kw, out_dir=str(tmp_path), seed=None)
+        if resumed._phase_seeds != first._phase_seeds:
+            break
+    resumed(space(), SequentialExecutionEngine())
+    assert resumed._phase_seeds == first._phase_seeds
+    assert resumed.phase1.seed == first._phase_seeds[0]
+    assert json.loads((tmp_path / "phase1" / "run.json").read_text())["seed"] == run["seed"]
+    history = json.loads((tmp_path / "phase1" / "history.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]  # epoch 1 was not trained again
+    assert resumed.phase2.final_samples
+
+
+@pytest.mark.parametrize("strategy_name", ["BiXNAS", "SelectionMatrix"])
+def test_an_evaluator_without_data_is_an_error_before_any_training(strategy_name, tmp_path, count_units):
+    from nni_bixnas.strategy import SelectionMatrix
+
+    make = {"BiXNAS": lambda: BiXNAS(**KW, out_dir=str(tmp_path), seed=0),
+            "SelectionMatrix": lambda: SelectionMatrix(epochs=1, out_dir=str(tmp_path))}[strategy_name]
+    model_space = RawFormatModelSpace.from_model(BiONetPlusPlus(width=4, stem_width=4),
+                                                 FunctionalEvaluator(train_and_report, batch_size=2))
+    with pytest.raises(ValueError, match=f"{strategy_name}: no training data"):
+        make()(model_space, SequentialExecutionEngine())
+    assert count_units == [] and not list(tmp_path.rglob("*.ckpt"))
