@@ -45,9 +45,9 @@ from nni_bixnas.strategy.pareto import pareto_front, select_parents
 from nni_bixnas.strategy.units import (
     UnitRunner,
     build_space,
-    inner_module,
     narrow_space,
     require_data,
+    space_module,
     space_reference,
     training_settings,
 )
@@ -613,7 +613,9 @@ class ProgressiveEvolution(Strategy):
             if len(m.candidates) > m.max_k:
                 raise ValueError(
                     f"{label} has {len(m.candidates)} candidates but max_k={m.max_k}: blocks of stages not yet searched "
-                    "read all their candidates, which is not a valid sample; build the space with a larger max_k"
+                    "read all their candidates, which is not a valid sample; build the space with max_k=None (a narrowed "
+                    "choice then takes max_k = |candidates|) or a larger max_k (Phase 1's 'code' variant exports the "
+                    "sequential input besides its picks)"
                 )
             pool[label], max_k[label] = list(m.candidates), m.max_k
         self._pool, self._max_k = pool, max_k
@@ -625,7 +627,7 @@ class ProgressiveEvolution(Strategy):
         self._space_ref = space_reference(model_space)
         self._settings = training_settings(model_space, self.training)
         require_data(self._settings, "ProgressiveEvolution")
-        self._effective = getattr(inner_module(model_space), "effective_sample", None)
+        self._effective = getattr(space_module(model_space), "effective_sample", None)
         if not self.parents:
             self.parents = [{label: list(pool[label]) if label in pool else m.default() for label, m in mutables.items()}]
         self._runner = UnitRunner(model_space, engine)

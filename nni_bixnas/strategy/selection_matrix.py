@@ -454,7 +454,8 @@ class SelectionMatrix(Strategy):
                 continue
             else:
                 rejected.append(f"{label!r} ({type(mutable).__name__})")
-        name = type(inner_module(model_space) or model_space).__name__
+        inner = inner_module(model_space)
+        name = type(inner if isinstance(inner, nn.Module) else model_space).__name__
         if not skips:
             raise ValueError(f"the model space {name} has no skip choices (SkipSubset); SelectionMatrix searches skip subsets only")
         if rejected:
@@ -464,7 +465,7 @@ class SelectionMatrix(Strategy):
                 "or search them with another strategy"
             )
         inner = inner_module(model_space)
-        if inner is not None:
+        if isinstance(inner, nn.Module):
             held = {m.label for m in inner.modules() if isinstance(m, SkipChoice)}
             loose = sorted(set(skips) - held)
             if loose:

@@ -29,6 +29,7 @@ _logger = logging.getLogger(__name__)
 
 __all__ = [
     "UnitRunner", "UnitFailed", "space_reference", "build_space", "training_settings", "require_data", "inner_module",
+    "space_module",
     "narrow_space", "add_unit_listener",
 ]
 
@@ -62,6 +63,15 @@ def inner_module(model_space: ExecutableModelSpace) -> Optional[Any]:
     if inner is None:
         inner = getattr(model_space, "model", None)  # SimplifiedModelSpace keeps a trace copy
     return inner
+
+
+def space_module(model_space: ExecutableModelSpace) -> Any:
+    """The model space as a module instance: the wrapped one (``RawFormatModelSpace``), else rebuilt
+    from its trace (``SimplifiedModelSpace`` keeps only a serialisable trace copy)."""
+    import torch.nn as nn
+
+    inner = inner_module(model_space)
+    return inner if isinstance(inner, nn.Module) else build_space(space_reference(model_space))
 
 
 def space_reference(model_space: ExecutableModelSpace) -> Dict[str, Any]:
