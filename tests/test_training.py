@@ -84,6 +84,21 @@ def test_fit_writes_checkpoints_history_and_run_config(tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+def test_run_json_records_one_split_across_training_seeds(tmp_path):
+    runs = []
+    for seed, split_seed in [(0, 0), (5, 0), (5, 3)]:
+        out = tmp_path / f"s{seed}_{split_seed}"
+        fit("unet", "default:n=10,size=32", max_epochs=1, out_dir=out, progress=False, seed=seed, split_seed=split_seed,
+            model_kwargs={"base": 2, "levels": 2})
+        runs.append(json.loads((out / "run.json").read_text()))
+    assert [r["split_seed"] for r in runs] == [0, 0, 3]
+    assert runs[0]["val_sources"] == runs[1]["val_sources"] and len(runs[0]["val_sources"]) == 2
+    assert runs[2]["val_sources"] != runs[0]["val_sources"]
+    with pytest.raises(ValueError, match="different configuration.*split_seed"):
+        fit("unet", "default:n=10,size=32", max_epochs=2, out_dir=tmp_path / "s5_3", progress=False, seed=5,
+            split_seed=4, model_kwargs={"base": 2, "levels": 2})
+
+
 def test_ties_select_the_later_epoch(tmp_path):
     class Blind(nn.Module):  # predicts background everywhere: IoU is 0 at every epoch
         def __init__(self):
