@@ -141,7 +141,7 @@ class Phase2Task(SegmentationTask):
             raise ValueError("the population is empty")
         self.automatic_optimization = False
         self.stage = int(stage)
-        self.members = [{k: [int(i) for i in v] for k, v in m.items()} for m in members]
+        self.members = [{str(k): [int(i) for i in v] for k, v in m.items()} for m in members]  # plain str: checkpoints load weights-only
         self.step, self.mode = step, mode
         self.milestones, self.gamma = [int(m) for m in milestones], float(gamma)
         self.member_metrics = [SegmentationMetrics(num_classes=num_classes, threshold=threshold) for _ in self.members]
