@@ -308,3 +308,19 @@ def test_no_data_is_an_error_before_any_training(evaluator_kwargs, units):
     with pytest.raises(ValueError, match="ProgressiveEvolution: no training data.*data='default'"):
         ProgressiveEvolution(samples=2, epochs=1)(space, SequentialExecutionEngine())
     assert calls == []
+
+
+def test_stage_checkpoint_state_loads_weights_only(tmp_path):
+    """Members keyed by NNI's label objects (what simplify() yields) are saved as plain strings, so an
+    interrupted stage's checkpoint loads with weights_only=True when the stage resumes."""
+    space = executable(tiny_space())
+    labels = list(space.simplify())
+    assert type(labels[0]) is not str  # nni.mutable.utils.label, a str subclass
+    members = [{label: [0] for label in labels}]
+    task = Phase2Task(tiny_space(), 3, members)
+    checkpoint = {}
+    task.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "stage.ckpt")
+    loaded = torch.load(tmp_path / "stage.ckpt", weights_only=True)
+    assert loaded["phase2"]["members"] == [{str(label): [0] for label in labels}]
+    task.on_load_checkpoint(loaded)  # the same population: accepted
