@@ -129,6 +129,8 @@ def test_every_unit_validates_on_the_same_split(tmp_path):
     assert len(set(splits.values())) == 1, splits
     split_seed, val_sources = next(iter(splits.values()))
     assert split_seed == 0 and len(val_sources) >= 1
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["split"] == {"split_seed": 0, "val_sources": list(val_sources)}  # recorded with the search
 
 
 def test_seedless_chain_resumed_mid_phase1_continues_phase1(tmp_path, monkeypatch):

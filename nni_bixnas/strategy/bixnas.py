@@ -198,6 +198,7 @@ class BiXNAS(Strategy):
             "final_samples": samples,
             "phase2_history": [{k: v for k, v in h.items() if k != "skip_sets"} for h in self.phase2.history],
             "retrained": self.retrained,
+            "split": self._split(),
         }
         try:
             genes = self.phase2.final_genes()
@@ -218,6 +219,15 @@ class BiXNAS(Strategy):
                 with atomic_write(out / "gene.txt") as f:
                     f.write(genes[0].to_text())
         _logger.info("BiX-NAS finished: best sample %s", samples[0])
+
+    def _split(self) -> Dict[str, Any]:
+        """The train/validation split every unit used (``split_seed``, and the validation items Phase 1 saw)."""
+        settings = training_settings(self.model_space, self.training)
+        split: Dict[str, Any] = {"split_seed": int(settings.get("split_seed", 0))}
+        run = Path(str((self.phase1.result or {}).get("out_dir", ""))) / "run.json"
+        if run.is_file():
+            split["val_sources"] = json.loads(run.read_text()).get("val_sources")
+        return split
 
     # -- results and state -------------------------------------------------------------------------
     def list_models(self, sort: bool = True, limit: Optional[int] = None):
