@@ -113,9 +113,9 @@ from nni_bixnas.strategy.units import add_unit_listener, narrow_space, space_ref
 from nni_bixnas.training import make_evaluator, train_and_report  # noqa: E402
 from nni_bixnas.utils import atomic_write  # noqa: E402
 
-# Phase 2 checkpoints keep NNI's ``label`` (a str subclass) as member keys (progressive_evolution.py,
-# ``Phase2Task.__init__``), which Lightning's ``weights_only`` load refuses: without this, an interrupted
-# Phase 2 stage cannot resume, nor can the finished 'fair' stage be reused. The class holds a string only.
+# Phase 2 checkpoints written before Phase2Task kept its member labels as plain str hold NNI's ``label``
+# (a str subclass), which Lightning's ``weights_only`` load refuses; allowing it keeps such caches usable.
+# The class holds a string only.
 torch.serialization.add_safe_globals([nni_label])
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,6 +157,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="RegularizedEvolution wall budget in s " + sizes % ("B = BiX-NAS search wall s", QUICK["re_budget"]))
     p.add_argument("--member-bn", default="batch", choices=["batch", "running", "recalibrate"],
                    help="Phase 2 member_bn of the BiX-NAS search (default batch)")
+    p.add_argument("--inherit-weights", action="store_true",
+                   help="Phase 2 stages start from the previous stage's SuperNet (default: fresh weights, the authors')")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the searches and of the random draws (default 0)")
     p.add_argument("--work", default=None, help=f"cache and run folders (default {DEFAULT_WORK})")
@@ -377,8 +379,9 @@ def retrain(units: Units, s, spec: Dict[str, Any], seed: int) -> Dict[str, Any]:
 
 # ----- BiX-NAS ----------------------------------------------------------------------------------------
 def search_id(s) -> str:
+    inherit = ("inherit_weights",) if s.inherit_weights else ()  # absent by default: earlier caches stay valid
     return digest("bixnas", s.data, s.width, s.phase1_epochs, s.phase2_epochs, s.samples, KEEP, s.member_bn, s.seed,
-                  s.patch_size, BATCH_SIZE, SPLIT_SEED, LR)
+                  s.patch_size, BATCH_SIZE, SPLIT_SEED, LR, *inherit)
 
 
 def search_dir(s) -> Path:
@@ -391,7 +394,7 @@ def bixnas_space(s) -> RawFormatModelSpace:
 
 def phase2_kwargs(s) -> Dict[str, Any]:
     return {"samples": s.samples, "epochs": s.phase2_epochs, "keep": KEEP, "lr_per_member": False,
-            "keep_sequential_last": True, "member_bn": s.member_bn}
+            "keep_sequential_last": True, "member_bn": s.member_bn, "inherit_weights": s.inherit_weights}
 
 
 def retrain_kwargs(s) -> Dict[str, Any]:
@@ -1031,7 +1034,7 @@ def higher(batch: Optional[float], recalibrate: Optional[float]) -> str:
 
 def settings_dict(s) -> Dict[str, Any]:
     keys = ["quick", "data", "width", "epochs", "phase1_epochs", "phase2_epochs", "samples", "random", "patch_size",
-            "re_epochs", "re_budget", "max_draws", "member_bn", "threads", "seed"]
+            "re_epochs", "re_budget", "max_draws", "member_bn", "inherit_weights", "threads", "seed"]
     return {**{k: getattr(s, k) for k in keys}, "work": str(s.work), "out": str(s.out), "batch_size": BATCH_SIZE,
             "split_seed": SPLIT_SEED, "val_fraction": VAL_FRACTION, "lr": LR, "seeds": SEEDS, "keep": KEEP,
             "re_population": RE_POPULATION, "re_sample": RE_SAMPLE, "re_mutation": RE_MUTATION,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from nni.nas.evaluator import FunctionalEvaluator
 from nni.nas.execution import SequentialExecutionEngine
 from nni.nas.space import RawFormatModelSpace
@@ -131,6 +132,26 @@ def test_every_unit_validates_on_the_same_split(tmp_path):
     assert split_seed == 0 and len(val_sources) >= 1
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["split"] == {"split_seed": 0, "val_sources": list(val_sources)}  # recorded with the search
+
+
+@pytest.mark.slow
+def test_inherited_phase2_starts_from_phase1_weights(tmp_path, count_units, monkeypatch):
+    seen = []
+    real_stage = progressive_evolution.phase2_stage_unit
+
+    def record(model, **kwargs):
+        seen.append(kwargs["init_weights"])
+        return real_stage(model, **kwargs)
+
+    monkeypatch.setattr(progressive_evolution, "phase2_stage_unit", record)
+    kw = {**KW, "phase2": {**KW["phase2"], "inherit_weights": True}, "retrain": None}
+    strategy = BiXNAS(**kw, out_dir=str(tmp_path), seed=0)
+    strategy(space(), SequentialExecutionEngine())
+    phase1_weights = tmp_path / "phase1" / "supernet.pt"
+    assert seen[0] == strategy.phase1.result["weights"] == str(phase1_weights)
+    state = torch.load(phase1_weights, weights_only=True)
+    assert state and not any(k.endswith(".matrix") for k in state)
+    assert all(w is not None and w.endswith("supernet.pt") for w in seen[1:]) and len(seen) == 5
 
 
 def test_seedless_chain_resumed_mid_phase1_continues_phase1(tmp_path, monkeypatch):

@@ -324,3 +324,15 @@ def test_stage_checkpoint_state_loads_weights_only(tmp_path):
     loaded = torch.load(tmp_path / "stage.ckpt", weights_only=True)
     assert loaded["phase2"]["members"] == [{str(label): [0] for label in labels}]
     task.on_load_checkpoint(loaded)  # the same population: accepted
+
+
+def test_inherit_weights_starts_the_first_stage_from_initial_weights(tmp_path, units):
+    calls, _ = units
+    torch.save(tiny_space().state_dict(), tmp_path / "phase1.pt")
+    evo = strategy(tmp_path, inherit_weights=True, initial_weights=str(tmp_path / "phase1.pt"))
+    evo(executable(tiny_space()), SequentialExecutionEngine())
+    assert calls[0]["init_weights"] == str(tmp_path / "phase1.pt")
+    assert [c["init_weights"] for c in calls[1:]] == [str(p) for p in sorted((tmp_path / "phase2").glob("stage_[32]-*/supernet.pt"), reverse=True)]
+    fresh = strategy(tmp_path / "fresh", initial_weights=str(tmp_path / "phase1.pt"))  # without inherit_weights: ignored
+    fresh(executable(tiny_space()), SequentialExecutionEngine())
+    assert all(c["init_weights"] is None for c in calls[3:])

@@ -49,7 +49,9 @@ class BiXNAS(Strategy):
     phase1
         Keyword arguments of :class:`SelectionMatrix` (e.g. ``{'epochs': 300}``).
     phase2
-        Keyword arguments of :class:`ProgressiveEvolution` (e.g. ``{'samples': 15, 'epochs': 40}``).
+        Keyword arguments of :class:`ProgressiveEvolution` (e.g. ``{'samples': 15, 'epochs': 40}``). With
+        ``inherit_weights=True`` the first stage starts from Phase 1's trained SuperNet and every later
+        stage from the previous one (ours, for small budgets; the authors train every stage afresh).
     retrain
         ``None`` or ``False`` to skip retraining; else a dict with ``seeds`` (default ``[0, 1, 2]``) and
         keyword arguments of :func:`~nni_bixnas.training.train_and_report` (``max_epochs``, ...).
@@ -166,8 +168,11 @@ class BiXNAS(Strategy):
         self.save_state()
 
     def _start_phase2(self) -> None:
+        kwargs = dict(self.phase2_kwargs)
+        if kwargs.get("inherit_weights") and kwargs.get("initial_weights") is None:
+            kwargs["initial_weights"] = self.phase1.result.get("weights")  # the first stage starts from Phase 1
         self.phase2 = ProgressiveEvolution(
-            candidates=self.phase1.candidates, **self.phase2_kwargs, training=self.training,
+            candidates=self.phase1.candidates, **kwargs, training=self.training,
             out_dir=self._sub_dir("phase2"), seed=self._phase_seeds[1],
         )
         self.phase2.initialize(self.model_space, self.engine)

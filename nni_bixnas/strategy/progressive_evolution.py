@@ -472,7 +472,11 @@ class ProgressiveEvolution(Strategy):
         Divide the learning rate by the population size, as the authors' code does (not in the paper).
     inherit_weights
         Start every stage from the previous stage's trained SuperNet instead of fresh weights (the
-        authors re-initialise; Algorithm 1's "randomly initialized SuperNet weights").
+        authors re-initialise; Algorithm 1's "randomly initialized SuperNet weights"), and the first
+        stage from ``initial_weights`` when given.
+    initial_weights
+        A state dict file the first stage starts from with ``inherit_weights`` (``BiXNAS`` passes Phase
+        1's trained SuperNet, whose weights the Phase 2 SuperNet shares by name).
     keep_sequential_last
         In the last stage, always keep the sequential input (index 0) and sample the other candidates,
         as the released sampler does. Off by default: Algorithm 1 samples any non-empty subset, and the
@@ -526,6 +530,7 @@ class ProgressiveEvolution(Strategy):
         member_bn: str = "batch",
         lr_per_member: bool = True,
         inherit_weights: bool = False,
+        initial_weights: Optional[str] = None,
         keep_sequential_last: bool = False,
         milestones: Optional[Sequence[int]] = None,
         gamma: float = 0.1,
@@ -567,6 +572,9 @@ class ProgressiveEvolution(Strategy):
         self.samples, self.epochs, self.keep = samples, epochs, (int(keep[0]), int(keep[1]))
         self.step, self.mode, self.member_bn = step, mode, member_bn
         self.lr_per_member, self.inherit_weights = bool(lr_per_member), bool(inherit_weights)
+        if initial_weights is not None and not isinstance(initial_weights, (str, os.PathLike)):
+            raise ValueError(f"initial_weights must be the path of a state dict file or None, got {initial_weights!r}")
+        self.initial_weights = None if initial_weights is None else str(initial_weights)
         self.keep_sequential_last = bool(keep_sequential_last)
         self.milestones = None if milestones is None else [int(m) for m in milestones]
         self.gamma = float(gamma)
@@ -596,6 +604,7 @@ class ProgressiveEvolution(Strategy):
         return (
             f"samples={self.samples}, epochs={self.epochs}, keep={self.keep}, step={self.step!r}, mode={self.mode!r}, "
             f"lr_per_member={self.lr_per_member}, inherit_weights={self.inherit_weights}, "
+            f"initial_weights={self.initial_weights!r}, "
             f"keep_sequential_last={self.keep_sequential_last}, member_bn={self.member_bn!r}"
         )
 
@@ -750,7 +759,7 @@ class ProgressiveEvolution(Strategy):
                 epochs=self.epochs, milestones=self.milestones, gamma=self.gamma, lr=lr, step=self.step,
                 mode=self.mode, member_bn=self.member_bn, recalibration_batches=self.recalibration_batches,
                 macs_input_size=self.macs_input_size,
-                init_weights=self._weights if self.inherit_weights else None, out_dir=self.out_dir, **settings,
+                init_weights=self._stage_weights(), out_dir=self.out_dir, **settings,
             )
             population = result["population"]
             if len(population) != len(members):
@@ -777,6 +786,13 @@ class ProgressiveEvolution(Strategy):
                 _logger.info("[stage %d] kept #%d: IoU %.4f, %.3f GMACs", stage, rank + 1, population[i]["iou"],
                              population[i]["macs"] / 1e9)
         self.final_samples = [dict(p) for p in self.parents]
+
+    def _stage_weights(self) -> Optional[str]:
+        """Where the next stage's SuperNet starts: fresh (the authors'), or with ``inherit_weights`` the previous
+        stage's trained SuperNet, the first stage from ``initial_weights`` (e.g. Phase 1's) if given."""
+        if not self.inherit_weights:
+            return None
+        return self._weights if self._weights is not None else self.initial_weights
 
     def _finish_stage(self, index: int) -> None:
         self._stage_index = index + 1

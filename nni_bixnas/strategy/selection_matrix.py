@@ -39,7 +39,7 @@ from nni_bixnas.strategy.units import (
     space_reference,
     training_settings,
 )
-from nni_bixnas.utils import PathLike, atomic_write, seed_everything
+from nni_bixnas.utils import PathLike, atomic_torch_save, atomic_write, seed_everything
 
 _logger = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ VARIANTS = ("code", "paper")
 
 CANDIDATES_FILE = "candidates.json"
 HEATMAP_FILE = "selection_matrices.png"
+WEIGHTS_FILE = "supernet.pt"
 
 
 def unique_weights(picks: torch.Tensor) -> Tuple[torch.Tensor, int]:
@@ -270,7 +271,8 @@ def selection_matrix_unit(
     dict
         The reported final result: ``{'default': best validation IoU, 'dice', 'best_epoch',
         'candidates': {label: [indices]}, 'probabilities': {label: N x k rows}, 'phase': 1,
-        'out_dir', 'heatmap'}``.
+        'out_dir', 'heatmap', 'weights'}``; ``weights`` is ``supernet.pt``, the best checkpoint's weights
+        without the selection matrices (a state dict Phase 2 can start from).
     """
     from nni_bixnas.strategy._plots import write_heatmaps
     from nni_bixnas.training import NNIReporter, fit, nni_tensorboard_dir
@@ -306,6 +308,8 @@ def selection_matrix_unit(
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)  # our own file
     state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     supernet.load_state_dict(state)
+    weights = run_dir / WEIGHTS_FILE  # the trained weights without the matrices: Phase 2 may start from them
+    atomic_torch_save({k: v for k, v in supernet.state_dict().items() if not k.endswith(".matrix")}, weights)
 
     candidates = {label: fusion.export() for label, fusion in fusions.items()}
     probabilities = {label: fusion.probabilities().tolist() for label, fusion in fusions.items()}
@@ -325,6 +329,7 @@ def selection_matrix_unit(
         "phase": 1,
         "out_dir": str(run_dir),
         "heatmap": str(heatmap),
+        "weights": str(weights),
     }
     with atomic_write(run_dir / CANDIDATES_FILE) as handle:
         json.dump({**final, "variant": variant, "tau": tau, "seed": seed, "epochs": epochs}, handle, indent=2)
