@@ -96,11 +96,11 @@ class Phase2Task(SegmentationTask):
     milestones, gamma
         ``MultiStepLR`` schedule (``lr * gamma`` at every milestone epoch), applied once per epoch.
     member_bn : str
-        How members are scored on validation: ``'batch'`` (default) with each batch's own BatchNorm
-        statistics, ``'running'`` with the running statistics all members share (the authors'), which
-        mixes the members' feature statistics (see :func:`~nni_bixnas.strategy.fair_step.batch_statistics`),
-        ``'recalibrate'`` with each member's own statistics recalibrated on ``recalibration_batches``
-        training batches before every validation (:func:`~nni_bixnas.strategy.fair_step.recalibrated_statistics`).
+        How members are scored on validation: ``'recalibrate'`` (default) with each member's own
+        statistics recalibrated on ``recalibration_batches`` training batches before every validation
+        (:func:`~nni_bixnas.strategy.fair_step.recalibrated_statistics`), ``'batch'`` with each batch's own
+        BatchNorm statistics, ``'running'`` with the running statistics all members share (the authors'), which
+        mixes the members' feature statistics (see :func:`~nni_bixnas.strategy.fair_step.batch_statistics`).
     recalibration_batches : int
         Training batches per member for ``member_bn='recalibrate'``.
 
@@ -124,7 +124,7 @@ class Phase2Task(SegmentationTask):
         threshold: float = 0.5,
         milestones: Sequence[int] = (10, 20, 30),
         gamma: float = 0.1,
-        member_bn: str = "batch",
+        member_bn: str = "recalibrate",
         recalibration_batches: int = 8,
     ) -> None:
         super().__init__(supernet, num_classes=num_classes, lr=lr, lr_decay=0.0, threshold=threshold, log_images=0)
@@ -310,7 +310,7 @@ def phase2_stage_unit(
     lr: float = 1e-3,
     step: str = "low_memory",
     mode: str = "fair",
-    member_bn: str = "batch",
+    member_bn: str = "recalibrate",
     recalibration_batches: int = 8,
     macs_input_size: Sequence[int] = (512, 512),
     init_weights: Optional[str] = None,
@@ -462,12 +462,13 @@ class ProgressiveEvolution(Strategy):
         ``'fair'`` (one optimiser step per batch on the mean loss) or ``'naive'`` (each member its own
         optimiser step, one after another on the shared weights: the unfair baseline, for comparison).
     member_bn
-        How members are scored on validation: ``'batch'`` (default) normalises each member with the
+        How members are scored on validation: ``'recalibrate'`` (default; the higher supernet ranking
+        fidelity in ``benchmarks/results/search_quality_fresh.md``) resets every BatchNorm per member,
+        recalibrates it on ``recalibration_batches`` training batches and scores the member in eval mode
+        (SPOS/FairNAS), independent of the validation batches; ``'batch'`` normalises each member with the
         batch's own BatchNorm statistics; ``'running'`` uses the running statistics all members share,
         as the authors do, which mixes the members' feature statistics (with a short training every
-        member can then score about 0, and the Pareto selection follows MACs alone); ``'recalibrate'``
-        resets every BatchNorm per member, recalibrates it on ``recalibration_batches`` training batches
-        and scores the member in eval mode (SPOS/FairNAS), independent of the validation batches.
+        member can then score about 0, and the Pareto selection follows MACs alone).
     lr_per_member
         Divide the learning rate by the population size, as the authors' code does (not in the paper).
     inherit_weights
@@ -527,7 +528,7 @@ class ProgressiveEvolution(Strategy):
         keep: Union[int, Sequence[int]] = (3, 2),
         step: str = "low_memory",
         mode: str = "fair",
-        member_bn: str = "batch",
+        member_bn: str = "recalibrate",
         lr_per_member: bool = True,
         inherit_weights: bool = False,
         initial_weights: Optional[str] = None,
