@@ -23,7 +23,8 @@ Networks
     width ``W`` and at the paper's width 48 (stem 32; U-Net at base 32).
 BiX-NAS
     ``BiXNAS`` with Phase 1 (``P1`` epochs), Phase 2 (``samples`` skip sets per stage, ``P2`` epochs per
-    stage, keep (3, 2), ``lr_per_member=False``, ``keep_sequential_last=True``, ``member_bn``), then its
+    stage, keep (3, 2), ``lr_per_member=False``, ``keep_sequential_last=True``, ``member_bn``, and with
+    ``--inherit-weights`` stages that start from the previous stage's SuperNet, the first from Phase 1's), then its
     own retraining of the winner with seeds 0, 1, 2 and the recipe. The search (Phase 1 + Phase 2) runs
     as one call without retraining, timed (wall ``time.perf_counter`` and CPU ``time.process_time``,
     per engine unit through ``add_unit_listener``); a second call on a copy of its state retrains.
@@ -45,7 +46,8 @@ Statistics
 Ranking fidelity
     Phase 2's first stage (stage 5) population of the BiX-NAS run is trained again with
     ``phase2_stage_unit`` in ``mode='fair'`` (the BiX-NAS run's own stage, reused: same arguments, same
-    run folder) and ``mode='naive'``. Each trained SuperNet (final weights) scores every member on the
+    run folder) and ``mode='naive'``, both from fresh weights (with ``--inherit-weights`` the search's own
+    stage started from Phase 1's weights instead; its own scores are compared in a separate line). Each trained SuperNet (final weights) scores every member on the
     validation set with ``member_bn='batch'`` and ``'recalibrate'`` (8 training batches of epoch 0 of
     ``SegDataModule(data, batch_size=4, patch_size=P, split_seed=0, seed=0)``); every member is
     retrained standalone (seed 0). Kendall's tau (``scipy.stats.kendalltau``) between shared-weight and
