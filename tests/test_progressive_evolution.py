@@ -160,9 +160,11 @@ def test_single_candidate_blocks_are_fixed_and_an_empty_stage_is_skipped(caplog,
     evo = ProgressiveEvolution(candidates=narrow, samples=4, seed=0, max_redraws=5, epochs=1, macs_input_size=(32, 32),
                                out_dir=str(tmp_path))
     evo.initialize(executable(tiny_space()), SequentialExecutionEngine())
-    state = evo._random_state.get_state()[1].copy()
+    _, keys, position, *_ = evo._random_state.get_state()
+    keys = keys.copy()
     assert evo.sample_population(3) == ([], [])  # the only choice is the parent's own net
-    assert (evo._random_state.get_state()[1] == state).all()  # fixed blocks are not drawn at all
+    _, keys_after, position_after, *_ = evo._random_state.get_state()
+    assert (keys_after == keys).all() and position_after == position  # fixed blocks are not drawn at all
     evo._stages = [3]  # search only stage 3
     with caplog.at_level(logging.INFO):
         evo.run()

@@ -125,18 +125,12 @@ class BiXNAS(Strategy):
     # -- lifecycle --------------------------------------------------------------------------------
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
         require_data(training_settings(model_space, self.training), "BiXNAS")  # before any training
-        state = None
         if self.out_dir is not None and self.resume and (Path(self.out_dir) / STATE_FILE).is_file():
             path = Path(self.out_dir) / STATE_FILE
             _logger.info("Resuming BiX-NAS from %s", path)
-            state = torch.load(path, weights_only=False)  # our own resume state (trusted, see README)
-            # The phases' seeds come from the state: with seed=None a fresh draw would differ, and the
-            # interrupted Phase 1 run folder would then refuse to resume under another seed.
-            self._phase_seeds = [int(v) for v in state["phase_seeds"]]
-            self.phase1 = self._build_phase1()
+            # Before Phase 1 is initialised, so that it is rebuilt under the saved phase seeds.
+            self.load_state_dict(torch.load(path, weights_only=False))  # our own resume state (trusted, see README)
         self.phase1.initialize(model_space, engine)
-        if state is not None:
-            self.load_state_dict(state)
         if self.out_dir is not None:
             self._remove_listener = add_unit_listener(engine, self.save_state)
         return model_space
@@ -253,7 +247,9 @@ class BiXNAS(Strategy):
     def load_state_dict(self, state_dict: dict) -> None:
         self._random_state.set_state(state_dict["random_state"])
         seeds = [int(v) for v in state_dict["phase_seeds"]]
-        if seeds != self._phase_seeds and self.phase1._model_space is None:  # not initialised yet
+        if seeds != self._phase_seeds and self.phase1._model_space is None:
+            # With seed=None a fresh draw differs from the saved seeds, and an interrupted Phase 1 run
+            # folder would refuse to resume under another seed: rebuild Phase 1 (not initialised yet).
             self._phase_seeds = seeds
             self.phase1 = self._build_phase1()
         self._phase_seeds = seeds

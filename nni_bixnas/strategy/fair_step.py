@@ -254,6 +254,20 @@ def _load_buffers(norms, state: BatchNormState) -> None:
 
 
 @contextlib.contextmanager
+def _restored_norms(model: torch.nn.Module) -> Iterator[List[torch.nn.modules.batchnorm._BatchNorm]]:
+    """The model's BatchNorm layers, whose modes, momenta and running statistics are restored on exit."""
+    norms = _norms(model)
+    modes, momenta, saved = [m.training for m in norms], [m.momentum for m in norms], _buffers(norms)
+    try:
+        yield norms
+    finally:
+        for m, training, momentum in zip(norms, modes, momenta):
+            m.train(training)
+            m.momentum = momentum
+        _load_buffers(norms, saved)
+
+
+@contextlib.contextmanager
 def batch_statistics(model: torch.nn.Module) -> Iterator[None]:
     """Run BatchNorm layers on batch statistics without changing their running statistics.
 
@@ -261,16 +275,10 @@ def batch_statistics(model: torch.nn.Module) -> Iterator[None]:
     member's training forward moves towards its own feature distribution; scored with them, a member is
     normalised with a mixture of the others' statistics (with few epochs, every member can score ~0).
     """
-    norms = _norms(model)
-    modes, saved = [m.training for m in norms], _buffers(norms)
-    try:
+    with _restored_norms(model) as norms:
         for m in norms:
             m.train()
         yield
-    finally:
-        for m, training in zip(norms, modes):
-            m.train(training)
-        _load_buffers(norms, saved)
 
 
 @torch.no_grad()
@@ -283,23 +291,18 @@ def recalibrated_statistics(model: torch.nn.Module, batches: Sequence[torch.Tens
     :func:`evaluate_members` (``member_bn='recalibrate'``). The head's BatchNorms are recalibrated too,
     so a member is scored exactly as its standalone network with recalibrated statistics.
     """
-    norms = _norms(model)
-    modes, momenta, saved = [m.training for m in norms], [m.momentum for m in norms], _buffers(norms)
-    try:
+    with _restored_norms(model) as norms:
         for m in norms:
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average over the batches
             m.train()
-        model.set_active(member)
-        for images in batches:
-            model.forward_tail(model.forward_head(images, stage))
+        try:
+            model.set_active(member)
+            for images in batches:
+                model.forward_tail(model.forward_head(images, stage))
+        finally:
+            model.set_active(None)
         return _buffers(norms)
-    finally:
-        model.set_active(None)
-        for m, training, momentum in zip(norms, modes, momenta):
-            m.train(training)
-            m.momentum = momentum
-        _load_buffers(norms, saved)
 
 
 @torch.no_grad()
@@ -319,29 +322,22 @@ def evaluate_members(
     """
     if member_bn not in MEMBER_BN:
         raise ValueError(f"unknown member_bn {member_bn!r}; expected one of {', '.join(MEMBER_BN)}")
+    if member_bn == "recalibrate" and (statistics is None or len(statistics) != len(members)):
+        raise ValueError("member_bn='recalibrate' needs one recalibrated_statistics() per member")
+    outputs = []
     try:
         if member_bn == "recalibrate":
-            if statistics is None or len(statistics) != len(members):
-                raise ValueError("member_bn='recalibrate' needs one recalibrated_statistics() per member")
-            norms = _norms(model)
-            modes, saved = [m.training for m in norms], _buffers(norms)
-            outputs = []
-            try:
+            with _restored_norms(model) as norms:
                 for m in norms:
                     m.eval()
                 for member, state in zip(members, statistics):
                     _load_buffers(norms, state)
                     model.set_active(member)
                     outputs.append(model.forward_tail(model.forward_head(images, stage)))
-            finally:
-                for m, training in zip(norms, modes):
-                    m.train(training)
-                _load_buffers(norms, saved)
             return outputs
         model.set_active(union_sample(members))
         with batch_statistics(model) if member_bn == "batch" else contextlib.nullcontext():
             head = model.forward_head(images, stage)
-            outputs = []
             for member in members:
                 model.set_active(member)
                 outputs.append(model.forward_tail(head))

@@ -611,13 +611,13 @@ class ProgressiveEvolution(Strategy):
 
     # -- set-up and checks ------------------------------------------------------------------------
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
-        skips = self._check_space(model_space)
+        self._check_space(model_space)
         if self.candidates is not None:
             # Search (and freeze) the narrowed space: a narrowed set may exceed the full space's max_k.
             model_space = narrow_space(model_space, self.candidates)
             self._model_space = model_space
-            skips = {label: m for label, m in model_space.simplify().items() if isinstance(m, SkipSubset)}
         mutables = model_space.simplify()
+        skips = {label: m for label, m in mutables.items() if isinstance(m, SkipSubset)}
         pool, max_k = {}, {}
         for label, m in skips.items():
             if len(m.candidates) > m.max_k:
@@ -644,7 +644,7 @@ class ProgressiveEvolution(Strategy):
         _logger.info("Phase 2 over stages %s, %d blocks, s=%d, keep=%s", stages, len(skips), self.samples, self.keep)
         return model_space
 
-    def _check_space(self, model_space: ExecutableModelSpace) -> Dict[str, SkipSubset]:
+    def _check_space(self, model_space: ExecutableModelSpace) -> None:
         mutables = model_space.simplify()
         skips = {label: m for label, m in mutables.items() if isinstance(m, SkipSubset)}
         if not skips:
@@ -656,16 +656,15 @@ class ProgressiveEvolution(Strategy):
         if missing:
             raise ValueError(f"skip choice(s) {', '.join(missing)} have no stage index (SkipSubset(stage=...)); "
                              "Phase 2 groups choices by stage")
+        unknown = sorted(set(self.candidates or {}) - set(skips))
+        if unknown:
+            raise ValueError(f"candidates name unknown skip choice(s) {', '.join(unknown)}")
         for label, cands in (self.candidates or {}).items():
-            if label not in skips:
-                unknown = sorted(set(self.candidates) - set(skips))
-                raise ValueError(f"candidates name unknown skip choice(s) {', '.join(unknown)}")
             if not cands:
                 raise ValueError(f"the candidate set of {label} would be empty; every block needs at least one input")
             outside = [c for c in cands if c not in skips[label].candidates]
             if outside:
                 raise ValueError(f"candidate {outside[0]} of {label} is not among the space's candidates {skips[label].candidates}")
-        return skips
 
     def _cleanup(self) -> None:
         if self._runner is not None:

@@ -469,7 +469,6 @@ class SelectionMatrix(Strategy):
                 "skip subsets (SkipSubset) only; fix the other choices (e.g. a LayerChoice of one candidate) "
                 "or search them with another strategy"
             )
-        inner = inner_module(model_space)
         if isinstance(inner, nn.Module):
             held = {m.label for m in inner.modules() if isinstance(m, SkipChoice)}
             loose = sorted(set(skips) - held)

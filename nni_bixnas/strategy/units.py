@@ -28,9 +28,8 @@ from nni.nas.space import ExecutableModelSpace, ModelStatus
 _logger = logging.getLogger(__name__)
 
 __all__ = [
-    "UnitRunner", "UnitFailed", "space_reference", "build_space", "training_settings", "require_data", "inner_module",
-    "space_module",
-    "narrow_space", "add_unit_listener",
+    "UnitRunner", "UnitFailed", "space_reference", "build_space", "inner_module", "space_module", "narrow_space",
+    "training_settings", "require_data", "add_unit_listener",
 ]
 
 # Callbacks run before any unit starts on an engine (keyed by ``id(engine)``). A strategy's state is
