@@ -384,7 +384,7 @@ def phase2_stage_unit(
     torch.manual_seed(init_seed)
     supernet = build_space(space, **({"candidates": candidates} if candidates is not None else {}))
     if init_weights is not None:
-        state = torch.load(init_weights, map_location="cpu")
+        state = torch.load(init_weights, map_location="cpu", weights_only=True)  # a plain state dict of tensors
         own = supernet.state_dict()
         supernet.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
 
