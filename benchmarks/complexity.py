@@ -25,13 +25,15 @@ def main() -> int:
     text = "\n".join([
         "# Complexity of the registered models vs the BiX-NAS paper (Table 1)",
         "",
-        f"- command: `python benchmarks/complexity.py`",
-        f"- date: {datetime.date.today().isoformat()}; machine: {platform.platform()}, {platform.processor() or 'cpu'}; "
+        "- command: `python benchmarks/complexity.py`",
+        f"- date: {datetime.date.today().isoformat()}; "
+        f"machine: {platform.platform()}, {platform.processor() or 'cpu'}; "
         f"python {platform.python_version()}, torch {torch.__version__}",
         "",
         format_table(rows, (512, 512), 3),
         "",
-        "'agrees': params and MACs each within 0.5% of the paper, or equal at its printed precision (2 decimals of M / G).",
+        "'agrees': params and MACs each within 0.5% of the paper, "
+        "or equal at its printed precision (2 decimals of M / G).",
         "bixnet: the authors' count (383,904) includes 10 x 192 BatchNorm parameters of blocks their BFS skips;",
         "we do not build unreachable blocks, hence 381,984.",
         "",

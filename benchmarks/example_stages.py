@@ -55,8 +55,10 @@ def main(argv=None) -> int:
     retrained = [r["default"] for r in result.get("retrained", [])]
     if retrained:
         spread = statistics.stdev(retrained) if len(retrained) > 1 else 0.0
-        lines += ["", f"Retrained winner, val IoU over {len(retrained)} seeds: {statistics.mean(retrained):.4f} ± {spread:.4f} "
-                      f"({', '.join(f'{v:.4f}' for v in retrained)}). Data: the experiment's evaluator (embedded synthetic "
+        lines += ["", f"Retrained winner, val IoU over {len(retrained)} seeds: "
+                      f"{statistics.mean(retrained):.4f} ± {spread:.4f} "
+                      f"({', '.join(f'{v:.4f}' for v in retrained)}). "
+                      "Data: the experiment's evaluator (embedded synthetic "
                       "tiles for `bixnas.yml`)."]
     with atomic_write(args.out) as handle:
         handle.write("\n".join(lines) + "\n")

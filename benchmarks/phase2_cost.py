@@ -11,7 +11,8 @@ interleaved in one process after a warm-up) and peak memory of one optimiser ste
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over the step; on CPU the peak-RSS growth
 of one step in a fresh subprocess per (method, stage) (torch's CPU allocations are invisible to
 tracemalloc; see :func:`_measure`). Times are wall-clock medians; the CPU time of the process is
-reported too, as it is less disturbed by other processes sharing the cores. Also printed: the paper's cost ratio 2T|P|(I_F+I_B) / (I_B + t I_F + (2T-t)|P| I_F) with
+reported too, as it is less disturbed by other processes sharing the cores. Also printed: the paper's
+cost ratio 2T|P|(I_F+I_B) / (I_B + t I_F + (2T-t)|P| I_F) with
 I_B = 2 I_F (``shared/notes/phase2-calibration.md``).
 
 Usage: python benchmarks/phase2_cost.py [--input-size 64] [--samples 15] [--repeats 3] [--json]
@@ -56,7 +57,9 @@ def setup(input_size: int, samples: int, stage: int, device: str, seed: int = 0)
     rs = RandomState(seed)
     choices = model.skip_choices()
     # like the calibration: random 1..3-subsets of the 5 inputs
-    draw = lambda: sorted(int(i) for i in rs.choice(5, int(rs.randint(1, 4)), replace=False))
+    def draw():
+        return sorted(int(i) for i in rs.choice(5, int(rs.randint(1, 4)), replace=False))
+
     base = {label: draw() for label in choices}
     members, seen = [], set()
     while len(members) < samples:
@@ -102,7 +105,10 @@ def time_stage(stage: int, args, device: str) -> Dict[str, float]:
             _sync(device)
             wall[method].append(time.perf_counter() - started)
             cpu[method].append(time.process_time() - started_cpu)
-    return {**{m: statistics.median(v) for m, v in wall.items()}, **{m + "_cpu": statistics.median(v) for m, v in cpu.items()}}
+    return {
+        **{m: statistics.median(v) for m, v in wall.items()},
+        **{m + "_cpu": statistics.median(v) for m, v in cpu.items()},
+    }
 
 
 def peak_mb(method: str, stage: int, args, device: str) -> float:
@@ -218,14 +224,16 @@ def main() -> int:
     if args.device.startswith("cuda"):
         machine += f" ({torch.cuda.get_device_name()})"
     rows = [
-        "| t | fair (low_memory) s | plain s | naive s | naive/fair | naive/plain | naive/fair, CPU time | paper formula | "
+        "| t | fair (low_memory) s | plain s | naive s | naive/fair | naive/plain | "
+        "naive/fair, CPU time | paper formula | "
         "peak MiB fair / plain / naive | fair/naive peak |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for stage, r in results.items():
         rows.append(
             f"| {stage} | {r['fair_s']:.3f} | {r['plain_s']:.3f} | {r['naive_s']:.3f} | {r['ratio']:.2f} | "
-            f"{r['ratio_plain']:.2f} | {r['ratio_cpu']:.2f} | {r['paper_ratio']:.2f} | {r['fair_peak_mb']:.0f} / {r['plain_peak_mb']:.0f} / "
+            f"{r['ratio_plain']:.2f} | {r['ratio_cpu']:.2f} | {r['paper_ratio']:.2f} | "
+            f"{r['fair_peak_mb']:.0f} / {r['plain_peak_mb']:.0f} / "
             f"{r['naive_peak_mb']:.0f} | {r['fair_peak_mb'] / max(r['naive_peak_mb'], 1e-9):.2f} |"
         )
     text = "\n".join([
@@ -238,7 +246,8 @@ def main() -> int:
         f"(naive: that per member). Times: medians of {args.repeats} after a warm-up, methods interleaved in one "
         "process; wall-clock unless marked CPU time (process CPU time, less disturbed by other processes). Peak: "
         + ("CUDA max_memory_allocated growth." if args.device.startswith("cuda") else
-           "peak-RSS growth (VmHWM reset via /proc/self/clear_refs) of one step in a fresh subprocess per (method, stage)."),
+           "peak-RSS growth (VmHWM reset via /proc/self/clear_refs) of one step in a fresh subprocess "
+           "per (method, stage)."),
         f"- load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} (other processes shared the CPUs); "
         f"total {seconds:.0f} s",
         "",

@@ -62,7 +62,8 @@ def main(argv=None) -> int:
     experiment.run(port=args.port)
     result = json.loads((out / "result.json").read_text())
     print((out / "gene.txt").read_text(), end="")
-    print(json.dumps({"best_sample": result["final_samples"][0], "retrained_iou_mean": result.get("retrained_iou_mean")}))
+    print(json.dumps({"best_sample": result["final_samples"][0],
+                      "retrained_iou_mean": result.get("retrained_iou_mean")}))
     return 0
 
 

@@ -1,7 +1,10 @@
-"""Shared data fixtures: the real datasets in ``<repo>/../shared/data`` (skipped when absent)."""
+"""Shared fixtures: the real datasets in ``<repo>/../shared/data`` (skipped when absent), and ``nni_home``
+for the ``nnictl`` end-to-end tests."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
 
 import pytest
@@ -26,3 +29,37 @@ def monuseg_root() -> Path:
 def isbi_root() -> Path:
     """The ISBI-2012 training volume (image/, label/)."""
     return _shared("isbi2012/train")
+
+
+def processes_with_home(home: Path):
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("HOME") == str(home):
+                found.append(proc)
+    return found
+
+
+@pytest.fixture
+def nni_home(tmp_path):
+    """A temporary HOME; on teardown, stop every experiment and check nothing is left running."""
+    import psutil
+
+    from nni_bixnas.experiment.launch import nnictl, nnictl_env
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = nnictl_env(home)
+    yield home, env
+    with contextlib.suppress(Exception):
+        nnictl(["stop", "--all"], env, timeout=90)
+    deadline = time.monotonic() + 45  # the manager gives its dispatcher up to 30 s to exit
+    while processes_with_home(home) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = processes_with_home(home)
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    assert not left, f"processes left behind: {[p.cmdline() for p in left]}"

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from test_experiment_nnictl import nni_home, write_config  # noqa: F401  (fixture: temporary HOME, no process left)
+from test_experiment_nnictl import write_config
 
 
 def tiny(config: dict) -> None:

@@ -6,7 +6,6 @@ import json
 import sqlite3
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from nni_bixnas.cli import main
@@ -54,11 +53,15 @@ def fabricate(root: Path, *, strategy_out: Path = None, with_metrics: bool = Tru
     ]
     for t, (trial_id, status, final) in enumerate(trials):
         data = json.dumps({"parameter_id": t, "parameters": {"status": "frozen", "sample": _sample(t)}})
-        db.execute("INSERT INTO TrialJobEvent VALUES (?, ?, 'WAITING', ?, '', ?, '', 'local-env')", (10 * t, trial_id, data, t))
-        db.execute("INSERT INTO TrialJobEvent VALUES (?, ?, ?, '', '', ?, '', 'local-env')", (10 * t + 5, trial_id, status, t))
+        db.execute("INSERT INTO TrialJobEvent VALUES (?, ?, 'WAITING', ?, '', ?, '', 'local-env')",
+                   (10 * t, trial_id, data, t))
+        db.execute("INSERT INTO TrialJobEvent VALUES (?, ?, ?, '', '', ?, '', 'local-env')",
+                   (10 * t + 5, trial_id, status, t))
         if final is not None and with_metrics:
-            db.execute("INSERT INTO MetricData VALUES (?, ?, ?, 'PERIODICAL', 0, ?)", (10 * t + 1, trial_id, str(t), _encode({"default": 0.1})))
-            db.execute("INSERT INTO MetricData VALUES (?, ?, ?, 'FINAL', 0, ?)", (10 * t + 2, trial_id, str(t), _encode(final)))
+            db.execute("INSERT INTO MetricData VALUES (?, ?, ?, 'PERIODICAL', 0, ?)",
+                       (10 * t + 1, trial_id, str(t), _encode({"default": 0.1})))
+            db.execute("INSERT INTO MetricData VALUES (?, ?, ?, 'FINAL', 0, ?)",
+                       (10 * t + 2, trial_id, str(t), _encode(final)))
     db.commit()
     db.close()
     (expdir / "checkpoint").mkdir()

@@ -6,48 +6,23 @@ Every experiment runs with a temporary HOME and working directory on a free port
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
 from nni_bixnas.experiment.launch import (
-    ManagerClient, experiment_id_from_output, free_port, nnictl, nnictl_env, stop, wait_dispatcher_connected,
+    ManagerClient,
+    experiment_id_from_output,
+    free_port,
+    nnictl,
+    stop,
+    wait_dispatcher_connected,
 )
 from nni_bixnas.experiment.spec import machine_gpu_count
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def processes_with_home(home: Path):
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        with contextlib.suppress(psutil.Error):
-            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("HOME") == str(home):
-                found.append(proc)
-    return found
-
-
-@pytest.fixture
-def nni_home(tmp_path):
-    """A temporary HOME; on teardown, stop every experiment and check nothing is left running."""
-    home = tmp_path / "home"
-    home.mkdir()
-    env = nnictl_env(home)
-    yield home, env
-    with contextlib.suppress(Exception):
-        nnictl(["stop", "--all"], env, timeout=90)
-    deadline = time.monotonic() + 45  # the manager gives its dispatcher up to 30 s to exit
-    while processes_with_home(home) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    left = processes_with_home(home)
-    for proc in left:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    assert not left, f"processes left behind: {[p.cmdline() for p in left]}"
 
 
 def write_config(tmp_path: Path, name: str, edit=None) -> Path:

@@ -20,8 +20,6 @@ from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from nni.nas.space import ModelStatus
 from nni.nas.strategy import Strategy
 
-from test_experiment_nnictl import nni_home  # noqa: E402,F401  (fixture: temporary HOME, no process left)
-
 HERE = Path(__file__).resolve().parent
 
 

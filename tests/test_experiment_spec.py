@@ -40,7 +40,8 @@ def test_import_errors_name_the_field_and_value(path, message):
 def test_kwargs_are_checked_against_the_real_model_space_signature():
     from nni_bixnas.space import BiONetPlusPlus
 
-    with pytest.raises(ValueError, match=r"unexpected keyword argument 'widht'; accepted keywords: in_channels, num_classes, width"):
+    message = r"unexpected keyword argument 'widht'; accepted keywords: in_channels, num_classes, width"
+    with pytest.raises(ValueError, match=message):
         check_kwargs(BiONetPlusPlus, {"widht": 4}, "model_space_kwargs")
     with pytest.raises(ValueError, match="classArgs.strategy_kwargs must be a mapping"):
         check_kwargs(BiONetPlusPlus, [1, 2], "strategy_kwargs")
@@ -72,7 +73,8 @@ def test_gpu_check_and_platforms():
     check_gpus(local, device_count=2)
     check_gpus({"trainingService": {"platform": "remote", "trialGpuNumber": 4}}, device_count=0)
     check_gpus({"trialGpuNumber": 0, "trainingService": {"platform": "local"}}, device_count=0)
-    assert trials_run_here(local) and not trials_run_here({"trainingService": [{"platform": "local"}, {"platform": "remote"}]})
+    assert trials_run_here(local)
+    assert not trials_run_here({"trainingService": [{"platform": "local"}, {"platform": "remote"}]})
 
 
 def test_websocket_receive_keeps_slashes_and_hashes(monkeypatch):
@@ -96,6 +98,7 @@ def test_websocket_receive_keeps_slashes_and_hashes(monkeypatch):
     conn._ws = FakeWs()
     monkeypatch.setattr(connection, "_wait", lambda value: value)
     received = conn.receive()
-    assert json.loads(json.loads(received["content"])["hyper_params"])["parameters"] == {"url": "http://x", "p": "run #3"}
+    hyper_params = json.loads(json.loads(received["content"])["hyper_params"])
+    assert hyper_params["parameters"] == {"url": "http://x", "p": "run #3"}
     with pytest.raises(ValueError):  # what NNI's own receive does with it
         nni.load(message)

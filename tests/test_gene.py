@@ -44,7 +44,8 @@ def _lines():
     "mutate, message",
     [
         (lambda ls: ls + ["mid_1_0_1"], r"line 25: 'mid_1_0_1' is not a gene line"),
-        (lambda ls: [l if not l.startswith("dec_1_2") else "dec_1_2_1_7" for l in ls], r"line 15: block dec_1_2: index 7 is out of range"),
+        (lambda ls: [l if not l.startswith("dec_1_2") else "dec_1_2_1_7" for l in ls],
+         r"line 15: block dec_1_2: index 7 is out of range"),
         (lambda ls: [l if not l.startswith("dec_1_2") else "dec_1_2" for l in ls], r"line 15: .*chooses no input"),
         (lambda ls: [l for l in ls if not l.startswith("enc_2_1")], r"missing block\(s\) enc_2_1"),
         (lambda ls: ls + ["dec_2_3_1"], r"line 25: block dec_2_3 appears twice \(first on line 24\)"),

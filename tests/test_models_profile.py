@@ -11,7 +11,8 @@ from nni_bixnas.cli import main
 from nni_bixnas.profile import count_complexity
 from nni_bixnas.space import SkipFusion
 
-TINY = {"bixnet": dict(width=4, stem_width=4), "bionet_pp": dict(width=4, stem_width=4), "bionet": dict(base=4), "unet": dict(base=4)}
+TINY = {"bixnet": dict(width=4, stem_width=4), "bionet_pp": dict(width=4, stem_width=4),
+        "bionet": dict(base=4), "unet": dict(base=4)}
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -105,7 +106,8 @@ def test_profile_json_reproduces_the_paper(capsys):
 def test_profile_cli_options(capsys, tmp_path):
     gene = tmp_path / "g.txt"
     gene.write_text(create_model("bixnet").gene.to_text())
-    assert main(["profile", "--gene", str(gene), "--input-size", "64", "96", "--in-channels", "1", "--format", "json"]) == 0
+    argv = ["profile", "--gene", str(gene), "--input-size", "64", "96", "--in-channels", "1", "--format", "json"]
+    assert main(argv) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["model"] == f"gene:{gene}" and rows[0]["paper_params"] is None
     assert main(["profile", "--model", "nope"]) == 2

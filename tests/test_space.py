@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from numpy.random import RandomState
-
 from nni.nas.space import model_context
+from numpy.random import RandomState
 
 from nni_bixnas import create_model
 from nni_bixnas.space import BiONetPlusPlus, Gene, SkipChoice, SkipFusion, SkipSubset, fuse, published_gene
@@ -36,7 +35,10 @@ def test_skip_subset_grid_counts(kwargs, n_values):
 
 @pytest.mark.parametrize(
     "value, ok",
-    [([0], True), ([1, 3], True), ([0, 1, 2], True), ([], False), ([0, 1, 2, 3], False), ([1, 1], False), ([5], False), (3, False)],
+    [
+        ([0], True), ([1, 3], True), ([0, 1, 2], True), ([], False),
+        ([0, 1, 2, 3], False), ([1, 1], False), ([5], False), (3, False),
+    ],
 )
 def test_skip_subset_contains(value, ok):
     s = SkipSubset(5, label="b")
@@ -120,7 +122,8 @@ def test_freeze_published_gene_equals_bixnet_model():
     pair = sum(p.numel() for p in space.convs["enc_3"].parameters())
     assert pair == 2 * 48 * 48 * 9
     dense = create_model("bionet_pp")
-    dead_bn = sum(p.numel() for label, b in dense.blocks.items() if label not in frozen.blocks for n, p in b.named_parameters())
+    dead_bn = sum(p.numel() for label, b in dense.blocks.items() if label not in frozen.blocks
+                  for n, p in b.named_parameters())
     assert sum(p.numel() for p in dense.parameters()) - sum(p.numel() for p in frozen.parameters()) == pair + dead_bn
 
 

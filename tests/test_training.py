@@ -12,10 +12,10 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from nni_bixnas.training import SegmentationTask, evaluate, fit, load_task, predict
+
 sys.path.insert(0, str(Path(__file__).parent))
 from test_training_fixtures import BlobData, StopAt, TinyNet  # noqa: E402
-
-from nni_bixnas.training import SegmentationTask, evaluate, fit, load_task, predict  # noqa: E402
 
 TIMING = {"train_seconds"}
 
@@ -62,14 +62,16 @@ def test_losses_binary_and_multiclass():
     logits = torch.zeros(2, 1, 4, 4)
     assert SegmentationTask(TinyNet()).loss(logits, torch.ones(2, 1, 4, 4)).item() == pytest.approx(np.log(2))
     multi = SegmentationTask(TinyNet(num_classes=3), num_classes=3)
-    assert multi.loss(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long)).item() == pytest.approx(np.log(3))
+    loss = multi.loss(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long))
+    assert loss.item() == pytest.approx(np.log(3))
 
 
 def test_fit_writes_checkpoints_history_and_run_config(tmp_path):
     result = fit(_task(lr=1e-2), BlobData(), max_epochs=2, out_dir=tmp_path, progress=False)
     assert [r["epoch"] for r in result.history] == [1, 2]
     for record in result.history:
-        for key in ("train_loss", "val_loss", "val_iou", "val_dice", "val_iou_batch_pooled", "val_dice_batch_pooled", "lr"):
+        for key in ("train_loss", "val_loss", "val_iou", "val_dice", "val_iou_batch_pooled", "val_dice_batch_pooled",
+                    "lr"):
             assert np.isfinite(record[key]), key
     ious = [r["val_iou"] for r in result.history]
     assert result.best_epoch == (2 if ious[1] >= ious[0] else 1)
@@ -139,7 +141,8 @@ def test_resume_refuses_a_different_configuration(tmp_path):
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path):
     # 4 training steps per epoch: the 6th forward is epoch 2, step index 1.
-    with pytest.raises(FloatingPointError, match=r"epoch 2, step 1 .*last good checkpoint .*last\.ckpt is kept\. Lower the learning rate"):
+    message = r"epoch 2, step 1 .*last good checkpoint .*last\.ckpt is kept\. Lower the learning rate"
+    with pytest.raises(FloatingPointError, match=message):
         fit(_task(nan_at=6), BlobData(), max_epochs=3, out_dir=tmp_path, progress=False)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["epoch"] == 0

@@ -10,11 +10,10 @@ import nni
 import pytest
 import torch
 
+from nni_bixnas.training import NNIReporter, make_evaluator, nni_tensorboard_dir, train_and_report
+
 sys.path.insert(0, str(Path(__file__).parent))
 from test_training_fixtures import TinyNet  # noqa: E402
-
-from nni_bixnas.training import NNIReporter, make_evaluator, nni_tensorboard_dir, train_and_report  # noqa: E402
-from nni_bixnas.training import evaluator as evaluator_module  # noqa: E402
 
 
 @pytest.fixture

@@ -66,7 +66,8 @@ class BlobData(pl.LightningDataModule):
         self.val_set = TensorDataset(images[n_train:], masks[n_train:])
 
     def train_dataloader(self):
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=EpochShuffle(len(self.train_set)), drop_last=True)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=EpochShuffle(len(self.train_set)),
+                          drop_last=True)
 
     def val_dataloader(self):
         return DataLoader(self.val_set, batch_size=self.batch_size)

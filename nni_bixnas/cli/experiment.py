@@ -24,7 +24,8 @@ def add_parser(subparsers) -> None:
             "summary.md and the retrained checkpoint when one was reported."
         ),
     )
-    p.add_argument("experiment_id", metavar="EXPERIMENT_ID", help="the NNI experiment id (nnictl experiment list --all)")
+    p.add_argument("experiment_id", metavar="EXPERIMENT_ID",
+                   help="the NNI experiment id (nnictl experiment list --all)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <experiment dir>/export)")
     p.add_argument("--experiment-dir", metavar="DIR",
                    help="the experiment folder, or the experimentWorkingDirectory holding it "

@@ -59,7 +59,8 @@ def format_table(rows: List[dict], input_size: Sequence[int], in_channels: int) 
             lines.append(f"| {r['model']} | {r['params']:,} | – | – | {r['macs'] / 1e9:.3f} | – | – | – |")
         else:
             lines.append(
-                f"| {r['model']} | {r['params']:,} | {r['paper_params'] / 1e6:.2f}M | {100 * r['params_rel_diff']:+.2f}% "
+                f"| {r['model']} | {r['params']:,} | {r['paper_params'] / 1e6:.2f}M "
+                f"| {100 * r['params_rel_diff']:+.2f}% "
                 f"| {r['macs'] / 1e9:.3f} | {r['paper_macs'] / 1e9:.2f} | {100 * r['macs_rel_diff']:+.2f}% "
                 f"| {'yes' if r['agrees_with_paper'] else 'no'} |"
             )
@@ -91,9 +92,11 @@ def add_parser(subparsers) -> None:
         help="parameters and MACs of the models, beside the paper's Table 1",
         description="Count parameters and MACs (ptflops conventions, batch 1) of registered models or a gene file.",
     )
-    p.add_argument("--model", action="append", metavar="NAME", help=f"model to count (repeatable; default: all of {', '.join(list_models())})")
+    p.add_argument("--model", action="append", metavar="NAME",
+                   help=f"model to count (repeatable; default: all of {', '.join(list_models())})")
     p.add_argument("--gene", metavar="FILE", help="count BiO-Net++ with this gene file (authors' text format)")
-    p.add_argument("--input-size", nargs=2, type=_positive, default=(512, 512), metavar=("H", "W"), help="input height and width (default 512 512)")
+    p.add_argument("--input-size", nargs=2, type=_positive, default=(512, 512), metavar=("H", "W"),
+                   help="input height and width (default 512 512)")
     p.add_argument("--in-channels", type=_positive, default=3, metavar="C", help="input channels (default 3)")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
     p.set_defaults(func=run)

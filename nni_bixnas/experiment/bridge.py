@@ -220,7 +220,9 @@ class NasStrategyAdvisor(MsgDispatcherBase):
 
         unknown = sorted(k for k in self.class_args if k not in FIELDS)
         if unknown:
-            raise ValueError(f"unknown classArgs key(s) {unknown} for NasStrategyAdvisor; expected some of {list(FIELDS)}")
+            raise ValueError(
+                f"unknown classArgs key(s) {unknown} for NasStrategyAdvisor; expected some of {list(FIELDS)}"
+            )
         # The local training service stops the experiment by itself ~20 s after start when it finds no
         # GPU, with a message that does not mention trialGpuNumber; say it first.
         check_gpus(binding.get_experiment_profile().get("params", {}))
@@ -233,7 +235,8 @@ class NasStrategyAdvisor(MsgDispatcherBase):
         from .state import load_state, state_path
 
         local = trials_run_here(binding.get_experiment_profile().get("params", {}))
-        spec = BridgeSpec.from_class_args({k: v for k, v in self.class_args.items() if v is not None}, check_paths=local)
+        class_args = {k: v for k, v in self.class_args.items() if v is not None}
+        spec = BridgeSpec.from_class_args(class_args, check_paths=local)
         if "out_dir" in inspect.signature(spec.strategy).parameters and spec.strategy_kwargs.get("out_dir") is None:
             # One folder per experiment: a fixed path would make a second experiment resume the first.
             spec.strategy_kwargs["out_dir"] = str(_checkpoint_dir().parent / STRATEGY_DIR)

@@ -110,7 +110,8 @@ def read_experiment(experiment_id: str, experiment_dir: Optional[PathLike] = Non
             "SELECT trialJobId, event, data FROM TrialJobEvent WHERE trialJobId != '' ORDER BY timestamp"
         ):
             record = trials.setdefault(trial_id, TrialRecord(trial_id, event, None, None))
-            record.status = event if event not in ("ADD_CUSTOMIZED", "ADD_HYPERPARAMETER", "ADD_RESUMED") else record.status
+            if event not in ("ADD_CUSTOMIZED", "ADD_HYPERPARAMETER", "ADD_RESUMED"):
+                record.status = event
             if data and record.parameter_id is None:
                 record.parameter_id, record.sample = _parameters(data)
         for trial_id, kind, data in db.execute("SELECT trialJobId, type, data FROM MetricData ORDER BY timestamp"):
@@ -153,7 +154,8 @@ def complexity_vs_supernet(results: ExperimentResults, gene_text: Optional[str])
               if k not in ("candidates", "max_k", "gene")}
     searched = count_complexity(create_model("bixnet", gene=gene_text, **kwargs))
     dense = count_complexity(create_model("bionet_pp", **kwargs))
-    return {"params": searched.params, "macs": searched.macs, "supernet_params": dense.params, "supernet_macs": dense.macs}
+    return {"params": searched.params, "macs": searched.macs,
+            "supernet_params": dense.params, "supernet_macs": dense.macs}
 
 
 def _strategy_result(params_json: Optional[str], directory: Optional[Path] = None) -> Optional[Dict[str, Any]]:
@@ -258,7 +260,8 @@ def final_choice(results: ExperimentResults, points: Sequence[Candidate]) -> Tup
                 return value, None, f"strategy state ({key})"
     best = max((c for c in points if c.iou is not None and c.sample), key=lambda c: c.iou, default=None)
     if best is not None:
-        return best.sample, None, f"best IoU ({'stage ' + str(best.stage) if best.stage is not None else 'trial ' + str(best.trial)})"
+        where = f"stage {best.stage}" if best.stage is not None else f"trial {best.trial}"
+        return best.sample, None, f"best IoU ({where})"
     return None, None, "none"
 
 
@@ -346,8 +349,10 @@ def summary_markdown(results: ExperimentResults, points: Sequence[Candidate], fr
     counts: Dict[str, int] = {}
     for trial in results.trials:
         counts[trial.status] = counts.get(trial.status, 0) + 1
-    lines += [f"Trials: {len(results.trials)} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'none'})", ""]
-    lines += ["## Trials", "", "| trial | status | stage | IoU | Dice | GMACs | params |", "|---|---|---:|---:|---:|---:|---:|"]
+    by_status = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+    lines += [f"Trials: {len(results.trials)} ({by_status})", ""]
+    lines += ["## Trials", "",
+              "| trial | status | stage | IoU | Dice | GMACs | params |", "|---|---|---:|---:|---:|---:|---:|"]
     for trial in results.trials:
         final = trial.final if isinstance(trial.final, dict) else {"default": trial.final}
         lines.append(
@@ -357,13 +362,16 @@ def summary_markdown(results: ExperimentResults, points: Sequence[Candidate], fr
         )
     lines += ["", f"## Pareto front (IoU vs MACs, {len(points)} candidates)", "",
               "| stage | trial | IoU | GMACs |", "|---:|---|---:|---:|"]
-    lines += [f"| {c.stage if c.stage is not None else '–'} | {c.trial} | {_fmt(c.iou)} | {_fmt(c.macs, 1e9, 3)} |" for c in front]
+    lines += [f"| {c.stage if c.stage is not None else '–'} | {c.trial} | {_fmt(c.iou)} | {_fmt(c.macs, 1e9, 3)} |"
+              for c in front]
     lines += ["", f"## Final gene ({source})", ""]
     lines += ["```", gene_text.rstrip(), "```"] if gene_text else ["No architecture found."]
     if complexity is not None:
         lines += ["", "At 1 x C x 512 x 512 (the paper's convention):", "",
                   "| network | params | GMACs |", "|---|---:|---:|",
                   f"| final gene | {complexity['params']:,} | {complexity['macs'] / 1e9:.3f} |",
-                  f"| BiO-Net++ SuperNet (dense) | {complexity['supernet_params']:,} | {complexity['supernet_macs'] / 1e9:.3f} |",
-                  "", f"MACs of the final gene: {100 * (complexity['macs'] / complexity['supernet_macs'] - 1):+.1f}% vs the SuperNet."]
+                  f"| BiO-Net++ SuperNet (dense) | {complexity['supernet_params']:,} "
+                  f"| {complexity['supernet_macs'] / 1e9:.3f} |",
+                  "", f"MACs of the final gene: {100 * (complexity['macs'] / complexity['supernet_macs'] - 1):+.1f}% "
+                  "vs the SuperNet."]
     return "\n".join(lines) + "\n"

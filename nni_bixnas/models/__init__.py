@@ -10,7 +10,10 @@ from .bionet import BiONet
 from .registry import create_model, list_models, model_entrypoint, paper_figures, register_model
 from .unet import UNet
 
-__all__ = ["create_model", "list_models", "register_model", "paper_figures", "describe_model", "BiONet", "UNet", "BiONetPlusPlus"]
+__all__ = [
+    "create_model", "list_models", "model_entrypoint", "register_model", "paper_figures", "describe_model",
+    "BiONet", "UNet", "BiONetPlusPlus",
+]
 
 
 def describe_model(model) -> Optional[Tuple[str, dict]]:
@@ -33,14 +36,16 @@ def _gene(gene: Optional[Union[Gene, str]], iterations: int, levels: int) -> Opt
 
 
 @register_model(paper={"params": 0.43e6, "macs": 34.36e9})
-def bionet_pp(in_channels: int = 3, num_classes: int = 1, iterations: int = 3, levels: int = 4, **kwargs) -> BiONetPlusPlus:
+def bionet_pp(in_channels: int = 3, num_classes: int = 1, iterations: int = 3, levels: int = 4,
+              **kwargs) -> BiONetPlusPlus:
     """BiO-Net++ SuperNet as a fixed, dense network: every searching block fuses all ``N`` streams."""
     return BiONetPlusPlus(in_channels, num_classes, iterations=iterations, levels=levels,
                           gene=Gene.dense(iterations, levels), **kwargs)
 
 
 @register_model(paper={"params": 0.38e6, "macs": 28.00e9})
-def bixnet(in_channels: int = 3, num_classes: int = 1, gene: Optional[Union[Gene, str]] = None, **kwargs) -> BiONetPlusPlus:
+def bixnet(in_channels: int = 3, num_classes: int = 1, gene: Optional[Union[Gene, str]] = None,
+           **kwargs) -> BiONetPlusPlus:
     """BiX-Net: BiO-Net++ with the authors' published searched gene, or any ``gene`` (text or :class:`Gene`)."""
     iterations, levels = kwargs.pop("iterations", None), kwargs.pop("levels", None)
     gene = _gene(gene, iterations or 3, levels or 4) if gene is not None else published_gene("bixnet")

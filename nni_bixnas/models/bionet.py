@@ -39,7 +39,8 @@ class BiONet(nn.Module):
         Width of the first level (32).
     """
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 1, iterations: int = 3, levels: int = 4, base: int = 32) -> None:
+    def __init__(self, in_channels: int = 3, num_classes: int = 1, iterations: int = 3, levels: int = 4,
+                 base: int = 32) -> None:
         super().__init__()
         if iterations < 1 or levels < 1 or base < 1:
             raise ValueError(f"iterations, levels and base must be positive, got {iterations}, {levels}, {base}")
@@ -57,7 +58,8 @@ class BiONet(nn.Module):
         dec_convs = []
         for l in range(levels):
             c_in, c_out = f[levels - l] + f[levels - 1 - l], f[levels - 1 - l]
-            dec_convs.append((nn.Conv2d(c_in, c_out, 3, padding=1), nn.Conv2d(c_out, c_out, 3, padding=1), _deconv(c_out)))
+            dec_convs.append((nn.Conv2d(c_in, c_out, 3, padding=1), nn.Conv2d(c_out, c_out, 3, padding=1),
+                              _deconv(c_out)))
         self.encoders = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for _ in range(iterations):
@@ -68,7 +70,10 @@ class BiONet(nn.Module):
                 ]))
             for l, (c1, c2, c3) in enumerate(dec_convs):
                 c = f[levels - 1 - l]
-                self.decoders.append(nn.ModuleList([nn.Sequential(*_crb(c1, c), *_crb(c2, c)), nn.Sequential(*_crb(c3, c))]))
+                self.decoders.append(nn.ModuleList([
+                    nn.Sequential(*_crb(c1, c), *_crb(c2, c)),
+                    nn.Sequential(*_crb(c3, c)),
+                ]))
         self.bridge = nn.Sequential(
             *_crb(nn.Conv2d(f[-1], f[-1], 3, padding=1), f[-1]),
             *_crb(nn.Conv2d(f[-1], f[-1], 3, padding=1), f[-1]),

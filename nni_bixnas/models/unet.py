@@ -38,11 +38,14 @@ class UNet(nn.Module):
             raise ValueError(f"levels and base must be positive, got levels={levels}, base={base}")
         self.in_channels, self.num_classes, self.levels = in_channels, num_classes, levels
         widths = [base * 2**i for i in range(levels + 1)]
-        self.down = nn.ModuleList([_double_conv(in_channels if i == 0 else widths[i - 1], widths[i]) for i in range(levels)])
+        self.down = nn.ModuleList(
+            [_double_conv(in_channels if i == 0 else widths[i - 1], widths[i]) for i in range(levels)]
+        )
         self.pool = nn.MaxPool2d(2)
         self.bottom = _double_conv(widths[-2], widths[-1])
         self.up = nn.ModuleList(
-            [nn.ConvTranspose2d(widths[i + 1], widths[i], 3, stride=2, padding=1, output_padding=1) for i in reversed(range(levels))]
+            [nn.ConvTranspose2d(widths[i + 1], widths[i], 3, stride=2, padding=1, output_padding=1)
+             for i in reversed(range(levels))]
         )
         self.dec = nn.ModuleList([_double_conv(2 * widths[i], widths[i]) for i in reversed(range(levels))])
         self.out = nn.Conv2d(widths[0], num_classes, 1)

@@ -43,7 +43,8 @@ def parse_label(label: str) -> Tuple[int, int]:
     """Inverse of :func:`block_label`: ``(stage, level)``."""
     match = re.fullmatch(r"(enc|dec)_(\d+)_(\d+)", label)
     if match is None:
-        raise ValueError(f"{label!r} is not a block label; expected 'enc_<iteration>_<level>' or 'dec_<iteration>_<level>'")
+        raise ValueError(f"{label!r} is not a block label; "
+                         "expected 'enc_<iteration>_<level>' or 'dec_<iteration>_<level>'")
     kind, it, level = match.groups()
     return 2 * int(it) + (kind == "dec"), int(level)
 
@@ -81,7 +82,8 @@ class Gene:
         expected = block_labels(self.iterations, self.levels)
         missing = [label for label in expected if label not in self.choices]
         if missing:
-            raise ValueError(f"gene is missing block(s) {', '.join(missing)}; every one of {len(expected)} blocks needs a line")
+            raise ValueError(f"gene is missing block(s) {', '.join(missing)}; "
+                             f"every one of {len(expected)} blocks needs a line")
         unknown = sorted(set(self.choices) - set(expected))
         if unknown:
             raise ValueError(
@@ -102,7 +104,9 @@ class Gene:
 
     # ----- text ---------------------------------------------------------------------------------------
     @classmethod
-    def parse(cls, text: str, iterations: Optional[int] = None, levels: Optional[int] = None, source: str = "gene") -> "Gene":
+    def parse(
+        cls, text: str, iterations: Optional[int] = None, levels: Optional[int] = None, source: str = "gene"
+    ) -> "Gene":
         """Read the authors' text format.
 
         A first line ``<iou>_<macs>`` (the authors' header) is ignored, as are blank lines and ``#`` comments.
@@ -126,7 +130,8 @@ class Gene:
             label = f"{kind}_{int(it)}_{int(level)}"
             indices = tuple(int(v) for v in rest.split("_")[1:])
             if not indices:
-                raise ValueError(f"{source}, line {lineno}: block {label} chooses no input; expected at least one index")
+                raise ValueError(f"{source}, line {lineno}: block {label} chooses no input; "
+                                 "expected at least one index")
             if label in entries:
                 raise ValueError(f"{source}, line {lineno}: block {label} appears twice (first on line {where[label]})")
             entries[label] = indices
@@ -156,12 +161,15 @@ class Gene:
     def to_text(self, header: Optional[str] = None) -> str:
         """The authors' text format (indices sorted; optional first line ``header``)."""
         lines = [header] if header else []
-        lines += [label + "".join(f"_{i}" for i in self.choices[label]) for label in block_labels(self.iterations, self.levels)]
+        lines += [label + "".join(f"_{i}" for i in self.choices[label])
+                  for label in block_labels(self.iterations, self.levels)]
         return "\n".join(lines) + "\n"
 
     # ----- NNI samples ---------------------------------------------------------------------------------
     @classmethod
-    def from_sample(cls, sample: Mapping[str, Sequence[int]], iterations: int = 3, levels: int = 4, base: Optional["Gene"] = None) -> "Gene":
+    def from_sample(
+        cls, sample: Mapping[str, Sequence[int]], iterations: int = 3, levels: int = 4, base: Optional["Gene"] = None
+    ) -> "Gene":
         """Build a gene from an NNI sample ``{label: indices}`` of the searching blocks.
 
         Blocks missing from the sample come from ``base`` (if given); otherwise they are an error.
@@ -180,7 +188,8 @@ class Gene:
             elif base is not None:
                 choices[label] = base.choices[label]
             else:
-                raise ValueError(f"sample has no value for block {label}; expected one list of indices per searching block")
+                raise ValueError(f"sample has no value for block {label}; "
+                                 "expected one list of indices per searching block")
         return cls(choices, iterations=iterations, levels=levels)
 
     def to_sample(self) -> Dict[str, List[int]]:
@@ -191,7 +200,8 @@ class Gene:
     def dense(cls, iterations: int = 3, levels: int = 4) -> "Gene":
         """Every searching block reads all ``N`` streams (the BiO-Net++ SuperNet)."""
         every = tuple(range(levels + 1))
-        return cls({label: (0,) if parse_label(label)[0] == 0 else every for label in block_labels(iterations, levels)}, iterations, levels)
+        choices = {label: (0,) if parse_label(label)[0] == 0 else every for label in block_labels(iterations, levels)}
+        return cls(choices, iterations, levels)
 
     # ----- structure -----------------------------------------------------------------------------------
     def live_blocks(self) -> Set[str]:

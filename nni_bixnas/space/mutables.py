@@ -13,8 +13,6 @@ from typing import Iterator, List, Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from numpy.random import RandomState
-
 from nni.mutable import (
     LabeledMutable,
     MutableSymbol,
@@ -25,6 +23,7 @@ from nni.mutable import (
     ensure_frozen,
 )
 from nni.nas.nn.pytorch import MutableModule
+from numpy.random import RandomState
 
 __all__ = ["SkipSubset", "SkipChoice", "SkipFusion", "fuse", "resize_to"]
 
@@ -37,7 +36,9 @@ def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return x
 
 
-def fuse(inputs: Sequence[Optional[torch.Tensor]], chosen: Sequence[int], size: Optional[Sequence[int]] = None) -> torch.Tensor:
+def fuse(
+    inputs: Sequence[Optional[torch.Tensor]], chosen: Sequence[int], size: Optional[Sequence[int]] = None
+) -> torch.Tensor:
     """Resize ``inputs[i]`` for ``i`` in ``chosen`` to ``size`` (default: ``inputs[0]``'s) and average them.
 
     Resizing is bilinear with ``align_corners=True``, as in the authors' BiX-Net (``Phase2model.Block``).

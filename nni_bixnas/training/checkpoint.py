@@ -18,7 +18,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Pass it to ``pl.Trainer(plugins=[AtomicCheckpointIO()])``.
     """
 
-    def save_checkpoint(self, checkpoint: Dict[str, Any], path: PathLike, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path: PathLike,
+                        storage_options: Optional[Any] = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} does not support storage_options")
         atomic_torch_save(checkpoint, path)
