@@ -16,12 +16,13 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from nni_bixnas._checks import positive_int
+
 EPSILON = 1e-7  # the authors' epsilon, used only by the batch-pooled variant
 
 
 def _check_args(num_classes: int, threshold: float) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    positive_int("num_classes", num_classes)
     if not isinstance(threshold, (int, float)) or not 0.0 < float(threshold) < 1.0:
         raise ValueError(f"threshold must be a probability in (0, 1), got {threshold!r}")
 

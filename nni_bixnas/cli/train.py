@@ -69,23 +69,10 @@ def run_train(args: argparse.Namespace) -> int:
     _show_training_log()
     out_dir = Path(args.out or f"runs/{args.model}_s{args.seed}")
     result = fit(
-        args.model,
-        args.data,
-        max_epochs=args.epochs,
-        out_dir=out_dir,
-        seed=args.seed,
-        lr=args.lr,
-        precision=args.precision,
-        accelerator=args.accelerator,
-        devices=_parse_devices(args.devices),
-        resume=not args.no_resume,
-        progress=not args.no_progress,
-        batch_size=args.batch_size,
-        model_kwargs=model_kwargs,
-        patch_size=args.patch_size,
-        resize=args.resize,
-        split_seed=args.split_seed,
-        val_fraction=args.val_fraction,
+        args.model, args.data, max_epochs=args.epochs, out_dir=out_dir, seed=args.seed, lr=args.lr,
+        precision=args.precision, accelerator=args.accelerator, devices=_parse_devices(args.devices),
+        resume=not args.no_resume, progress=not args.no_progress, batch_size=args.batch_size, model_kwargs=model_kwargs,
+        patch_size=args.patch_size, resize=args.resize, split_seed=args.split_seed, val_fraction=args.val_fraction,
         num_workers=args.num_workers,
     )
     print(
@@ -219,7 +206,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def format_comparison(report: Dict[str, Any]) -> str:
-    lines = ["| group | runs | seeds | best val IoU (mean ± std) | best val Dice (mean ± std) |", "|---|---:|---|---|---|"]
+    lines = ["| group | runs | seeds | best val IoU (mean ± std) | best val Dice (mean ± std) |",
+             "|---|---:|---|---|---|"]
     for g in report["groups"]:
         lines.append(
             f"| {g['group']} | {g['n']} | {', '.join(map(str, g['seeds']))} | "

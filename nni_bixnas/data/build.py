@@ -8,6 +8,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from nni_bixnas._checks import is_int
+
 from .augment import AugmentedDataset
 from .collection import Collection, PatchDataset, PatchSize, normalize_size
 from .spec import parse_data_spec
@@ -105,9 +107,9 @@ def split_sources(sources: Sequence[str], val_fraction: float, seed: int) -> Tup
 
 
 def _check_fold(fold: int, n_folds: int) -> None:
-    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
+    if not is_int(n_folds) or n_folds < 2:
         raise ValueError(f"n_folds must be an int >= 2, got {n_folds!r}")
-    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < n_folds:
+    if not is_int(fold) or not 0 <= fold < n_folds:
         raise ValueError(f"fold must be an int in [0, {n_folds}), got {fold!r}")
 
 
@@ -123,7 +125,7 @@ def kfold_sources(sources: Sequence[str], fold: int, n_folds: int, seed: int) ->
 
 
 def _check_int(value, name: str, minimum: Optional[int] = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+    if not is_int(value) or (minimum is not None and value < minimum):
         expected = "an int" if minimum is None else f"an int >= {minimum}"
         raise ValueError(f"{name} must be {expected}, got {value!r}")
 

@@ -8,6 +8,8 @@ import nni
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from nni_bixnas._checks import is_int, non_negative_int, positive_int
+
 from .augment import EpochSampler
 from .build import DatasetInfo, build_datasets
 
@@ -54,23 +56,13 @@ class SegDataModule(pl.LightningDataModule):
         n_folds: int = 5,
     ):
         super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be a non-negative int, got {num_workers!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        self.data, self.batch_size = data, positive_int("batch_size", batch_size)
+        self.num_workers = non_negative_int("num_workers", num_workers)
+        if not is_int(seed):
             raise ValueError(f"seed must be an int, got {seed!r}")
-        self.data = data
-        self.batch_size = batch_size
-        self.val_fraction = val_fraction
-        self.seed = seed
-        self.split_seed = split_seed
-        self.patch_size = patch_size
-        self.resize = resize
-        self.augment = augment
-        self.num_workers = num_workers
-        self.fold = fold
-        self.n_folds = n_folds
+        self.seed, self.split_seed, self.val_fraction = seed, split_seed, val_fraction
+        self.patch_size, self.resize, self.augment = patch_size, resize, augment
+        self.fold, self.n_folds = fold, n_folds
         self._datasets = None
 
     def _build(self):

@@ -5,9 +5,6 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-import os
-import tempfile
-from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import nni
@@ -15,7 +12,7 @@ import torch.nn as nn
 from nni.nas.evaluator import FunctionalEvaluator
 
 from nni_bixnas.training.loop import fit
-from nni_bixnas.training.nni_reporting import NNIReporter, nni_tensorboard_dir
+from nni_bixnas.training.nni_reporting import NNIReporter, nni_tensorboard_dir, trial_out_dir
 from nni_bixnas.utils import seed_everything
 
 _log = logging.getLogger(__name__)
@@ -78,9 +75,7 @@ def train_and_report(
     for module in model.modules():
         if hasattr(module, "reset_parameters") and module is not model:
             module.reset_parameters()
-    if out_dir is None:
-        nni_output = os.environ.get("NNI_OUTPUT_DIR")
-        out_dir = str(Path(nni_output) / "run") if nni_output else tempfile.mkdtemp(prefix="bixnas-trial-")
+    out_dir = str(trial_out_dir(out_dir, "run"))
     result = fit(
         model,
         data,

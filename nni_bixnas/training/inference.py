@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from nni_bixnas._checks import positive_int
 from nni_bixnas.metrics import SegmentationMetrics
 from nni_bixnas.training.checkpoint import load_task
 from nni_bixnas.training.task import paint
@@ -64,8 +65,7 @@ def evaluate(
     """
     from nni_bixnas.data import build_eval_dataset
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    positive_int("batch_size", batch_size)
     task = load_task(checkpoint)
     dataset, info = build_eval_dataset(data_spec, resize=resize)
     if info.num_classes != task.num_classes:
@@ -152,7 +152,8 @@ def predict(
         mask = (classes * 255 if task.num_classes == 1 else classes).numpy().astype(np.uint8)
         rgb = image[:3] if image.shape[0] >= 3 else image[:1].expand(3, -1, -1)
         overlay = (paint(rgb, classes).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        entry = {"image": path, "mask": out_dir / f"{path.stem}_mask.png", "overlay": out_dir / f"{path.stem}_overlay.png"}
+        entry = {"image": path, "mask": out_dir / f"{path.stem}_mask.png",
+                 "overlay": out_dir / f"{path.stem}_overlay.png"}
         _save_png(mask, entry["mask"])
         _save_png(overlay, entry["overlay"])
         written.append(entry)

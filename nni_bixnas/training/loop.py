@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from nni_bixnas._checks import is_int, positive_int
 from nni_bixnas.training.callbacks import FiniteLossGuard, RunRecorder
 from nni_bixnas.training.checkpoint import AtomicCheckpointIO
 from nni_bixnas.training.task import SegmentationTask
@@ -50,7 +51,9 @@ def _data_module(data, seed: int, batch_size: Optional[int], data_kwargs: Mappin
             )
         return data
     if not isinstance(data, str):
-        raise ValueError(f"data must be a spec string (e.g. 'default', 'monuseg:PATH') or a LightningDataModule, got {data!r}")
+        raise ValueError(
+            f"data must be a spec string (e.g. 'default', 'monuseg:PATH') or a LightningDataModule, got {data!r}"
+        )
     from nni_bixnas.data import SegDataModule
 
     return SegDataModule(data=data, batch_size=2 if batch_size is None else batch_size, seed=seed, **data_kwargs)
@@ -71,7 +74,8 @@ def _describe_data(datamodule: pl.LightningDataModule) -> Dict[str, Any]:
     return {"class": type(datamodule).__qualname__}
 
 
-def _task(model_or_task, datamodule, lr: Optional[float], model_kwargs: Optional[Mapping[str, Any]]) -> SegmentationTask:
+def _task(model_or_task, datamodule, lr: Optional[float],
+          model_kwargs: Optional[Mapping[str, Any]]) -> SegmentationTask:
     if isinstance(model_or_task, SegmentationTask):
         if model_kwargs:
             raise ValueError("model_kwargs apply to a model name only, not to a SegmentationTask")
@@ -82,14 +86,16 @@ def _task(model_or_task, datamodule, lr: Optional[float], model_kwargs: Optional
     num_classes = int(getattr(info, "num_classes", 1))
     task_kwargs = {"num_classes": num_classes, "lr": 1e-3 if lr is None else lr}
     if isinstance(model_or_task, str):
-        kwargs = {"in_channels": int(getattr(info, "in_channels", 3)), "num_classes": num_classes, **(model_kwargs or {})}
+        kwargs = {"in_channels": int(getattr(info, "in_channels", 3)), "num_classes": num_classes,
+                  **(model_kwargs or {})}
         return SegmentationTask(model_or_task, model_kwargs=kwargs, **task_kwargs)
     if isinstance(model_or_task, nn.Module):
         if model_kwargs:
             raise ValueError("model_kwargs apply to a model name only, not to a model instance")
         return SegmentationTask(model_or_task, **task_kwargs)
     raise ValueError(
-        f"model_or_task must be a registry name, a torch.nn.Module or a SegmentationTask, got {type(model_or_task).__name__}"
+        "model_or_task must be a registry name, a torch.nn.Module or a SegmentationTask, "
+        f"got {type(model_or_task).__name__}"
     )
 
 
@@ -174,9 +180,8 @@ def fit(
     ValueError
         For bad arguments, or when ``out_dir`` holds a run with a different configuration.
     """
-    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
-        raise ValueError(f"max_epochs must be a positive int, got {max_epochs!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    positive_int("max_epochs", max_epochs)
+    if not is_int(seed):
         raise ValueError(f"seed must be an int, got {seed!r}")
     out_dir = Path(out_dir)
     datamodule = _data_module(data, seed, batch_size, data_kwargs)
@@ -203,7 +208,8 @@ def fit(
         "precision": precision or "32-true",
         "devices": devices if isinstance(devices, (int, str)) else list(devices),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
-        "versions": {"torch": torch.__version__, "pytorch_lightning": pl.__version__, "python": platform.python_version()},
+        "versions": {"torch": torch.__version__, "pytorch_lightning": pl.__version__,
+                     "python": platform.python_version()},
     }
     if isinstance(data, str) and config["batch_size"] is None:
         config["batch_size"] = 2
@@ -236,7 +242,8 @@ def fit(
         deterministic=deterministic,
     )
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+        warnings.filterwarnings("ignore",
+                                message=r"The number of training batches .* is smaller than the logging interval")
         trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     best = recorder.best_record
     return TrainResult(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Union
 
 import pytorch_lightning as pl
 import torch
@@ -16,6 +17,14 @@ _log = logging.getLogger(__name__)
 def in_nni_trial() -> bool:
     """Whether this process is an NNI trial (the training service sets ``NNI_PLATFORM``)."""
     return bool(os.environ.get("NNI_PLATFORM")) and bool(os.environ.get("NNI_OUTPUT_DIR"))
+
+
+def trial_out_dir(out_dir: Optional[Union[str, os.PathLike]], name: str) -> Path:
+    """``out_dir`` if given; else ``$NNI_OUTPUT_DIR/<name>`` in an NNI job; else a new temporary folder."""
+    if out_dir is not None:
+        return Path(out_dir)
+    nni_output = os.environ.get("NNI_OUTPUT_DIR")
+    return Path(nni_output) / name if nni_output else Path(tempfile.mkdtemp(prefix=f"bixnas-{name}-"))
 
 
 def nni_tensorboard_dir() -> Optional[Path]:

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 
+from nni_bixnas._checks import positive_int
 from nni_bixnas.metrics import SegmentationMetrics
 
 _log = logging.getLogger(__name__)
@@ -86,8 +87,7 @@ class SegmentationTask(pl.LightningModule):
         model_kwargs: Optional[Mapping[str, Any]] = None,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        positive_int("num_classes", num_classes)
         if not isinstance(lr, (int, float)) or not lr > 0:
             raise ValueError(f"lr must be a positive number, got {lr!r}")
         if not isinstance(lr_decay, (int, float)) or lr_decay < 0:

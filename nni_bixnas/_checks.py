@@ -1,0 +1,74 @@
+"""The validators every constructor shares: each raises one ``ValueError`` naming the option, the value
+and what was expected (MONAI-style checks in ``__init__``), and returns the value in its canonical type."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Iterable, List, Mapping, Optional, Sequence
+
+__all__ = ["positive_int", "non_negative_int", "optional_int", "positive_ints", "positive_number",
+           "non_negative_number", "one_of", "optional_path", "known_keys", "is_int"]
+
+
+def is_int(value: Any) -> bool:
+    """``True`` for an ``int`` that is not a ``bool``."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_int(name: str, value: Any) -> int:
+    if not is_int(value) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def non_negative_int(name: str, value: Any) -> int:
+    if not is_int(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return int(value)
+
+
+def optional_int(name: str, value: Any) -> Optional[int]:
+    if value is not None and not is_int(value):
+        raise ValueError(f"{name} must be an int or None, got {value!r}")
+    return value
+
+
+def positive_ints(name: str, value: Any, length: Optional[int] = None, what: str = "positive ints") -> List[int]:
+    """A sequence of positive ints (of ``length`` items when given)."""
+    if (not isinstance(value, (tuple, list)) or (length is not None and len(value) != length)
+            or not all(is_int(v) and v >= 1 for v in value)):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return [int(v) for v in value]
+
+
+def positive_number(name: str, value: Any, what: str = "") -> float:
+    """A finite number > 0; ``what`` (e.g. ``' (Gumbel-softmax temperature)'``) follows the name."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}{what} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def non_negative_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+def one_of(name: str, value: Any, options: Sequence[Any]) -> Any:
+    if value not in options:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, options))}")
+    return value
+
+
+def optional_path(name: str, value: Any, what: str = "a path") -> Optional[str]:
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{name} must be {what} or None, got {value!r}")
+    return None if value is None else str(value)
+
+
+def known_keys(what: str, given: Mapping[str, Any] | Iterable[str], known: Sequence[str]) -> None:
+    """Every key of ``given`` is in ``known``, else one error listing the unknown ones and the known ones."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} {', '.join(unknown)}; expected some of {', '.join(known)}")
