@@ -12,9 +12,9 @@ labelled ``x_{i}_{j}``:
 Choices of column ``j`` have ``stage = j`` and ``level = i``. The network's output is a 1x1
 convolution of ``X[0, depth]``; nodes the chosen skips never reach are not computed.
 
-It implements the head/tail protocol of the Phase 2 strategy (``set_active``, ``forward_head``,
-``forward_tail``, ``freeze``, keyword-only constructor), so both phases run on it unchanged; see
-``examples/search_second_space.py``.
+It implements the Phase 2 head/tail protocol (:class:`~nni_bixnas.space.Phase2Supernet`; ``set_active`` comes
+from :class:`~nni_bixnas.space.SkipSpaceMixin`), ``freeze`` and a keyword-only constructor, so both phases
+run on it unchanged; see ``examples/search_second_space.py``.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.space import model_context
 
-from nni_bixnas.space import SkipChoice
+from nni_bixnas.space import SkipChoice, SkipSpaceMixin
 
 __all__ = ["NestedSkipNet", "NestedFeatures"]
 
@@ -72,7 +71,7 @@ class NestedFeatures:
         return dict(zip(self.nodes, self.tensors))
 
 
-class NestedSkipNet(ModelSpace):
+class NestedSkipNet(SkipSpaceMixin, ModelSpace):
     """UNet++-style nested-skip segmentation space whose decoder nodes choose their incoming skips.
 
     Parameters
@@ -103,13 +102,16 @@ class NestedSkipNet(ModelSpace):
         candidates: Optional[Mapping[str, Sequence[int]]] = None,
     ) -> None:
         super().__init__()
-        for name, value in [("in_channels", in_channels), ("num_classes", num_classes), ("width", width), ("depth", depth)]:
+        sizes = [("in_channels", in_channels), ("num_classes", num_classes), ("width", width), ("depth", depth)]
+        for name, value in sizes:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         labels = [self.label_of(i, j) for j in range(1, depth + 1) for i in range(depth + 1 - j)]
         unknown = sorted(set(candidates or {}) - set(labels))
         if unknown:
-            raise ValueError(f"candidates name unknown choice(s) {', '.join(unknown)}; this space has {', '.join(labels)}")
+            raise ValueError(
+                f"candidates name unknown choice(s) {', '.join(unknown)}; this space has {', '.join(labels)}"
+            )
         self.in_channels, self.num_classes, self.width, self.depth = in_channels, num_classes, width, depth
         self.encoders = nn.ModuleList([conv_pair(in_channels if i == 0 else width, width) for i in range(depth + 1)])
         self.fusions = nn.ModuleDict()
@@ -117,7 +119,8 @@ class NestedSkipNet(ModelSpace):
         for label in labels:
             i, j = self.node_of(label)
             self.fusions[label] = SkipChoice(
-                j + 1, max_k, candidates=None if candidates is None else candidates.get(label), stage=j, level=i, label=label
+                j + 1, max_k, candidates=None if candidates is None else candidates.get(label),
+                stage=j, level=i, label=label,
             )
             self.blocks[label] = conv_pair(width, width)
         self.head = nn.Conv2d(width, num_classes, 1)
@@ -137,21 +140,9 @@ class NestedSkipNet(ModelSpace):
         """Number of columns, the encoder included (``forward_head`` takes a stage in ``0..n_stages``)."""
         return self.depth + 1
 
-    def skip_choices(self) -> Dict[str, SkipChoice]:
-        """The :class:`SkipChoice` modules by label (empty once frozen)."""
-        return {label: f for label, f in self.fusions.items() if isinstance(f, SkipChoice)}
-
-    def current_choices(self) -> Dict[str, List[int]]:
-        """What every node reads in the next forward (``chosen`` of its fusion module)."""
-        return {label: list(fusion.chosen) for label, fusion in self.fusions.items()}
-
-    def set_active(self, sample: Optional[Mapping[str, Sequence[int]]]) -> None:
-        """Make the supernet run ``sample``; ``None`` restores the defaults. Labels not given keep their value."""
-        for label, choice in self.skip_choices().items():
-            if sample is None:
-                choice.active = None
-            elif label in sample:
-                choice.active = sorted(int(i) for i in sample[label])
+    def fusion_modules(self) -> Dict[str, nn.Module]:
+        """Every node's fusion module by label (a :class:`SkipChoice`, or a ``SkipFusion`` once frozen)."""
+        return dict(self.fusions.items())
 
     def freeze(self, sample: Mapping[str, Sequence[int]]) -> "NestedSkipNet":
         """The fixed network of ``sample`` (every choice a plain fusion), with this space's weights."""
@@ -187,9 +178,13 @@ class NestedSkipNet(ModelSpace):
     def check_input(self, x: torch.Tensor) -> None:
         factor = 2 ** self.depth
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected a (batch, {self.in_channels}, height, width) tensor, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"expected a (batch, {self.in_channels}, height, width) tensor, got shape {tuple(x.shape)}"
+            )
         if x.shape[-2] % factor or x.shape[-1] % factor:
-            raise ValueError(f"input size {tuple(x.shape[-2:])} is not divisible by {factor} (2 ** depth with depth={self.depth})")
+            raise ValueError(
+                f"input size {tuple(x.shape[-2:])} is not divisible by {factor} (2 ** depth with depth={self.depth})"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

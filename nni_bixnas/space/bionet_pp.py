@@ -15,18 +15,22 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.space import current_model
 
-from .gene import Gene, block_label, block_labels, live_blocks, parse_label
-from .mutables import SkipChoice, SkipFusion, SkipSubset
+from .gene import Gene, block_labels, live_blocks, parse_label
+from .mutables import SkipChoice, SkipFusion
+from .skip_space import SkipSpaceMixin
 
 __all__ = ["BiONetPlusPlus", "StageFeatures"]
 
 
 def conv_bn_relu(c_in: int, c_out: int, bn_momentum: float) -> List[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out, momentum=bn_momentum), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out, momentum=bn_momentum),
+        nn.ReLU(inplace=True),
+    ]
 
 
 class Block(nn.Module):
@@ -74,7 +78,7 @@ class StageFeatures:
     input_size: Tuple[int, int]
 
 
-class BiONetPlusPlus(ModelSpace):
+class BiONetPlusPlus(SkipSpaceMixin, ModelSpace):
     """The BiO-Net++ model space; with ``gene`` given, a fixed network (e.g. BiX-Net).
 
     Every block of iterations >= 1, and every decoder of iteration 0, picks a non-empty subset of its
@@ -137,7 +141,10 @@ class BiONetPlusPlus(ModelSpace):
         if isinstance(gene, str):
             gene = Gene.parse(gene, iterations, levels)
         if gene is not None and (gene.iterations, gene.levels) != (iterations, levels):
-            raise ValueError(f"gene is for iterations={gene.iterations}, levels={gene.levels}; the network has {iterations}, {levels}")
+            raise ValueError(
+                f"gene is for iterations={gene.iterations}, levels={gene.levels}; "
+                f"the network has {iterations}, {levels}"
+            )
         if candidates is not None:
             unknown = sorted(set(candidates) - set(block_labels(iterations, levels)[levels:]))
             if unknown:
@@ -189,18 +196,16 @@ class BiONetPlusPlus(ModelSpace):
         """True if built from a gene (no mutables)."""
         return self.gene is not None
 
-    def skip_choices(self) -> Dict[str, SkipChoice]:
-        """The searchable blocks' :class:`SkipChoice` modules, by label (empty for a fixed network)."""
-        return {label: block.fusion for label, block in self.blocks.items() if isinstance(block.fusion, SkipChoice)}
+    def fusion_modules(self) -> Dict[str, Optional[nn.Module]]:
+        """Every block's fusion module by label (``None`` for a block a gene never reaches)."""
+        return {
+            label: self.blocks[label].fusion if label in self.blocks else None
+            for label in block_labels(self.iterations, self.levels)
+        }
 
-    def current_choices(self) -> Dict[str, List[int]]:
-        """What every built block reads in the next forward (``chosen`` of its fusion module)."""
-        out = {}
-        for label in block_labels(self.iterations, self.levels):
-            block = self.blocks[label] if label in self.blocks else None
-            chosen = getattr(block.fusion, "chosen", None) if block is not None else None
-            out[label] = list(range(self.n_inputs)) if chosen is None else list(chosen)
-        return out
+    def fallback_choice(self, label: str) -> List[int]:
+        """A block that is not built is reported as reading all its ``N`` inputs."""
+        return list(range(self.n_inputs))
 
     def effective_sample(self, sample: Mapping[str, Sequence[int]]) -> Dict[str, List[int]]:
         """The part of ``sample`` that the network computes: the choices of the blocks that reach the
@@ -210,18 +215,6 @@ class BiONetPlusPlus(ModelSpace):
         choices.update({label: tuple(int(i) for i in v) for label, v in sample.items() if label in choices})
         live = live_blocks(choices, self.iterations, self.levels)
         return {label: sorted(int(i) for i in v) for label, v in sample.items() if label in live}
-
-    def set_active(self, sample: Optional[Mapping[str, Sequence[int]]]) -> None:
-        """Make the supernet run ``sample`` (``{label: indices}``); ``None`` restores the defaults.
-
-        Used by Phase 2 to run one tail after another on shared weights. Labels not in ``sample`` keep
-        their current value.
-        """
-        for label, choice in self.skip_choices().items():
-            if sample is None:
-                choice.active = None
-            elif label in sample:
-                choice.active = sorted(int(i) for i in sample[label])
 
     def freeze(self, sample: Mapping[str, Sequence[int]]) -> "BiONetPlusPlus":
         """The fixed network of ``sample``, with this space's weights copied where they exist."""
@@ -246,7 +239,8 @@ class BiONetPlusPlus(ModelSpace):
         factor = 2 ** (self.levels + 1)
         if x.shape[-2] % factor or x.shape[-1] % factor:
             raise ValueError(
-                f"input size {tuple(x.shape[-2:])} is not divisible by {factor} (2 ** (levels + 1) with levels={self.levels}); "
+                f"input size {tuple(x.shape[-2:])} is not divisible by {factor} "
+                f"(2 ** (levels + 1) with levels={self.levels}); "
                 f"crop or pad to a multiple of {factor}"
             )
 
