@@ -67,15 +67,17 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         phase2 = ProgressiveEvolution(candidates=phase1.candidates, samples=args.samples, epochs=args.epochs,
                                       inherit_weights=inherit, lr_per_member=False, keep_sequential_last=True,
-                                      macs_input_size=(512, 512), seed=args.seed, out_dir=str(work / f"inherit_{inherit}"))
+                                      macs_input_size=(512, 512), seed=args.seed,
+                                      out_dir=str(work / f"inherit_{inherit}"))
         phase2(space(), SequentialExecutionEngine())
         search_s = time.perf_counter() - t0
         gene = Gene.from_sample(phase2.final_samples[0])
         macs = count_complexity(create_model("bixnet", gene=gene, **kwargs)).macs
         ious = [train_and_report(create_model("bixnet", gene=gene, **kwargs), max_epochs=args.retrain_epochs, seed=s,
-                                 out_dir=str(work / f"retrain_{inherit}_{s}"), **training)["default"] for s in args.seeds]
-        stages = [(h["stage"], max(m["iou"] for m in h["population"]), statistics.mean(m["iou"] for m in h["population"]))
-                  for h in phase2.history]
+                                 out_dir=str(work / f"retrain_{inherit}_{s}"), **training)["default"]
+                for s in args.seeds]
+        stages = [(h.stage, max(m.iou for m in h.population), statistics.mean(m.iou for m in h.population))
+                  for h in phase2.history if h.population]
         rows.append((inherit, stages, macs, ious, search_s))
 
     dense = count_complexity(create_model("bionet_pp", **kwargs)).macs
@@ -96,9 +98,10 @@ def main(argv=None) -> int:
     for inherit, stages, macs, ious, search_s in rows:
         per_stage = ", ".join(f"{t}: {best:.3f} / {mean:.3f}" for t, best, mean in stages)
         std = statistics.stdev(ious) if len(ious) > 1 else 0.0
-        lines.append(f"| {'inherited' if inherit else 'fresh (authors)'} | {per_stage} | {search_s:.0f} | {macs / 1e9:.3f} "
-                     f"| {statistics.mean(ious):.4f} ± {std:.4f} |")
-    lines += ["", "Shared-weight IoUs of different stages come from different SuperNets; compare rows, not columns.", ""]
+        lines.append(f"| {'inherited' if inherit else 'fresh (authors)'} | {per_stage} | {search_s:.0f} | "
+                     f"{macs / 1e9:.3f} | {statistics.mean(ious):.4f} ± {std:.4f} |")
+    lines += ["", "Shared-weight IoUs of different stages come from different SuperNets; compare rows, not columns.",
+              ""]
     with atomic_write(args.out) as f:
         f.write("\n".join(lines))
     print("\n".join(lines))

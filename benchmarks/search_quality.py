@@ -47,8 +47,9 @@ Ranking fidelity
     Phase 2's first stage (stage 5) population of the BiX-NAS run is trained again with
     ``phase2_stage_unit`` in ``mode='fair'`` (the BiX-NAS run's own stage, reused: same arguments, same
     run folder) and ``mode='naive'``, both from fresh weights (with ``--inherit-weights`` the search's own
-    stage started from Phase 1's weights instead; its own scores are compared in a separate line). Each trained SuperNet (final weights) scores every member on the
-    validation set with ``member_bn='batch'`` and ``'recalibrate'`` (8 training batches of epoch 0 of
+    stage started from Phase 1's weights instead; its own scores are compared in a separate line). Each
+    trained SuperNet (final weights) scores every member on the validation set with ``member_bn='batch'``
+    and ``'recalibrate'`` (8 training batches of epoch 0 of
     ``SegDataModule(data, batch_size=4, patch_size=P, split_seed=0, seed=0)``); every member is
     retrained standalone (seed 0). Kendall's tau (``scipy.stats.kendalltau``) between shared-weight and
     standalone IoU, for the 4 combinations.
@@ -110,8 +111,9 @@ from nni_bixnas.space import BiONetPlusPlus, Gene, published_gene  # noqa: E402
 from nni_bixnas.strategy import BiXNAS  # noqa: E402
 from nni_bixnas.strategy.bixnas import STATE_FILE  # noqa: E402
 from nni_bixnas.strategy.fair_step import evaluate_members, recalibrated_statistics  # noqa: E402
-from nni_bixnas.strategy.progressive_evolution import phase2_stage_unit  # noqa: E402
-from nni_bixnas.strategy.units import add_unit_listener, narrow_space, space_reference  # noqa: E402
+from nni_bixnas.strategy.runner import add_unit_listener  # noqa: E402
+from nni_bixnas.strategy.spaces import narrow_space, space_reference  # noqa: E402
+from nni_bixnas.strategy.units import phase2_stage_unit  # noqa: E402
 from nni_bixnas.training import make_evaluator, train_and_report  # noqa: E402
 from nni_bixnas.utils import atomic_write  # noqa: E402
 
@@ -156,11 +158,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         key = name.replace("-", "_")
         p.add_argument(f"--{name}", type=int, default=None, help=f"{help_} " + sizes % (FULL[key], QUICK[key]))
     p.add_argument("--re-budget", type=float, default=None,
-                   help="RegularizedEvolution wall budget in s " + sizes % ("B = BiX-NAS search wall s", QUICK["re_budget"]))
+                   help="RegularizedEvolution wall budget in s "
+                   + sizes % ("B = BiX-NAS search wall s", QUICK["re_budget"]))
     p.add_argument("--member-bn", default="batch", choices=["batch", "running", "recalibrate"],
                    help="Phase 2 member_bn of the BiX-NAS search (default batch)")
     p.add_argument("--inherit-weights", action="store_true",
-                   help="Phase 2 stages start from the previous stage's SuperNet (default: fresh weights, the authors')")
+                   help="Phase 2 stages start from the previous stage's SuperNet "
+                   "(default: fresh weights, the authors')")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the searches and of the random draws (default 0)")
     p.add_argument("--work", default=None, help=f"cache and run folders (default {DEFAULT_WORK})")
@@ -391,7 +395,8 @@ def search_dir(s) -> Path:
 
 
 def bixnas_space(s) -> RawFormatModelSpace:
-    return RawFormatModelSpace.from_model(BiONetPlusPlus(width=s.width, stem_width=s.width), make_evaluator(**recipe(s)))
+    return RawFormatModelSpace.from_model(BiONetPlusPlus(width=s.width, stem_width=s.width),
+                                          make_evaluator(**recipe(s)))
 
 
 def phase2_kwargs(s) -> Dict[str, Any]:
@@ -450,7 +455,8 @@ def bixnas_retrain(s, units: Units, search: Dict[str, Any]) -> Dict[str, Any]:
     if not (out / STATE_FILE).is_file():
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(search_dir(s) / STATE_FILE, out / STATE_FILE)
-    result = run_chain(s, bixnas_strategy(s, out, retrain_kwargs(s)), lambda label: units.log(f"  bixnas unit: {label}"))
+    result = run_chain(s, bixnas_strategy(s, out, retrain_kwargs(s)),
+                       lambda label: units.log(f"  bixnas unit: {label}"))
     if result["genes"][0] != search["gene"]:
         raise RuntimeError(f"the resumed chain in {out} retrained another gene than the search found")
     return {"retrained": result["retrained"], "gene": search["gene"], "retrain": retrain_kwargs(s), "out_dir": str(out)}
@@ -472,7 +478,8 @@ def random_sample(space: BiONetPlusPlus, seed: int, draw: int) -> Dict[str, List
 def screened_macs(gene_text: str) -> int:
     """MACs at width 48 and 512 x 512, counted at 64 x 64 and scaled by 64 (exact: see the check below)."""
     model = create_model("bixnet", gene=gene_text, width=PAPER_WIDTH, stem_width=PAPER_STEM)
-    return count_complexity(model, input_size=(MACS_SCREEN_SIZE, MACS_SCREEN_SIZE)).macs * (512 // MACS_SCREEN_SIZE) ** 2
+    macs = count_complexity(model, input_size=(MACS_SCREEN_SIZE, MACS_SCREEN_SIZE)).macs
+    return macs * (512 // MACS_SCREEN_SIZE) ** 2
 
 
 def check_scaling(gene_text: str, screened: int) -> None:
@@ -515,7 +522,8 @@ def random_groups(s, draws: Dict[str, Any]) -> Dict[str, List[Dict[str, Any]]]:
 
 # ----- RegularizedEvolution ---------------------------------------------------------------------------
 def re_key(s, budget: float) -> str:
-    return f"re-search-{digest(s.data, s.width, s.re_epochs, budget, s.seed, s.patch_size, RE_POPULATION, RE_SAMPLE, RE_MUTATION)}"
+    key = digest(s.data, s.width, s.re_epochs, budget, s.seed, s.patch_size, RE_POPULATION, RE_SAMPLE, RE_MUTATION)
+    return f"re-search-{key}"
 
 
 def re_budget(s, search: Dict[str, Any]) -> float:
@@ -766,8 +774,9 @@ class Report:
         ious = [f["final"]["default"] for f in finals if f]
         p = num(p_value("welch", bix, dict(enumerate(ious))), 3)
         best = f"; max {max(ious):.4f}" if ious else ""
-        self.summary.setdefault("arms", {})[name] = {"iou": ious, "macs48": [r["macs48"] for r in rows], "test": "welch",
-                                                    "genes": len(rows), "complete": len(ious) == len(rows)}
+        self.summary.setdefault("arms", {})[name] = {"iou": ious, "macs48": [r["macs48"] for r in rows],
+                                                    "test": "welch", "genes": len(rows),
+                                                    "complete": len(ious) == len(rows)}
         small = span([f["final"]["macs"] for f in finals if f]) if len(ious) == len(rows) else "pending"
         return (f"| {name} | {len(rows)} random genes | {len(ious)}/{len(rows)} genes (seed 0) | GMACs {small} "
                 f"| GMACs {span([r['macs48'] for r in rows])} | {mean_std(ious)}{best} "
@@ -810,7 +819,8 @@ class Report:
     def re_row(self, search, bix) -> str:
         evolution = self.evolution(search)
         if evolution is None:
-            return f"| RegularizedEvolution (best trial) | pending | | | | | | {test_name('paired')} | | pending | pending |"
+            return (f"| RegularizedEvolution (best trial) | pending | | | | | | {test_name('paired')} "
+                    "| | pending | pending |")
         unit = evolution["unit"]
         spec = gene_spec(self.s, evolution["best"]["gene"])
         return self.arm_row("RegularizedEvolution (best trial)", f"best of {len(evolution['trials'])} trials", spec,
@@ -827,7 +837,8 @@ class Report:
                  f"{draws['target_macs48'] / 1e9:.3f} GMACs at width 48; MACs-matched = within "
                  f"±{draws['tolerance'] * 100:.0f} %: {'reached' if draws['reached'] else 'NOT reached'} "
                  f"({len(groups['matched'])} of {self.s.random}). A gene in both groups is trained once.", "",
-                 f"| group | draw | gene id | GMACs @W={self.s.width} | GMACs @48 | ratio to BiX-NAS @48 | val IoU | val Dice |",
+                 f"| group | draw | gene id | GMACs @W={self.s.width} | GMACs @48 | ratio to BiX-NAS @48 "
+                 "| val IoU | val Dice |",
                  "|---|---:|---|---:|---:|---:|---:|---:|"]
         for group, rows in groups.items():
             for r in rows:
@@ -847,8 +858,9 @@ class Report:
                  f"Search budget B = {t['wall_s']:.1f} s wall, {t['cpu_s']:.1f} s CPU (`time.perf_counter` / "
                  f"`time.process_time` of this process, from the chain's start to its end, {t['attempts']} attempt(s); "
                  "per unit from one `add_unit_listener` mark to the next).", "",
-                 f"Phase 1 best val IoU (selection-matrix SuperNet): {num(search['phase1_iou'])}. Candidates per block: "
-                 f"{sum(len(v) for v in search['candidates'].values())} inputs over {len(search['candidates'])} blocks.", "",
+                 f"Phase 1 best val IoU (selection-matrix SuperNet): {num(search['phase1_iou'])}. "
+                 f"Candidates per block: {sum(len(v) for v in search['candidates'].values())} inputs over "
+                 f"{len(search['candidates'])} blocks.", "",
                  "| unit | members | kept | best / mean member IoU (shared weights) | wall s | CPU s |",
                  "|---|---:|---:|---:|---:|---:|"]
         by_unit = {u["unit"]: u for u in t["units"]}
@@ -866,13 +878,13 @@ class Report:
             return []
         ious = [t["iou"] for t in evolution["trials"] if isinstance(t["iou"], (int, float))]
         return ["## RegularizedEvolution", "",
-                f"Budget {evolution['budget_s']:.1f} s; the engine counted {evolution['engine_trial_s']:.1f} s of trials "
-                f"(the trial running when the budget passed finished); {len(evolution['trials'])} trials of "
+                f"Budget {evolution['budget_s']:.1f} s; the engine counted {evolution['engine_trial_s']:.1f} s "
+                f"of trials (the trial running when the budget passed finished); {len(evolution['trials'])} trials of "
                 f"{evolution['trial_epochs']} epoch(s), population {evolution['population_size']}, sample "
-                f"{evolution['sample_size']}, mutation {evolution['mutation_prob']}, seed {evolution['seed']}; trial IoU "
-                f"max {max(ious):.4f}, mean {statistics.mean(ious):.4f}. Best trial gene id "
-                f"{digest(evolution['best']['gene'])}, retrained with seeds {SEEDS}. The number of trials depends on the "
-                "machine's speed and load (a wall budget), so this arm is not bit-reproducible.", ""]
+                f"{evolution['sample_size']}, mutation {evolution['mutation_prob']}, seed {evolution['seed']}; "
+                f"trial IoU max {max(ious):.4f}, mean {statistics.mean(ious):.4f}. Best trial gene id "
+                f"{digest(evolution['best']['gene'])}, retrained with seeds {SEEDS}. The number of trials depends "
+                "on the machine's speed and load (a wall budget), so this arm is not bit-reproducible.", ""]
 
     def fidelity_table(self, search) -> List[str]:
         lines = ["## Supernet ranking fidelity", ""]
@@ -910,7 +922,8 @@ class Report:
         for i, member in enumerate(population):
             cells = [num(scores[c]["iou"][i]) if scores[c] else "pending" for c in
                      [("fair", "batch"), ("fair", "recalibrate"), ("naive", "batch"), ("naive", "recalibrate")]]
-            lines.append(f"| {i} | {member['macs'] / 1e9:.3f} | {num(alone[i])} | {' | '.join(cells)} | {member['iou']:.4f} |")
+            lines.append(f"| {i} | {member['macs'] / 1e9:.3f} | {num(alone[i])} | {' | '.join(cells)} "
+                         f"| {member['iou']:.4f} |")
         return lines + [""]
 
     def tau_rows(self, alone, scores, searched: List[float]) -> List[str]:
@@ -959,7 +972,8 @@ class Report:
     def header(self) -> List[str]:
         s = self.s
         status = ("**Run complete.**" if not self.pending else
-                  f"**Partial run**: {len(self.pending)} unit(s) pending (rows say 'pending'); rerun the command to continue.")
+                  f"**Partial run**: {len(self.pending)} unit(s) pending (rows say 'pending'); "
+                  "rerun the command to continue.")
         return ["# Search quality: BiX-NAS vs chance", "", status, "",
                 f"- command: `{self.command}`",
                 f"- date: started {self.started}, this file written {now()}",
@@ -967,17 +981,21 @@ class Report:
                 f"{torch.get_num_threads()} thread(s) (`--threads {s.threads}`), Python {platform.python_version()}; "
                 f"load average (1/5/15 min) {self.start_load} at this invocation's start, {load_average()} now "
                 "(the machine may be shared: wall times grow with its load)",
-                f"- cost: finished units took {self.unit_seconds('wall_s'):.0f} s wall, {self.unit_seconds('cpu_s'):.0f} s CPU "
-                "in all (summed over units and invocations)",
-                f"- data `{s.data}`, split_seed {SPLIT_SEED}, val_fraction {VAL_FRACTION} (by tile), full validation patches",
-                f"- recipe (every retraining): `train_and_report(model, max_epochs={s.epochs}, batch_size={BATCH_SIZE}, "
-                f"patch_size={s.patch_size}, split_seed={SPLIT_SEED}, lr={LR}, seed=s)`; width W = {s.width} (stem {s.width})",
-                f"- BiX-NAS: Phase 1 {s.phase1_epochs} epochs; Phase 2 {phase2_kwargs(s)}; retraining seeds {SEEDS}; seed {s.seed}",
-                f"- random genes: {s.random} per group, seed 0 retraining; RegularizedEvolution: population {RE_POPULATION}, "
+                f"- cost: finished units took {self.unit_seconds('wall_s'):.0f} s wall, "
+                f"{self.unit_seconds('cpu_s'):.0f} s CPU in all (summed over units and invocations)",
+                f"- data `{s.data}`, split_seed {SPLIT_SEED}, val_fraction {VAL_FRACTION} (by tile), "
+                "full validation patches",
+                f"- recipe (every retraining): `train_and_report(model, max_epochs={s.epochs}, "
+                f"batch_size={BATCH_SIZE}, patch_size={s.patch_size}, split_seed={SPLIT_SEED}, lr={LR}, seed=s)`; "
+                f"width W = {s.width} (stem {s.width})",
+                f"- BiX-NAS: Phase 1 {s.phase1_epochs} epochs; Phase 2 {phase2_kwargs(s)}; "
+                f"retraining seeds {SEEDS}; seed {s.seed}",
+                f"- random genes: {s.random} per group, seed 0 retraining; "
+                f"RegularizedEvolution: population {RE_POPULATION}, "
                 f"sample {RE_SAMPLE}, mutation {RE_MUTATION}, trial epochs {s.re_epochs}, budget "
                 f"{'B (BiX-NAS search wall s)' if s.re_budget is None else f'{s.re_budget:g} s'}"
                 f"{' — `--quick` smoke sizes, not a result' if s.quick else ''}",
-                f"- tests: 3-seed arms paired two-sided t-test by seed (`ttest_rel`) vs BiX-NAS; random groups Welch's "
+                "- tests: 3-seed arms paired two-sided t-test by seed (`ttest_rel`) vs BiX-NAS; random groups Welch's "
                 "two-sided t-test (`ttest_ind(equal_var=False)`) of BiX-NAS's 3 values vs the group's", ""]
 
     def unit_seconds(self, kind: str) -> float:

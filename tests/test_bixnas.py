@@ -11,9 +11,9 @@ from nni.nas.execution import SequentialExecutionEngine
 from nni.nas.space import RawFormatModelSpace
 
 from nni_bixnas.space import BiONetPlusPlus, Gene
-from nni_bixnas.strategy import bixnas as bixnas_module
-from nni_bixnas.strategy import progressive_evolution
+from nni_bixnas.strategy import units
 from nni_bixnas.strategy.bixnas import BiXNAS
+from nni_bixnas.strategy.runner import UnitRunner
 from nni_bixnas.training import train_and_report
 
 DATA = "default:n=6,size=64"
@@ -30,27 +30,27 @@ def space():
 @pytest.fixture
 def count_units(monkeypatch):
     calls = []
-    real_run = bixnas_module.UnitRunner.run
+    real_run = UnitRunner.run
 
     def run(self, function, sample, **kwargs):
         calls.append((function.__name__, kwargs.get("stage")))
         return real_run(self, function, sample, **kwargs)
 
-    monkeypatch.setattr(bixnas_module.UnitRunner, "run", run)
+    monkeypatch.setattr(UnitRunner, "run", run)
     return calls
 
 
 @pytest.mark.slow
 def test_chain_runs_and_resumes_after_a_phase2_stage(tmp_path, monkeypatch, count_units):
-    real_stage = progressive_evolution.phase2_stage_unit
+    real_stage = units.phase2_stage_unit
 
     def crash_on_stage_3(model, **kwargs):
         if kwargs["stage"] == 3:
             raise RuntimeError("simulated crash in stage 3")
         return real_stage(model, **kwargs)
 
-    monkeypatch.setattr(progressive_evolution, "phase2_stage_unit", crash_on_stage_3)
-    with pytest.raises(Exception):
+    monkeypatch.setattr(units, "phase2_stage_unit", crash_on_stage_3)
+    with pytest.raises(RuntimeError, match="simulated crash in stage 3"):
         BiXNAS(**KW, out_dir=str(tmp_path), seed=0)(space(), SequentialExecutionEngine())
     first = [name for name, _ in count_units]
     assert first.count("selection_matrix_unit") == 1
@@ -59,12 +59,13 @@ def test_chain_runs_and_resumes_after_a_phase2_stage(tmp_path, monkeypatch, coun
     assert (tmp_path / "bixnas_state.pt").is_file()
 
     count_units.clear()
-    monkeypatch.setattr(progressive_evolution, "phase2_stage_unit", real_stage)
+    monkeypatch.setattr(units, "phase2_stage_unit", real_stage)
     strategy = BiXNAS(**KW, out_dir=str(tmp_path), seed=0)
     strategy(space(), SequentialExecutionEngine())
     resumed = [(name, stage) for name, stage in count_units]
     # Phase 1 and stages 5, 4 are not recomputed: the run continues at stage 3.
-    assert resumed == [("phase2_stage_unit", 3), ("phase2_stage_unit", 2), ("phase2_stage_unit", 1), ("retrain_unit", None)]
+    assert resumed == [("phase2_stage_unit", 3), ("phase2_stage_unit", 2), ("phase2_stage_unit", 1),
+                       ("retrain_unit", None)]
 
     result = json.loads((tmp_path / "result.json").read_text())
     assert [h["stage"] for h in result["phase2_history"]] == [5, 4, 3, 2, 1]
@@ -74,7 +75,10 @@ def test_chain_runs_and_resumes_after_a_phase2_stage(tmp_path, monkeypatch, coun
     for label, chosen in gene.to_sample().items():
         assert set(chosen) <= set(strategy.phase1.candidates[label]), label
     assert len(strategy.retrained) == 1 and (tmp_path / "retrain" / "seed_0" / "checkpoints" / "best.ckpt").is_file()
-    assert strategy.list_models()[0].sample == strategy.phase2.final_samples[0]
+    models = list(strategy.list_models())
+    assert models[0].sample == strategy.phase2.final_samples[0]
+    assert [m.metric for m in models] == sorted(m.metric for m in models)[::-1]
+    assert len(list(strategy.list_models(limit=1))) == 1
 
 
 def test_bad_arguments_fail_before_training():
@@ -137,13 +141,13 @@ def test_every_unit_validates_on_the_same_split(tmp_path):
 @pytest.mark.slow
 def test_inherited_phase2_starts_from_phase1_weights(tmp_path, count_units, monkeypatch):
     seen = []
-    real_stage = progressive_evolution.phase2_stage_unit
+    real_stage = units.phase2_stage_unit
 
     def record(model, **kwargs):
         seen.append(kwargs["init_weights"])
         return real_stage(model, **kwargs)
 
-    monkeypatch.setattr(progressive_evolution, "phase2_stage_unit", record)
+    monkeypatch.setattr(units, "phase2_stage_unit", record)
     kw = {**KW, "phase2": {**KW["phase2"], "inherit_weights": True}, "retrain": None}
     strategy = BiXNAS(**kw, out_dir=str(tmp_path), seed=0)
     strategy(space(), SequentialExecutionEngine())
@@ -157,24 +161,22 @@ def test_inherited_phase2_starts_from_phase1_weights(tmp_path, count_units, monk
 def test_seedless_chain_resumed_mid_phase1_continues_phase1(tmp_path, monkeypatch):
     """BiXNAS(seed=None) draws its phase seeds at random; a resume must take them from the saved state,
     or the interrupted Phase 1 run would be restarted (or refused) under another seed."""
-    from nni_bixnas.strategy import selection_matrix
-
-    real_unit = selection_matrix.selection_matrix_unit
+    real_unit = units.selection_matrix_unit
 
     def crash_after_one_epoch(model, **kwargs):
         real_unit(model, **{**kwargs, "epochs": 1})
         raise RuntimeError("simulated crash in Phase 1")
 
     kw = dict(phase1={"epochs": 2}, phase2={"samples": 2, "epochs": 1, "macs_input_size": (64, 64)}, retrain=None)
-    monkeypatch.setattr(selection_matrix, "selection_matrix_unit", crash_after_one_epoch)
+    monkeypatch.setattr(units, "selection_matrix_unit", crash_after_one_epoch)
     first = BiXNAS(**kw, out_dir=str(tmp_path), seed=None)
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match="simulated crash in Phase 1"):
         first(space(), SequentialExecutionEngine())
     run = json.loads((tmp_path / "phase1" / "run.json").read_text())
     history = json.loads((tmp_path / "phase1" / "history.json").read_text())
     assert run["seed"] == first._phase_seeds[0] and len(history["history"]) == 1
 
-    monkeypatch.setattr(selection_matrix, "selection_matrix_unit", real_unit)
+    monkeypatch.setattr(units, "selection_matrix_unit", real_unit)
     for _ in range(3):  # a fresh seed=None draw would differ from the saved one
         resumed = BiXNAS(**kw, out_dir=str(tmp_path), seed=None)
         if resumed._phase_seeds != first._phase_seeds:

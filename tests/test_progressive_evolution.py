@@ -7,7 +7,6 @@ import logging
 import pytest
 import torch
 import torch.nn as nn
-
 from nni.mutable import Categorical
 from nni.nas.evaluator import FunctionalEvaluator
 from nni.nas.execution import SequentialExecutionEngine
@@ -15,14 +14,14 @@ from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.space import RawFormatModelSpace
 
 from nni_bixnas.space import BiONetPlusPlus, Gene, SkipChoice
+from nni_bixnas.strategy import units as units_module
 from nni_bixnas.strategy.pareto import select_parents
-from nni_bixnas.strategy.progressive_evolution import (
-    Phase2Task,
-    ProgressiveEvolution,
-    default_milestones,
-    phase2_stage_unit,
-)
-from nni_bixnas.strategy.units import UnitRunner
+from nni_bixnas.strategy.phase2_task import Phase2Task, default_milestones
+from nni_bixnas.strategy.progressive_evolution import ProgressiveEvolution
+from nni_bixnas.strategy.records import StageRecord
+from nni_bixnas.strategy.runner import UnitRunner
+from nni_bixnas.strategy.spaces import space_reference
+from nni_bixnas.strategy.units import phase2_stage_unit
 from nni_bixnas.training import train_and_report
 
 DATA = "default:n=8,size=32"  # 6 training tiles: no batch of one (1x1 BatchNorm at 32 px)
@@ -34,6 +33,11 @@ def executable(space: nn.Module) -> RawFormatModelSpace:
 
 def tiny_space(**kw) -> BiONetPlusPlus:
     return BiONetPlusPlus(**{"width": 4, "stem_width": 4, "iterations": 2, "max_k": 5, **kw})
+
+
+def stage_weights(tmp_path):
+    """The SuperNet files stages 3 and 2 left, in the order the search made them."""
+    return [str(p) for p in sorted((tmp_path / "phase2").glob("stage_[32]-*/supernet.pt"), reverse=True)]
 
 
 def strategy(tmp_path, **kw) -> ProgressiveEvolution:
@@ -64,34 +68,34 @@ def test_search_runs_every_stage_and_selects_from_the_front(tmp_path, units):
     evo = strategy(tmp_path, keep=(2, 1), inherit_weights=True)
     evo(space, SequentialExecutionEngine())
     assert calls[0]["init_weights"] is None
-    assert [c["init_weights"] for c in calls[1:]] == [str(p) for p in sorted((tmp_path / "phase2").glob("stage_[32]-*/supernet.pt"), reverse=True)]
+    assert [c["init_weights"] for c in calls[1:]] == stage_weights(tmp_path)
 
-    assert [h["stage"] for h in evo.history] == [3, 2, 1]
+    assert [h.stage for h in evo.history] == [3, 2, 1]
     assert [c["stage"] for c in calls] == [3, 2, 1]
     parents = [{l: list(m.candidates) for l, m in space.simplify().items()}]  # every block reads every candidate
     for h, kwargs in zip(evo.history, calls):
-        population = h["population"]
+        population = h.population
         assert 1 <= len(population) <= 2 * len(parents)  # s skip sets x parents, less duplicate nets
         assert kwargs["lr"] == pytest.approx(1e-3 / len(population))  # lr_per_member
-        assert kwargs["members"] == [p["sample"] for p in population]
+        assert kwargs["members"] == [p.sample for p in population]
         for member in kwargs["members"]:
             assert space.contains(member)
         # every member computes its own net, none a parent's
         keys = [evo.effective_key(m) for m in kwargs["members"]]
         assert len(set(keys)) == len(keys) and not set(keys) & {evo.effective_key(p) for p in parents}
-        keep = 2 if h["stage"] == 3 else 1
-        assert h["kept"] == select_parents([p["iou"] for p in population], [p["macs"] for p in population], keep)
-        assert len(h["kept"]) == min(keep, len(population))
-        assert all(p["macs"] > 0 and 0.0 <= p["iou"] <= 1.0 for p in population)
-        parents = [population[i]["sample"] for i in h["kept"]]
-    assert evo.final_samples == [evo.history[-1]["population"][i]["sample"] for i in evo.history[-1]["kept"]]
+        keep = 2 if h.stage == 3 else 1
+        assert h.kept == select_parents([p.iou for p in population], [p.macs for p in population], keep)
+        assert len(h.kept) == min(keep, len(population))
+        assert all(p.macs > 0 and 0.0 <= p.iou <= 1.0 and p.stage == h.stage for p in population)
+        parents = [p.sample for p in h.parents]
+    assert evo.final_samples == [p.sample for p in evo.history[-1].parents]
     models = list(evo.list_models())
     assert [m.sample for m in models] == evo.final_samples
     assert [m.metric for m in models] == evo.final_scores() == sorted(evo.final_scores(), reverse=True)
     genes = evo.final_genes()
     assert isinstance(genes[0], Gene) and genes[0].to_sample() == {k: v for k, v in evo.final_samples[0].items()}
     # a stage's kept parents carry the searched choices into the next stages
-    last = evo.history[0]["population"][evo.history[0]["kept"][0]]["sample"]
+    last = evo.history[0].parents[0].sample
     assert any(all(m[l] == last[l] for l in last if l.startswith("dec_1")) for m in calls[1]["members"])
 
 
@@ -111,7 +115,8 @@ def test_resume_after_the_last_finished_stage(tmp_path, units):
     second(executable(tiny_space()), SequentialExecutionEngine())
     assert len(calls) == 4  # only the last stage ran again
     assert calls[3]["stage"] == 1 and calls[3]["members"] == calls[2]["members"]
-    assert second.history[:2] == saved["history"] and len(second.history) == 3
+    assert [h.to_dict() for h in second.history[:2]] == saved["history"] and len(second.history) == 3
+    assert all(isinstance(h, StageRecord) for h in second.history)
     assert second.final_samples
 
 
@@ -141,9 +146,8 @@ def test_sampling_is_private_distinct_and_within_bounds():
 
 
 def test_keep_sequential_last_keeps_index_0_in_the_last_stage_only():
-    space = executable(tiny_space(max_k=3, candidates={l: [0, 1, 2] for l in ["dec_1_0", "dec_1_1", "dec_1_2", "dec_1_3",
-                                                                              "enc_1_0", "enc_1_1", "enc_1_2", "enc_1_3",
-                                                                              "dec_0_0", "dec_0_1", "dec_0_2", "dec_0_3"]}))
+    labels = [f"{kind}_{it}_{level}" for kind, it in (("dec", 1), ("enc", 1), ("dec", 0)) for level in range(4)]
+    space = executable(tiny_space(max_k=3, candidates={label: [0, 1, 2] for label in labels}))
     evo = ProgressiveEvolution(samples=7, seed=0, keep_sequential_last=True)
     evo.initialize(space, SequentialExecutionEngine())
     assert all(0 in v for s in evo.sample_population(3)[0] for v in s.values())
@@ -234,11 +238,22 @@ class NoStage(ModelSpace):
         return self.conv(self.skip([x, x, x]))
 
 
+class NoHeadTail(ModelSpace):
+    def __init__(self):
+        super().__init__()
+        self.skip = SkipChoice(3, max_k=3, label="b0", stage=0)
+        self.conv = nn.Conv2d(3, 1, 1)
+
+    def forward(self, x):
+        return self.conv(self.skip([x, x, x]))
+
+
 @pytest.mark.parametrize(
     "space, kwargs, message",
     [
         (lambda: NoSkips(), {}, "no skip choices"),
         (lambda: NoStage(), {}, "b0 have no stage index"),
+        (lambda: NoHeadTail(), {}, "NoHeadTail does not implement the Phase 2 head/tail protocol"),
         (lambda: tiny_space(), dict(candidates={"dec_1_0": []}), "candidate set of dec_1_0 would be empty"),
         (lambda: tiny_space(), dict(candidates={"bogus": [0]}), "unknown skip choice"),
         (lambda: tiny_space(candidates={"dec_1_0": [0, 1]}), dict(candidates={"dec_1_0": [0, 4]}), "not among"),
@@ -256,8 +271,6 @@ def test_initialize_errors_before_any_training(space, kwargs, message, units):
 def test_naive_mode_unit_scores_every_member(tmp_path):
     space = tiny_space()
     members = [dict(m) for m in [{l: [0] for l in space.skip_choices()}, {l: [0, 1] for l in space.skip_choices()}]]
-    from nni_bixnas.strategy.units import space_reference
-
     ref = space_reference(executable(space))
     result = phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, mode="naive", data=DATA,
                                macs_input_size=(32, 32), out_dir=str(tmp_path), progress=False)
@@ -270,7 +283,8 @@ def test_naive_mode_unit_scores_every_member(tmp_path):
 def test_learning_rate_schedule():
     space = tiny_space()
     task = Phase2Task(space, 1, [{l: [0] for l in space.skip_choices()}], lr=1e-3, milestones=(10, 20, 30))
-    assert [task.lr_at(e) for e in (0, 9, 10, 19, 20, 30, 39)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-6, 1e-6])
+    rates = [task.lr_at(e) for e in (0, 9, 10, 19, 20, 30, 39)]
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-6, 1e-6])
 
 
 def test_default_milestones():
@@ -282,8 +296,6 @@ def test_default_milestones():
 def test_tied_ious_keep_a_full_population_and_warn(tmp_path, monkeypatch, caplog):
     """All members tie (a stage too short to rank them): the front is the cheapest member alone; the
     other parents are filled by IoU, the front size is logged against keep, and a warning says why."""
-    from nni_bixnas.strategy import progressive_evolution as pe
-
     def tied_unit(model=None, *, members, stage, **kwargs):
         population = [{"sample": m, "iou": 0.25, "best_epoch": 1, "macs": 100 + i} for i, m in enumerate(members)]
         result = {"default": 0.25, "stage": stage, "population": population, "front": [0], "phase": 2,
@@ -292,13 +304,13 @@ def test_tied_ious_keep_a_full_population_and_warn(tmp_path, monkeypatch, caplog
         nni.report_final_result(result)
         return result
 
-    monkeypatch.setattr(pe, "phase2_stage_unit", tied_unit)
+    monkeypatch.setattr(units_module, "phase2_stage_unit", tied_unit)
     evo = strategy(tmp_path, samples=4, keep=(3, 2))
     with caplog.at_level(logging.INFO):
         evo(executable(tiny_space()), SequentialExecutionEngine())
     first = evo.history[0]
-    assert first["kept"] == [0, 1, 2]  # the cheapest (the front), then by IoU (tied) and MACs
-    assert [len(h["kept"]) for h in evo.history] == [3, 2, 2]
+    assert first.kept == [0, 1, 2]  # the cheapest (the front), then by IoU (tied) and MACs
+    assert [len(h.kept) for h in evo.history] == [3, 2, 2]
     assert "Pareto front: 1 member(s) for keep=3; the other parents are the best remaining by IoU" in caplog.text
     assert "the members' IoUs span only 0" in caplog.text
 
@@ -334,7 +346,30 @@ def test_inherit_weights_starts_the_first_stage_from_initial_weights(tmp_path, u
     evo = strategy(tmp_path, inherit_weights=True, initial_weights=str(tmp_path / "phase1.pt"))
     evo(executable(tiny_space()), SequentialExecutionEngine())
     assert calls[0]["init_weights"] == str(tmp_path / "phase1.pt")
-    assert [c["init_weights"] for c in calls[1:]] == [str(p) for p in sorted((tmp_path / "phase2").glob("stage_[32]-*/supernet.pt"), reverse=True)]
-    fresh = strategy(tmp_path / "fresh", initial_weights=str(tmp_path / "phase1.pt"))  # without inherit_weights: ignored
+    assert [c["init_weights"] for c in calls[1:]] == stage_weights(tmp_path)
+    # without inherit_weights, initial_weights is ignored
+    fresh = strategy(tmp_path / "fresh", initial_weights=str(tmp_path / "phase1.pt"))
     fresh(executable(tiny_space()), SequentialExecutionEngine())
     assert all(c["init_weights"] is None for c in calls[3:])
+
+
+def test_a_spent_budget_stops_the_search_after_the_last_stage_it_allowed(tmp_path, units, caplog):
+    calls, _ = units
+    evo = strategy(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        evo(executable(tiny_space()), SequentialExecutionEngine(max_model_count=2))
+    assert [h.stage for h in evo.history] == [3, 2] and not evo.final_samples
+    assert len(calls) == 3  # the third unit found no budget and was not submitted
+    assert "Phase 2 stops before stage 1: no budget left for unit phase2_stage_unit" in caplog.text
+    assert evo.state_dict()["stage_index"] == 2  # a resume with more budget continues at stage 1
+
+
+def test_list_models_sorts_by_metric_and_limits(tmp_path, units):
+    evo = strategy(tmp_path, keep=(3, 3), samples=3)
+    with pytest.raises(RuntimeError, match="has not been run"):
+        list(evo.list_models())
+    evo(executable(tiny_space()), SequentialExecutionEngine())
+    scores = evo.final_scores()
+    assert [m.metric for m in evo.list_models()] == sorted(scores, reverse=True)
+    assert [m.metric for m in evo.list_models(sort=False)] == scores
+    assert [m.sample for m in evo.list_models(limit=1)] == evo.final_samples[:1]

@@ -10,21 +10,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from PIL import Image
-
 from nni.nas.execution import SequentialExecutionEngine
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from nni.nas.space import RawFormatModelSpace
+from PIL import Image
 
 from nni_bixnas.space import BiONetPlusPlus, SkipChoice, SkipSubset
 from nni_bixnas.space.gene import searching_labels
-from nni_bixnas.strategy.selection_matrix import (
-    CANDIDATES_FILE,
-    SelectionMatrix,
-    SelectionMatrixFusion,
-    to_supernet,
-    unique_weights,
-)
+from nni_bixnas.strategy.selection_matrix import SelectionMatrix
+from nni_bixnas.strategy.supermodule import SelectionMatrixFusion, to_supernet, unique_weights
+from nni_bixnas.strategy.units import CANDIDATES_FILE
 from nni_bixnas.training import make_evaluator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -142,7 +137,8 @@ def test_export_is_what_the_forward_fuses(variant, candidates, picks, rows, expo
     assert f.chosen == (candidates or [0, 1, 2, 3, 4])
     values = [1.0, 10.0, 100.0, 1000.0, 10000.0]
     out = f(constant_inputs(values))
-    torch.testing.assert_close(out, torch.full_like(out, sum(values[i] for i in exported) / len(exported)), rtol=1e-6, atol=0)
+    expected = torch.full_like(out, sum(values[i] for i in exported) / len(exported))
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=0)
 
 
 def test_probabilities():
@@ -278,7 +274,8 @@ class PlantedSkipSpace(ModelSpace):
 )
 def test_planted_skip_is_found(variant, signal, candidates, planted_data, tmp_path):
     strategy = SelectionMatrix(epochs=8, seed=0, variant=variant, training=planted_data, out_dir=tmp_path)
-    strategy(RawFormatModelSpace.from_model(PlantedSkipSpace(signal=signal), make_evaluator()), SequentialExecutionEngine())
+    model_space = RawFormatModelSpace.from_model(PlantedSkipSpace(signal=signal), make_evaluator())
+    strategy(model_space, SequentialExecutionEngine())
     probs = torch.tensor(strategy.probabilities["planted"])  # 4 inputs x 2 selections
     assert probs.argmax(0).tolist() == [signal, signal]  # every column votes for the signal
     assert float(probs[signal].min()) > 0.8
@@ -423,6 +420,5 @@ def test_search_second_space_example_runs_both_phases(tmp_path):
     result = search_second_space.main(["--epochs", "1", "--out-dir", str(tmp_path)])
     assert sorted(result["phase1"]["candidates"]) == sorted(NestedSkipNet(width=4).simplify())
     assert json.loads((tmp_path / "result.json").read_text())["phase1"] == result["phase1"]
-    if "phase2" in result:  # once nni_bixnas.strategy.progressive_evolution is installed
-        space = NestedSkipNet(width=4, candidates=result["phase1"]["candidates"])
-        assert result["phase2"]["final_samples"] and all(space.contains(s) for s in result["phase2"]["final_samples"])
+    space = NestedSkipNet(width=4, candidates=result["phase1"]["candidates"])
+    assert result["phase2"]["final_samples"] and all(space.contains(s) for s in result["phase2"]["final_samples"])

@@ -33,7 +33,8 @@ def heatmap_colour(value: float) -> tuple:
     return tuple(int(round(x + (y - x) * frac)) for x, y in zip(a, b))
 
 
-def write_heatmaps(path: PathLike, matrices: Mapping[str, Sequence[Sequence[float]]], title: Optional[str] = None) -> None:
+def write_heatmaps(path: PathLike, matrices: Mapping[str, Sequence[Sequence[float]]],
+                   title: Optional[str] = None) -> None:
     """Write one small heat-map panel per matrix into a PNG (atomically).
 
     Parameters
@@ -59,7 +60,8 @@ def write_heatmaps(path: PathLike, matrices: Mapping[str, Sequence[Sequence[floa
     for label, rows in matrices.items():
         widths = {len(r) for r in rows}
         if not rows or len(widths) != 1 or 0 in widths:
-            raise ValueError(f"matrix {label!r} must be a non-empty rectangular list of rows, got row lengths {sorted(widths)}")
+            raise ValueError(f"matrix {label!r} must be a non-empty rectangular list of rows, "
+                             f"got row lengths {sorted(widths)}")
         shapes[label] = (len(rows), widths.pop())
     font = ImageFont.load_default()
     max_rows = max(r for r, _ in shapes.values())

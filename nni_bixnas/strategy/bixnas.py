@@ -6,34 +6,27 @@ import copy
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
-from numpy.random import RandomState
-
 from nni.nas.execution import ExecutionEngine
 from nni.nas.space import ExecutableModelSpace
 from nni.nas.strategy import Strategy
+from numpy.random import RandomState
 
 from nni_bixnas.utils import atomic_torch_save, atomic_write
 
+from . import units
 from .progressive_evolution import ProgressiveEvolution
+from .runner import NoBudget, UnitRunner, add_unit_listener
 from .selection_matrix import SelectionMatrix
-from .units import UnitRunner, add_unit_listener, require_data, training_settings
+from .settings import require_data, training_settings
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ["BiXNAS"]
 
 STATE_FILE = "bixnas_state.pt"
-
-
-def retrain_unit(model, *, seed: int, **kwargs) -> Dict[str, Any]:
-    """Retrain a searched architecture with :func:`~nni_bixnas.training.train_and_report` (one unit)."""
-    from nni_bixnas.training import train_and_report
-
-    final = train_and_report(model, seed=seed, **kwargs)
-    return final
 
 
 class BiXNAS(Strategy):
@@ -151,13 +144,20 @@ class BiXNAS(Strategy):
         else:
             _logger.info("Phase 1 already finished; candidates restored.")
         self.save_state()
+        if self.phase1.result is None:
+            return  # no budget for Phase 1 (logged)
         if self.phase2 is None:
             self._start_phase2()
         if not self.phase2.final_samples:
             self.phase2.run()
         self.save_state()
+        if not self.phase2.final_samples:
+            return  # the budget ran out during Phase 2 (logged); a resume with more budget continues
         if self.retrain_kwargs is not None:
-            self._retrain()
+            try:
+                self._retrain()
+            except NoBudget as err:
+                _logger.warning("Retraining stops after %d seed(s): %s", len(self.retrained), err)
         self._finish()
         self.save_state()
 
@@ -179,23 +179,20 @@ class BiXNAS(Strategy):
         kwargs = {k: v for k, v in self.retrain_kwargs.items() if k != "seeds"}
         settings = training_settings(self.model_space, self.training)
         settings.pop("seed", None)
-        runner = UnitRunner(self.phase2.model_space, self.engine)  # the space Phase 2 searched (narrowed)
-        try:
+        with UnitRunner(self.phase2.model_space, self.engine) as runner:  # the space Phase 2 searched (narrowed)
             for seed in self.retrain_kwargs["seeds"][len(self.retrained):]:
-                out_dir = None if self.out_dir is None else str(Path(self.out_dir) / "retrain" / f"seed_{seed}")
+                out_dir = self._sub_dir(f"retrain/seed_{seed}")
                 _logger.info("Retraining the winner with seed %d", seed)
-                result = runner.run(retrain_unit, winner, **{**settings, **kwargs}, seed=seed, out_dir=out_dir)
-                self.retrained.append({"seed": seed, **result,
-                                       "checkpoint": None if out_dir is None else str(Path(out_dir) / "checkpoints" / "best.ckpt")})
-        finally:
-            runner.close()
+                result = runner.run(units.retrain_unit, winner, **{**settings, **kwargs}, seed=seed, out_dir=out_dir)
+                checkpoint = None if out_dir is None else str(Path(out_dir) / "checkpoints" / "best.ckpt")
+                self.retrained.append({"seed": seed, **result, "checkpoint": checkpoint})
 
     def _finish(self) -> None:
         samples = self.phase2.final_samples
         result: Dict[str, Any] = {
             "candidates": self.phase1.candidates,
             "final_samples": samples,
-            "phase2_history": [{k: v for k, v in h.items() if k != "skip_sets"} for h in self.phase2.history],
+            "phase2_history": [{k: v for k, v in h.to_dict().items() if k != "skip_sets"} for h in self.phase2.history],
             "retrained": self.retrained,
             "split": self._split(),
         }
@@ -229,11 +226,12 @@ class BiXNAS(Strategy):
         return split
 
     # -- results and state -------------------------------------------------------------------------
-    def list_models(self, sort: bool = True, limit: Optional[int] = None):
-        """The final architectures (frozen), best first."""
-        samples = self.phase2.final_samples if self.phase2 is not None else []
-        models = [self.phase2.model_space.freeze(s) for s in samples]
-        return models[:limit] if limit is not None else models
+    def list_models(self, sort: bool = True, limit: Optional[int] = None) -> Iterator[ExecutableModelSpace]:
+        """The final architectures, frozen, with their Phase 2 IoU as metric (see
+        :meth:`ProgressiveEvolution.list_models`); retrained IoUs are in :attr:`retrained` and :attr:`result`."""
+        if self.phase2 is None:
+            raise RuntimeError("Strategy has not been run.")
+        return self.phase2.list_models(sort=sort, limit=limit)
 
     def state_dict(self) -> dict:
         return {

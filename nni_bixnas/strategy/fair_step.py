@@ -47,14 +47,14 @@ does. ``'naive'`` updates the head's running statistics ``s`` times per step ins
 from __future__ import annotations
 
 import contextlib
-
 import dataclasses
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 __all__ = [
-    "FAIR_STEPS", "MEMBER_BN", "StepResult", "batch_statistics", "recalibrated_statistics", "fair_step", "evaluate_members",
+    "FAIR_STEPS", "MEMBER_BN", "StepResult", "batch_statistics", "recalibrated_statistics", "fair_step",
+    "evaluate_members",
     "union_sample", "detach_features", "feature_tensors",
 ]
 
@@ -134,7 +134,8 @@ def detach_features(features: Any) -> Tuple[Any, List[torch.Tensor], List[torch.
     elif isinstance(features, torch.Tensor):
         detached = swap(features)
     else:
-        raise TypeError(f"cannot detach head features of type {type(features).__name__}; expected a dataclass, tuple or tensor")
+        raise TypeError(f"cannot detach head features of type {type(features).__name__}; "
+                        "expected a dataclass, tuple or tensor")
     return detached, originals, [leaves[id(t)] for t in originals]
 
 

@@ -11,6 +11,8 @@ from typing import List, Sequence
 
 import numpy as np
 
+from nni_bixnas._checks import positive_int
+
 __all__ = ["pareto_front", "select_parents"]
 
 
@@ -84,8 +86,7 @@ def select_parents(ious: Sequence[float], macs: Sequence[float], keep: int) -> L
     """
     if len(ious) != len(macs):
         raise ValueError(f"got {len(ious)} IoU values but {len(macs)} MACs values; expected one of each per member")
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"keep must be a positive int, got {keep!r}")
+    positive_int("keep", keep)
     front = pareto_front([[1.0 - float(i), float(m)] for i, m in zip(ious, macs)])
     def rank(i: int):
         return -float(ious[i]), float(macs[i]), i

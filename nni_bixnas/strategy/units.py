@@ -1,200 +1,313 @@
-"""Expensive units of work (a SuperNet training, a Phase 2 stage, a retraining) as NNI engine jobs.
+"""The job bodies: what runs inside one NNI trial (or in-process job) for the BiX-NAS strategies.
 
-A unit is submitted like any NNI trial: an :class:`~nni.nas.space.ExecutableModelSpace` whose evaluator
-is a :class:`~nni.nas.evaluator.FunctionalEvaluator` running ``function(model, **kwargs)``. The same
-strategy therefore runs in-process (``SequentialExecutionEngine``, ``NasExperiment`` from Python) and as
-trials of a training service (``nnictl`` through :mod:`nni_bixnas.experiment`). The function reports its
-result with ``nni.report_final_result(dict)``; :class:`UnitRunner` reads the raw dict from the
-``FinalMetric`` event (``model.metric`` is canonicalised to a float) and tolerates a metric that arrives
-after ``TrainingEnd``.
+Each is a function ``unit(model, **kwargs)`` that a strategy submits through
+:class:`~nni_bixnas.strategy.runner.UnitRunner`; it trains with the one training loop
+(:func:`nni_bixnas.training.fit`), writes its run folder and reports a plain dict with
+``nni.report_final_result``:
 
-Keyword arguments must stay small and plain (numbers, strings, lists, dicts; classes and functions by
-reference): they travel as trial parameters (``shared/notes/nni-3.0.md``, bug (a)).
+- :func:`selection_matrix_unit`: Phase 1, the selection-matrix supernet, exported to candidate sets;
+- :func:`phase2_stage_unit`: one Phase 2 stage, a population on one shared SuperNet;
+- :func:`retrain_unit`: a searched architecture retrained from scratch.
 """
 
 from __future__ import annotations
 
-import copy
+import hashlib
+import json
 import logging
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from nni.mutable import Sample
-from nni.nas.evaluator import FunctionalEvaluator
-from nni.nas.execution import ExecutionEngine
-from nni.nas.execution.event import FinalMetricEvent, ModelEventType, TrainingEndEvent
-from nni.nas.space import ExecutableModelSpace, ModelStatus
+import nni
+import torch
+import torch.nn as nn
+
+from nni_bixnas._checks import positive_int
+from nni_bixnas.strategy.member_macs import member_macs
+from nni_bixnas.strategy.pareto import pareto_front
+from nni_bixnas.strategy.phase2_task import Phase2Task, default_milestones
+from nni_bixnas.strategy.settings import check_training, require_data
+from nni_bixnas.strategy.spaces import build_space
+from nni_bixnas.strategy.supermodule import check_tau, check_variant, to_supernet
+from nni_bixnas.training.nni_reporting import trial_out_dir
+from nni_bixnas.utils import atomic_torch_save, atomic_write, seed_everything
 
 _logger = logging.getLogger(__name__)
 
-__all__ = [
-    "UnitRunner", "UnitFailed", "space_reference", "build_space", "inner_module", "space_module", "narrow_space",
-    "training_settings", "require_data", "add_unit_listener",
-]
+__all__ = ["selection_matrix_unit", "phase2_stage_unit", "retrain_unit", "CANDIDATES_FILE", "HEATMAP_FILE",
+           "WEIGHTS_FILE"]
 
-# Callbacks run before any unit starts on an engine (keyed by ``id(engine)``). A strategy's state is
-# consistent at that moment (every finished unit recorded), so a chain can checkpoint there.
-_UNIT_LISTENERS: Dict[int, list] = {}
+CANDIDATES_FILE = "candidates.json"
+HEATMAP_FILE = "selection_matrices.png"
+#: The trained SuperNet weights a unit leaves in its run folder (Phase 1 without the matrices).
+WEIGHTS_FILE = "supernet.pt"
 
-
-def add_unit_listener(engine: ExecutionEngine, callback: Callable[[], None]) -> Callable[[], None]:
-    """Call ``callback()`` before every unit submitted on ``engine``; returns a function that removes it."""
-    _UNIT_LISTENERS.setdefault(id(engine), []).append(callback)
-
-    def remove() -> None:
-        listeners = _UNIT_LISTENERS.get(id(engine), [])
-        if callback in listeners:
-            listeners.remove(callback)
-        if not listeners:
-            _UNIT_LISTENERS.pop(id(engine), None)
-
-    return remove
+Sample = Dict[str, List[int]]
 
 
-class UnitFailed(RuntimeError):
-    """A unit's job ended without a result (its trial failed or reported nothing)."""
+def retrain_unit(model: nn.Module, *, seed: int, **kwargs) -> Dict[str, Any]:
+    """Retrain a searched architecture with :func:`~nni_bixnas.training.train_and_report` (one unit)."""
+    from nni_bixnas.training import train_and_report
+
+    return train_and_report(model, seed=seed, **kwargs)
 
 
-def inner_module(model_space: ExecutableModelSpace) -> Optional[Any]:
-    """The model space module inside NNI's executable wrapper (``RawFormatModelSpace`` or
-    ``SimplifiedModelSpace``), or ``None``."""
-    inner = getattr(model_space, "model_space", None)  # RawFormatModelSpace
-    if inner is None:
-        inner = getattr(model_space, "model", None)  # SimplifiedModelSpace keeps a trace copy
-    return inner
+# ----- Phase 1 ----------------------------------------------------------------------------------------
+def format_matrix(rows: Sequence[Sequence[float]]) -> str:
+    """Rows of probabilities as aligned text, one line per input (index first)."""
+    return "\n".join(f"  {i}: " + " ".join(f"{v:.3f}" for v in row) for i, row in enumerate(rows))
 
 
-def space_module(model_space: ExecutableModelSpace) -> Any:
-    """The model space as a module instance: the wrapped one (``RawFormatModelSpace``), else rebuilt
-    from its trace (``SimplifiedModelSpace`` keeps only a serialisable trace copy)."""
-    import torch.nn as nn
+def selection_matrix_unit(
+    model: nn.Module,
+    *,
+    space: Dict[str, Any],
+    epochs: int,
+    training: Optional[Dict[str, Any]] = None,
+    out_dir: Optional[str] = None,
+    tau: float = 1.0,
+    variant: str = "code",
+    seed: int = 0,
+    progress: bool = False,
+) -> Dict[str, Any]:
+    """Train the selection-matrix supernet of ``space`` and report the candidate sets (one engine job).
 
-    inner = inner_module(model_space)
-    return inner if isinstance(inner, nn.Module) else build_space(space_reference(model_space))
-
-
-def space_reference(model_space: ExecutableModelSpace) -> Dict[str, Any]:
-    """``{'symbol': class, 'kwargs': dict}`` to rebuild the (un-frozen) model space inside a unit."""
-    inner = inner_module(model_space)
-    if inner is None or not hasattr(inner, "trace_symbol"):
-        raise TypeError(f"cannot find a traceable model space inside {type(model_space).__name__}")
-    if inner.trace_args:
-        raise TypeError("model spaces used by BiX-NAS strategies must be built with keyword arguments only")
-    return {"symbol": inner.trace_symbol, "kwargs": dict(inner.trace_kwargs)}
-
-
-def build_space(reference: Dict[str, Any], **overrides):
-    """Instantiate a model space from :func:`space_reference` output, with ``overrides`` applied."""
-    return reference["symbol"](**{**reference["kwargs"], **overrides})
-
-
-def narrow_space(model_space: ExecutableModelSpace, candidates: Mapping[str, Sequence[int]]) -> ExecutableModelSpace:
-    """The same executable space (same wrapper type and evaluator) rebuilt with ``candidates`` narrowing
-    its skip choices: what Phase 2 searches and freezes after Phase 1.
-
-    A narrowed choice may hold more inputs than the full space's ``max_k`` (Phase 1 'code' exports the
-    sequential input and up to ``N - 2`` picks); its ``max_k`` is then ``|candidates|``.
-    """
-    reference = space_reference(model_space)
-    narrowed = build_space(reference, candidates={k: sorted(int(i) for i in v) for k, v in candidates.items()})
-    return type(model_space).from_model(narrowed, model_space.evaluator)
-
-
-class UnitRunner:
-    """Submit units to an engine one at a time and collect their raw final metric dicts.
+    The model space is rebuilt from ``space`` (:func:`~nni_bixnas.strategy.spaces.space_reference`),
+    turned into a supernet by :func:`to_supernet` and trained by :func:`nni_bixnas.training.fit`: one Adam
+    over the weights and the matrices, inverse-time decay per epoch, the best-validation-IoU checkpoint
+    kept. Every epoch's validation IoU goes to NNI as an intermediate result. The best checkpoint is then
+    loaded and exported into ``out_dir``: ``candidates.json`` and ``selection_matrices.png`` (one panel of
+    softmax probabilities per choice), and the final result is reported with ``nni.report_final_result``.
 
     Parameters
     ----------
-    model_space
-        The strategy's :class:`~nni.nas.space.ExecutableModelSpace`; a unit is a frozen copy of it with
-        the unit's evaluator.
-    engine
-        The execution engine.
+    model
+        The frozen model the engine passes in (the space's default sample); unused: the unit trains the
+        supernet of the whole space.
+    space
+        ``{'symbol': class, 'kwargs': dict}`` of the model space.
+    epochs
+        Training epochs.
+    training
+        Settings of :func:`~nni_bixnas.training.fit` (keys of
+        :data:`~nni_bixnas.strategy.settings.TRAINING_KEYS` except ``seed``).
+    out_dir
+        Run folder; default ``$NNI_OUTPUT_DIR/phase1`` in a trial, else a new temporary folder. A
+        folder holding an interrupted run of the same configuration is resumed.
+    tau, variant
+        See :class:`SelectionMatrixFusion`.
+    seed
+        Seeds the supernet's initialisation (weights and matrices), the data and the training RNG.
+    progress
+        Show Lightning's progress bar.
+
+    Returns
+    -------
+    dict
+        The reported final result: ``{'default': best validation IoU, 'dice', 'best_epoch',
+        'candidates': {label: [indices]}, 'probabilities': {label: N x k rows}, 'phase': 1,
+        'out_dir', 'heatmap', 'weights'}``; ``weights`` is ``supernet.pt``, the best checkpoint's weights
+        without the selection matrices (a state dict Phase 2 can start from).
     """
+    from nni_bixnas.strategy._plots import write_heatmaps
+    from nni_bixnas.training import NNIReporter, fit, nni_tensorboard_dir
 
-    def __init__(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> None:
-        self.model_space = model_space
-        self.engine = engine
-        self._results: Dict[int, Any] = {}
-        self._ended: Dict[int, ModelStatus] = {}
-        engine.register_model_event_callback(ModelEventType.FinalMetric, self._on_final)
-        engine.register_model_event_callback(ModelEventType.TrainingEnd, self._on_end)
+    positive_int("epochs", epochs)
+    check_tau(tau)
+    check_variant(variant)
+    training = check_training(training)
+    if "seed" in training:
+        raise ValueError("pass the unit's seed as `seed`, not inside `training`")
+    run_dir = trial_out_dir(out_dir, "phase1")
 
-    def close(self) -> None:
-        self.engine.unregister_model_event_callback(ModelEventType.FinalMetric, self._on_final)
-        self.engine.unregister_model_event_callback(ModelEventType.TrainingEnd, self._on_end)
+    seed_everything(seed)  # the supernet's initial weights and matrices
+    supernet, fusions = to_supernet(build_space(space), tau=tau, variant=variant)
+    _logger.info("Phase 1 supernet: %d selection matrices (%s), %d epochs, out_dir %s",
+                 len(fusions), variant, epochs, run_dir)
+    data = require_data(training, "selection_matrix_unit")
+    training.pop("data")
+    result = fit(
+        supernet,
+        data,
+        max_epochs=epochs,
+        out_dir=run_dir,
+        seed=seed,
+        callbacks=[NNIReporter()],
+        progress=progress,
+        tensorboard_dir=nni_tensorboard_dir(),
+        **training,
+    )
+    checkpoint_path = result.best_checkpoint if result.best_checkpoint.is_file() else result.last_checkpoint
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)  # our own file
+    state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    supernet.load_state_dict(state)
+    weights = run_dir / WEIGHTS_FILE  # the trained weights without the matrices: Phase 2 may start from them
+    atomic_torch_save({k: v for k, v in supernet.state_dict().items() if not k.endswith(".matrix")}, weights)
 
-    def _on_final(self, event: FinalMetricEvent) -> None:
-        self._results[id(event.model)] = event.metric
-
-    def _on_end(self, event: TrainingEndEvent) -> None:
-        self._ended[id(event.model)] = event.status
-
-    def make_job(self, function: Callable[..., Any], sample: Sample, **kwargs) -> ExecutableModelSpace:
-        """The job ``function(frozen_model, **kwargs)``, frozen at ``sample``."""
-        template = copy.copy(self.model_space)
-        template.evaluator = FunctionalEvaluator(function, **kwargs)
-        template.status = ModelStatus.Initialized
-        return template.freeze(sample)
-
-    def run(self, function: Callable[..., Any], sample: Sample, *, grace_s: float = 30.0, **kwargs) -> Dict[str, Any]:
-        """Run one unit to completion and return its final metric dict.
-
-        Raises
-        ------
-        UnitFailed
-            If the job failed, or reported no final metric within ``grace_s`` seconds after it ended.
-        """
-        for listener in list(_UNIT_LISTENERS.get(id(self.engine), [])):
-            listener()
-        job = self.make_job(function, sample, **kwargs)
-        self.engine.submit_models(job)
-        self.engine.wait_models(job)
-        deadline = time.monotonic() + grace_s
-        while id(job) not in self._results and time.monotonic() < deadline:
-            if job.status == ModelStatus.Failed:
-                break
-            time.sleep(0.2)  # a FinalMetric may arrive after TrainingEnd
-        if id(job) not in self._results:
-            raise UnitFailed(f"unit {getattr(function, '__name__', function)} ended with status {job.status.value} and no result")
-        result = self._results.pop(id(job))
-        if not isinstance(result, dict):
-            result = {"default": result}
-        return result
+    candidates = {label: fusion.export() for label, fusion in fusions.items()}
+    probabilities = {label: fusion.probabilities().tolist() for label, fusion in fusions.items()}
+    for label in fusions:
+        _logger.info("Selection matrix %s -> candidates %s; softmax over inputs (rows) per selection (columns):\n%s",
+                     label, candidates[label], format_matrix(probabilities[label]))
+    best_iou = float("nan") if result.best_iou is None else float(result.best_iou)
+    heatmap = run_dir / HEATMAP_FILE
+    write_heatmaps(heatmap, {f"{label} {candidates[label]}": rows for label, rows in probabilities.items()},
+                   title=f"Phase 1 selection matrices ({variant}, epoch {result.best_epoch}, val IoU {best_iou:.4f})")
+    final = {
+        "default": best_iou,
+        "dice": None if result.best_dice is None else float(result.best_dice),
+        "best_epoch": int(result.best_epoch),
+        "candidates": candidates,
+        "probabilities": probabilities,
+        "phase": 1,
+        "out_dir": str(run_dir),
+        "heatmap": str(heatmap),
+        "weights": str(weights),
+    }
+    with atomic_write(run_dir / CANDIDATES_FILE) as handle:
+        json.dump({**final, "variant": variant, "tau": tau, "seed": seed, "epochs": epochs}, handle, indent=2)
+    nni.report_final_result(final)
+    return final
 
 
-#: Arguments of the one training loop (:func:`nni_bixnas.training.fit`) a unit may take from the
-#: experiment's evaluator (:func:`nni_bixnas.training.train_and_report`).
-TRAINING_KEYS = ("data", "batch_size", "seed", "split_seed", "lr", "patch_size", "resize", "val_fraction", "precision",
-                 "accelerator", "devices")
+# ----- Phase 2 ----------------------------------------------------------------------------------------
+def _stage_dir(out_dir: Optional[str], stage: int, identity: Mapping[str, Any]) -> Path:
+    """``out_dir/stage_<t>-<digest of the unit's settings>``: a re-run resumes only the very same unit."""
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return trial_out_dir(out_dir, "phase2") / f"stage_{stage}-{digest}"
 
 
-def training_settings(model_space: ExecutableModelSpace, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Training settings for units: the evaluator's (if it is a ``FunctionalEvaluator``), then ``overrides``.
+def phase2_stage_unit(
+    model: Optional[nn.Module] = None,
+    *,
+    space: Dict[str, Any],
+    stage: int,
+    members: List[Sample],
+    candidates: Optional[Dict[str, List[int]]] = None,
+    epochs: int = 40,
+    milestones: Optional[List[int]] = None,
+    gamma: float = 0.1,
+    lr: float = 1e-3,
+    step: str = "low_memory",
+    mode: str = "fair",
+    member_bn: str = "recalibrate",
+    recalibration_batches: int = 8,
+    macs_input_size: Sequence[int] = (512, 512),
+    init_weights: Optional[str] = None,
+    out_dir: Optional[str] = None,
+    data: Optional[str] = None,
+    batch_size: int = 2,
+    seed: int = 0,
+    split_seed: int = 0,
+    patch_size: Optional[int] = None,
+    resize: Optional[int] = None,
+    val_fraction: float = 0.2,
+    precision: Optional[str] = None,
+    accelerator: str = "auto",
+    devices: Any = "auto",
+    progress: bool = False,
+) -> Dict[str, Any]:
+    """Train one Phase 2 stage, score its population and report the result to NNI.
 
-    So a strategy trains on the data the experiment's evaluator names, unless told otherwise.
+    Builds a fresh SuperNet (``build_space(space, candidates=candidates)``, seeded from ``(seed, stage)``;
+    ``init_weights`` loads a previous stage's weights), trains it with :class:`Phase2Task` through
+    :func:`~nni_bixnas.training.fit` (per-epoch ``nni.report_intermediate_result`` via ``NNIReporter``),
+    counts every member's MACs and reports ``{'default': best IoU, 'stage', 'population': [{'sample',
+    'iou', 'macs', 'best_epoch'}, ...], 'front': [indices], 'phase': 2, 'weights': path, 'seconds'}``
+    with ``nni.report_final_result``.
+
+    Parameters
+    ----------
+    model
+        The job's frozen model (a parent's architecture), passed by NNI; unused, the unit trains its
+        own SuperNet.
+    space
+        :func:`~nni_bixnas.strategy.spaces.space_reference` of the model space.
+    stage, members
+        The stage being searched and the population (full samples).
+    candidates
+        Phase 1's narrowed candidate sets, passed to the space's constructor.
+    epochs, milestones, gamma, lr, step, mode
+        Training of the stage (``milestones`` default: :func:`default_milestones`).
+    macs_input_size
+        ``(H, W)`` at which MACs are counted (the paper: 512 x 512).
+    init_weights
+        A ``.pt`` state dict to start from (``inherit_weights=True``); default: fresh weights.
+    out_dir
+        Parent folder of the stage's run folder (default ``$NNI_OUTPUT_DIR/phase2`` or a temporary one).
+    recalibration_batches
+        Training batches per member for ``member_bn='recalibrate'``.
+    data, batch_size, seed, split_seed, patch_size, resize, val_fraction, precision, accelerator, devices, progress
+        As in :func:`~nni_bixnas.training.fit` (``data`` is required). Phase 2 steps run on one device.
+
+    Returns
+    -------
+    dict
+        The reported final result.
     """
-    settings: Dict[str, Any] = {}
-    evaluator = getattr(model_space, "evaluator", None)
-    if isinstance(evaluator, FunctionalEvaluator):
-        settings.update({k: v for k, v in evaluator.arguments.items() if k in TRAINING_KEYS})
-    settings.update(overrides or {})
-    unknown = sorted(set(settings) - set(TRAINING_KEYS))
-    if unknown:
-        raise ValueError(f"unknown training setting(s) {', '.join(unknown)}; expected some of {', '.join(TRAINING_KEYS)}")
-    return settings
+    import numpy as np
 
+    from nni_bixnas.data import SegDataModule
+    from nni_bixnas.training import NNIReporter, fit, nni_tensorboard_dir
 
-def require_data(settings: Mapping[str, Any], who: str) -> str:
-    """The ``data`` spec of ``settings``; a clear error, before any training, when there is none.
+    started = time.perf_counter()
+    if devices not in ("auto", 1, [0], "1"):
+        _logger.warning("Phase 2 steps run on one device; ignoring devices=%r", devices)
+    data = require_data({"data": data}, "phase2_stage_unit")
+    identity = dict(space=space, stage=stage, members=members, candidates=candidates, epochs=epochs,
+                    milestones=milestones, gamma=gamma, lr=lr, step=step, mode=mode, member_bn=member_bn,
+                    recalibration_batches=recalibration_batches, init_weights=init_weights, data=data,
+                    batch_size=batch_size, seed=seed, split_seed=split_seed, patch_size=patch_size, resize=resize,
+                    val_fraction=val_fraction)
+    run_dir = _stage_dir(out_dir, stage, identity)
+    init_seed = int(np.random.SeedSequence([int(seed), int(stage)]).generate_state(1)[0])
+    torch.manual_seed(init_seed)
+    supernet = build_space(space, **({"candidates": candidates} if candidates is not None else {}))
+    if init_weights is not None:
+        state = torch.load(init_weights, map_location="cpu", weights_only=True)  # a plain state dict of tensors
+        own = supernet.state_dict()
+        supernet.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
 
-    A strategy whose evaluator names no data must not quietly train on the embedded synthetic tiles.
-    """
-    data = settings.get("data")
-    if not isinstance(data, str) or not data.strip():
-        raise ValueError(
-            f"{who}: no training data: the experiment's evaluator names no 'data' and the strategy's training "
-            "settings set none; pass make_evaluator(data='monuseg:PATH') (or training={'data': ...}), "
-            "or data='default' for the embedded synthetic tiles"
-        )
-    return data
+    datamodule = SegDataModule(data=data, batch_size=batch_size, seed=seed, split_seed=split_seed,
+                               patch_size=patch_size, resize=resize, val_fraction=val_fraction)
+    datamodule.setup("fit")
+    info = datamodule.info
+    for name in ("in_channels", "num_classes"):
+        declared, found = getattr(supernet, name, None), getattr(info, name, None)
+        if declared is not None and found is not None and declared != found:
+            raise ValueError(f"the search space has {name}={declared} but the data {data!r} has {found}")
+    task = Phase2Task(
+        supernet, stage, members, step=step, mode=mode, member_bn=member_bn,
+        recalibration_batches=recalibration_batches,
+        num_classes=int(getattr(info, "num_classes", 1)), lr=lr,
+        milestones=default_milestones(epochs) if milestones is None else milestones, gamma=gamma,
+    )
+    _logger.info("Phase 2 stage %d: %d members, %d epochs, lr %.3g, step %s, mode %s -> %s",
+                 stage, len(members), epochs, lr, step, mode, run_dir)
+    fit(task, datamodule, max_epochs=epochs, out_dir=run_dir, seed=seed, precision=precision, accelerator=accelerator,
+        devices=1, callbacks=[NNIReporter()], progress=progress, tensorboard_dir=nni_tensorboard_dir())
+
+    weights = run_dir / WEIGHTS_FILE
+    atomic_torch_save(supernet.state_dict(), weights)
+    supernet = supernet.cpu()
+    population = []
+    for i, member in enumerate(members):
+        population.append({
+            "sample": member,
+            "iou": float(task.best_member_iou[i]),
+            "best_epoch": int(task.best_member_epoch[i]),
+            "macs": int(member_macs(supernet, space, member, macs_input_size)),
+        })
+    front = pareto_front([[1.0 - p["iou"], p["macs"]] for p in population])
+    final = {
+        "default": max(p["iou"] for p in population),
+        "stage": int(stage),
+        "population": population,
+        "front": front,
+        "phase": 2,
+        "weights": str(weights),
+        "seconds": time.perf_counter() - started,
+    }
+    nni.report_final_result(final)
+    return final

@@ -1,0 +1,220 @@
+"""Training one Phase 2 stage: a SuperNet on a population with shared weights, every member scored.
+
+:class:`Phase2Task` is the Lightning side of a stage (manual optimisation with
+:func:`~nni_bixnas.strategy.fair_step.fair_step`, per-member validation with
+:func:`~nni_bixnas.strategy.fair_step.evaluate_members`), run by
+:func:`~nni_bixnas.strategy.units.phase2_stage_unit` inside the one training loop.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from nni_bixnas._checks import one_of, positive_int
+from nni_bixnas.metrics import SegmentationMetrics
+from nni_bixnas.strategy.fair_step import FAIR_STEPS, MEMBER_BN, evaluate_members, fair_step, recalibrated_statistics
+from nni_bixnas.training.task import SegmentationTask
+
+__all__ = ["Phase2Task", "MODES", "default_milestones"]
+
+#: Training modes: ``'fair'`` (shared head, one optimiser step per batch) and ``'naive'`` (see
+#: :class:`ProgressiveEvolution`).
+MODES = ("fair", "naive")
+
+def check_step_mode_bn(step: str, mode: str, member_bn: str) -> Tuple[str, str, str]:
+    """Phase 2's ``step``, ``mode`` and ``member_bn`` options, checked (one copy for the task and the strategy)."""
+    return one_of("step", step, FAIR_STEPS), one_of("mode", mode, MODES), one_of("member_bn", member_bn, MEMBER_BN)
+
+
+def default_milestones(epochs: int) -> Tuple[int, ...]:
+    """The authors' ``MultiStepLR`` milestones 10/20/30 of 40 epochs, scaled to ``epochs`` (zeros dropped)."""
+    return tuple(sorted({m for m in (round(epochs * f) for f in (0.25, 0.5, 0.75)) if 1 <= m < epochs}))
+
+
+class Phase2Task(SegmentationTask):
+    """Train a SuperNet on a population with shared weights, and score every member on validation.
+
+    Manual optimisation inside the one training loop (:func:`nni_bixnas.training.fit`), so checkpoints,
+    exact resume, progress, TensorBoard and :class:`~nni_bixnas.training.NNIReporter` come with it.
+
+    Parameters
+    ----------
+    supernet : torch.nn.Module
+        A model space implementing ``set_active`` / ``forward_head`` / ``forward_tail``.
+    stage : int
+        The stage being searched (first stage of the tails).
+    members : list of dict
+        Full samples of the population; they agree on the stages before ``stage``.
+    step : str
+        Fair step (``'low_memory'``, ``'plain'``, ``'naive'``) used in ``mode='fair'``.
+    mode : str
+        ``'fair'``: per batch one step on the mean loss of all members. ``'naive'``: per batch, member
+        after member, its own full forward, backward and optimiser step on the shared weights (the
+        individually trained, *unfair* baseline the paper argues against: later members see weights,
+        hence head features, that earlier members have already changed).
+    num_classes, lr, threshold
+        As in :class:`~nni_bixnas.training.SegmentationTask`.
+    milestones, gamma
+        ``MultiStepLR`` schedule (``lr * gamma`` at every milestone epoch), applied once per epoch.
+    member_bn : str
+        How members are scored on validation: ``'recalibrate'`` (default) with each member's own
+        statistics recalibrated on ``recalibration_batches`` training batches before every validation
+        (:func:`~nni_bixnas.strategy.fair_step.recalibrated_statistics`), ``'batch'`` with each batch's own
+        BatchNorm statistics, ``'running'`` with the running statistics all members share (the authors'), which
+        mixes the members' feature statistics (see :func:`~nni_bixnas.strategy.fair_step.batch_statistics`).
+    recalibration_batches : int
+        Training batches per member for ``member_bn='recalibrate'``.
+
+    Notes
+    -----
+    Validation logs ``val_iou`` = the best member's IoU of the epoch (what checkpoints and NNI see),
+    ``val_iou_mean`` over members and ``val_loss`` averaged over members; :attr:`best_member_iou` keeps
+    every member's best IoU over the epochs (the authors' score), and travels in the checkpoints.
+    """
+
+    def __init__(
+        self,
+        supernet: nn.Module,
+        stage: int,
+        members: Sequence[Mapping[str, Sequence[int]]],
+        *,
+        step: str = "low_memory",
+        mode: str = "fair",
+        num_classes: int = 1,
+        lr: float = 1e-3,
+        threshold: float = 0.5,
+        milestones: Sequence[int] = (10, 20, 30),
+        gamma: float = 0.1,
+        member_bn: str = "recalibrate",
+        recalibration_batches: int = 8,
+    ) -> None:
+        super().__init__(supernet, num_classes=num_classes, lr=lr, lr_decay=0.0, threshold=threshold, log_images=0)
+        self.step, self.mode, self.member_bn = check_step_mode_bn(step, mode, member_bn)
+        self.recalibration_batches = positive_int("recalibration_batches", recalibration_batches)
+        self._statistics: Optional[List[Any]] = None
+        if not members:
+            raise ValueError("the population is empty")
+        self.automatic_optimization = False
+        self.stage = int(stage)
+        # plain str and int: the checkpoints load weights-only
+        self.members = [{str(k): [int(i) for i in v] for k, v in m.items()} for m in members]
+        self.milestones, self.gamma = [int(m) for m in milestones], float(gamma)
+        self.member_metrics = [SegmentationMetrics(num_classes=num_classes, threshold=threshold) for _ in self.members]
+        self.best_member_iou: List[float] = [-math.inf] * len(self.members)
+        self.best_member_epoch: List[int] = [0] * len(self.members)
+        self._member_loss = [0.0] * len(self.members)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+    def lr_at(self, epoch: int) -> float:
+        """``MultiStepLR``'s learning rate for 0-based ``epoch``: ``lr * gamma ** #(milestones <= epoch)``."""
+        return self.lr * self.gamma ** sum(1 for m in self.milestones if m <= epoch)
+
+    def _apply_schedule(self, epoch: int) -> None:
+        # Set from the epoch number (not a scheduler's state), so a resumed run has the same rate.
+        for group in self.optimizers().optimizer.param_groups:
+            group["lr"] = self.lr_at(epoch)
+
+    def _finite(self, loss: float) -> None:
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"Phase 2 training loss is {loss} at epoch {self.current_epoch + 1} (stage {self.stage}); "
+                "lower the learning rate or train in full precision"
+            )
+
+    def training_step(self, batch, batch_idx: int):
+        images, target = batch
+        optimizer = self.optimizers()
+        if self.mode == "fair":
+            optimizer.zero_grad()
+            result = fair_step(self.model, images, target, self.stage, self.members, self.loss, step=self.step,
+                               backward=self.manual_backward)
+            self._finite(result.loss)
+            optimizer.step()
+            loss = result.loss
+        else:
+            losses = []
+            for member in self.members:
+                optimizer.zero_grad()
+                result = fair_step(self.model, images, target, self.stage, [member], self.loss, step="naive",
+                                   backward=self.manual_backward)
+                self._finite(result.loss)
+                optimizer.step()
+                losses.append(result.loss)
+            loss = sum(losses) / len(losses)
+        loss = torch.tensor(loss)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
+        return {"loss": loss}
+
+    def on_train_start(self) -> None:
+        self._apply_schedule(self.current_epoch)
+
+    def on_train_epoch_end(self) -> None:
+        self._apply_schedule(self.current_epoch + 1)
+
+    # -- validation: every member on the shared weights -------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        for metrics in self.member_metrics:
+            metrics.reset()
+        self._member_loss = [0.0] * len(self.members)
+        if self.member_bn == "recalibrate":
+            batches = self._recalibration_batches()
+            self._statistics = [recalibrated_statistics(self.model, batches, self.stage, m) for m in self.members]
+
+    def _recalibration_batches(self) -> List[torch.Tensor]:
+        """The first ``recalibration_batches`` training batches of this epoch (images only)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        loader = datamodule.train_dataloader() if datamodule is not None else self.trainer.train_dataloader
+        batches = []
+        for images, _ in loader:
+            batches.append(images.to(self.device))
+            if len(batches) == self.recalibration_batches:
+                break
+        return batches
+
+    def validation_step(self, batch, batch_idx: int):
+        images, target = batch
+        outputs = evaluate_members(self.model, images, self.stage, self.members, self.member_bn, self._statistics)
+        for i, logits in enumerate(outputs):
+            self.member_metrics[i].update(logits.float(), target)
+            self._member_loss[i] += float(self.loss(logits, target)) * len(images)
+        self._val_count += len(images)
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_count == 0:
+            return
+        scores = [m.compute() for m in self.member_metrics]
+        ious = [float(s["iou"]) for s in scores]
+        epoch = self.current_epoch + 1
+        for i, iou in enumerate(ious):
+            if iou >= self.best_member_iou[i]:  # ties go to the later epoch, as in the authors' loop
+                self.best_member_iou[i], self.best_member_epoch[i] = iou, epoch
+        best = max(range(len(ious)), key=lambda i: ious[i])
+        values = {
+            "val_iou": ious[best],
+            "val_dice": float(scores[best]["dice"]),
+            "val_iou_mean": sum(ious) / len(ious),
+            "val_loss": sum(self._member_loss) / (len(self.members) * self._val_count),
+        }
+        self.last_val_metrics = values
+        self.log_dict(values, prog_bar=False)
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["phase2"] = {"best_member_iou": self.best_member_iou, "best_member_epoch": self.best_member_epoch,
+                                "members": self.members, "stage": self.stage}
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        state = checkpoint.get("phase2")
+        if state is None:
+            return
+        if state["members"] != self.members or state["stage"] != self.stage:
+            raise ValueError("the checkpoint belongs to another Phase 2 population; use another out_dir")
+        self.best_member_iou = [float(v) for v in state["best_member_iou"]]
+        self.best_member_epoch = [int(v) for v in state["best_member_epoch"]]
+

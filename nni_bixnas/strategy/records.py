@@ -1,0 +1,90 @@
+"""What Phase 2 records: one :class:`Member` per scored architecture, one :class:`StageRecord` per stage.
+
+Units report plain dicts (they travel as NNI metrics); the strategy keeps these types, and writes them
+back as plain dicts (:meth:`StageRecord.to_dict`) into its state and results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Mapping
+
+__all__ = ["Member", "StageRecord"]
+
+Sample = Dict[str, List[int]]
+
+
+@dataclasses.dataclass
+class Member:
+    """One population member of a stage, scored on the stage's shared SuperNet.
+
+    Attributes
+    ----------
+    sample
+        The full architecture, ``{label: sorted indices}``.
+    iou
+        Best validation IoU over the stage's epochs (shared weights: comparable within a stage only).
+    macs
+        MACs of the fixed network at the strategy's ``macs_input_size``.
+    best_epoch
+        The epoch of ``iou`` (1-based).
+    stage
+        The stage that scored it.
+    """
+
+    sample: Sample
+    iou: float
+    macs: int
+    best_epoch: int
+    stage: int
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any], stage: int) -> "Member":
+        """From a unit's population entry (``sample``, ``iou``, ``macs``, ``best_epoch``)."""
+        sample = {str(k): [int(i) for i in v] for k, v in value["sample"].items()}
+        return cls(sample, float(value["iou"]), int(value["macs"]), int(value.get("best_epoch", 0)),
+                   int(value.get("stage", stage)))
+
+
+@dataclasses.dataclass
+class StageRecord:
+    """One finished stage of Phase 2.
+
+    Attributes
+    ----------
+    stage
+        The stage searched.
+    skip_sets
+        The drawn skip sets (each applied to every parent).
+    population
+        The distinct members trained, parent-major.
+    front
+        Indices into ``population`` of the Pareto front of ``(1 - IoU, MACs)``.
+    kept
+        Indices into ``population`` of the retained parents, best IoU first.
+    seconds
+        Wall time of the stage, sampling included.
+    """
+
+    stage: int
+    skip_sets: List[Sample]
+    population: List[Member]
+    front: List[int]
+    kept: List[int]
+    seconds: float
+
+    @property
+    def parents(self) -> List[Member]:
+        """The kept members, best first."""
+        return [self.population[i] for i in self.kept]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A plain, JSON-ready dict (members as dicts)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> "StageRecord":
+        stage = int(value["stage"])
+        return cls(stage, [dict(s) for s in value.get("skip_sets", [])],
+                   [Member.from_dict(m, stage) for m in value["population"]],
+                   [int(i) for i in value["front"]], [int(i) for i in value["kept"]], float(value["seconds"]))

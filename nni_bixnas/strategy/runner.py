@@ -1,0 +1,133 @@
+"""Expensive units of work (a SuperNet training, a Phase 2 stage, a retraining) as NNI engine jobs.
+
+A unit is submitted like any NNI trial: an :class:`~nni.nas.space.ExecutableModelSpace` whose evaluator
+is a :class:`~nni.nas.evaluator.FunctionalEvaluator` running ``function(model, **kwargs)`` (the job
+bodies are in :mod:`nni_bixnas.strategy.units`). The same strategy therefore runs in-process
+(``SequentialExecutionEngine``, ``NasExperiment`` from Python) and as trials of a training service
+(``nnictl`` through :mod:`nni_bixnas.experiment`). The function reports its result with
+``nni.report_final_result(dict)``; :class:`UnitRunner` reads the raw dict from the ``FinalMetric`` event
+(``model.metric`` is canonicalised to a float) and tolerates a metric that arrives after ``TrainingEnd``.
+
+Keyword arguments must stay small and plain (numbers, strings, lists, dicts; classes and functions by
+reference): they travel as trial parameters (``shared/notes/nni-3.0.md``, bug (a)).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Any, Callable, Dict
+
+from nni.mutable import Sample
+from nni.nas.evaluator import FunctionalEvaluator
+from nni.nas.execution import ExecutionEngine
+from nni.nas.execution.event import FinalMetricEvent, ModelEventType
+from nni.nas.space import ExecutableModelSpace, ModelStatus
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ["UnitRunner", "UnitFailed", "NoBudget", "add_unit_listener"]
+
+# Callbacks run before any unit starts on an engine (keyed by ``id(engine)``). A strategy's state is
+# consistent at that moment (every finished unit recorded), so a chain can checkpoint there.
+_UNIT_LISTENERS: Dict[int, list] = {}
+
+
+def add_unit_listener(engine: ExecutionEngine, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback()`` before every unit submitted on ``engine``; returns a function that removes it."""
+    _UNIT_LISTENERS.setdefault(id(engine), []).append(callback)
+
+    def remove() -> None:
+        listeners = _UNIT_LISTENERS.get(id(engine), [])
+        if callback in listeners:
+            listeners.remove(callback)
+        if not listeners:
+            _UNIT_LISTENERS.pop(id(engine), None)
+
+    return remove
+
+
+class UnitFailed(RuntimeError):
+    """A unit's job ended without a result (its trial failed or reported nothing)."""
+
+
+class NoBudget(UnitFailed):
+    """The engine's budget (trial count or duration) is spent: the unit was not submitted."""
+
+
+class UnitRunner:
+    """Submit units to an engine one at a time and collect their raw final metric dicts.
+
+    The one way a strategy runs a unit: ``with UnitRunner(space, engine) as runner: runner.run(...)``
+    (the context removes the runner's engine callbacks).
+
+    Parameters
+    ----------
+    model_space
+        The strategy's :class:`~nni.nas.space.ExecutableModelSpace`; a unit is a frozen copy of it with
+        the unit's evaluator.
+    engine
+        The execution engine.
+    """
+
+    def __init__(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> None:
+        self.model_space = model_space
+        self.engine = engine
+        self._results: Dict[int, Any] = {}
+        engine.register_model_event_callback(ModelEventType.FinalMetric, self._on_final)
+
+    def close(self) -> None:
+        self.engine.unregister_model_event_callback(ModelEventType.FinalMetric, self._on_final)
+
+    def __enter__(self) -> "UnitRunner":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _on_final(self, event: FinalMetricEvent) -> None:
+        self._results[id(event.model)] = event.metric
+
+    def make_job(self, function: Callable[..., Any], sample: Sample, **kwargs) -> ExecutableModelSpace:
+        """The job ``function(frozen_model, **kwargs)``, frozen at ``sample``."""
+        template = copy.copy(self.model_space)
+        template.evaluator = FunctionalEvaluator(function, **kwargs)
+        template.status = ModelStatus.Initialized
+        return template.freeze(sample)
+
+    def wait_for_resource(self) -> bool:
+        """Wait for an idle worker; ``False`` when the budget is spent (as ``Strategy.wait_for_resource``)."""
+        while not self.engine.idle_worker_available():
+            if not self.engine.budget_available():
+                return False
+            time.sleep(1.0)
+        return self.engine.budget_available()
+
+    def run(self, function: Callable[..., Any], sample: Sample, *, grace_s: float = 30.0, **kwargs) -> Dict[str, Any]:
+        """Wait for a worker, run one unit to completion and return its final metric dict.
+
+        Raises
+        ------
+        NoBudget
+            If the engine has no budget left for the unit (nothing was submitted).
+        UnitFailed
+            If the job failed, or reported no final metric within ``grace_s`` seconds after it ended.
+        """
+        name = getattr(function, "__name__", function)
+        for listener in list(_UNIT_LISTENERS.get(id(self.engine), [])):
+            listener()
+        if not self.wait_for_resource():
+            raise NoBudget(f"no budget left for unit {name}; the engine's trial count or duration is spent")
+        job = self.make_job(function, sample, **kwargs)
+        self.engine.submit_models(job)
+        self.engine.wait_models(job)
+        deadline = time.monotonic() + grace_s
+        while id(job) not in self._results and time.monotonic() < deadline:
+            if job.status == ModelStatus.Failed:
+                break
+            time.sleep(0.2)  # a FinalMetric may arrive after TrainingEnd
+        if id(job) not in self._results:
+            raise UnitFailed(f"unit {name} ended with status {job.status.value} and no result")
+        result = self._results.pop(id(job))
+        return result if isinstance(result, dict) else {"default": result}
