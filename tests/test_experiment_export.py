@@ -6,6 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from nni_bixnas.cli import main
@@ -105,8 +106,8 @@ def test_export_prefers_the_strategy_result_and_copies_the_retrained_checkpoint(
     strategy_out = tmp_path / "bixnas_out"
     (strategy_out / "retrain").mkdir(parents=True)
     good, worse = strategy_out / "retrain" / "best0.ckpt", strategy_out / "retrain" / "best1.ckpt"
-    good.write_bytes(b"good")
-    worse.write_bytes(b"worse")
+    for path, tag in ((good, "good"), (worse, "worse")):  # the fields export checks (it loads weights-only)
+        torch.save({"state_dict": {}, "hyper_parameters": {"model_name": "unet"}, "tag": tag}, path)
     gene = published_gene("bixnet")
     (strategy_out / "result.json").write_text(json.dumps({
         "final_samples": [gene.to_sample()], "genes": [gene.to_text()],
@@ -115,7 +116,7 @@ def test_export_prefers_the_strategy_result_and_copies_the_retrained_checkpoint(
     }))
     fabricate(tmp_path / "exps", strategy_out=strategy_out)
     written = export_experiment(EXP_ID, out_dir=tmp_path / "out", experiment_dir=tmp_path / "exps" / EXP_ID)
-    assert written["checkpoint"].read_bytes() == b"good"
+    assert written["checkpoint"].read_bytes() == good.read_bytes()
     assert Gene.parse(written["gene"].read_text()).to_sample() == gene.to_sample()
     assert json.loads(written["sample"].read_text())["source"] == "strategy result.json"
 

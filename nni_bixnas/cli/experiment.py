@@ -19,9 +19,10 @@ def add_parser(subparsers) -> None:
         "export",
         help="export an experiment's final gene, Pareto front and summary",
         description=(
-            "Read an NNI experiment folder (db/nni.sqlite and the strategy state the bridge saved) and write "
-            "gene.txt (official text format), gene.json (NNI sample), pareto.png (IoU vs MACs, every stage), "
-            "summary.md and the retrained checkpoint when one was reported."
+            "Read an NNI experiment folder (db/nni.sqlite, the strategy's result.json and the strategy state the "
+            "bridge saved) and write gene.txt (official text format), gene.json (NNI sample), pareto.png (IoU vs "
+            "MACs, every stage), summary.md and the retrained checkpoint when one was reported. Only data is read "
+            "(JSON, and checkpoints weights-only): nothing in the folder is unpickled or run."
         ),
     )
     p.add_argument("experiment_id", metavar="EXPERIMENT_ID",

@@ -263,7 +263,8 @@ def add_parser(subparsers) -> None:
     train.set_defaults(func=run_train)
 
     evaluate = subparsers.add_parser("evaluate", help="IoU/Dice of a checkpoint on a dataset")
-    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--checkpoint", required=True,
+                          help="a .ckpt written by bixnas train (loaded weights-only)")
     evaluate.add_argument("--data", required=True, help="data spec, e.g. tnbc:PATH")
     evaluate.add_argument("--batch-size", type=int, default=2, help="affects only the batch-pooled variant")
     evaluate.add_argument("--resize", type=int, metavar="N",
@@ -273,7 +274,8 @@ def add_parser(subparsers) -> None:
     evaluate.set_defaults(func=run_evaluate)
 
     predict = subparsers.add_parser("predict", help="write mask and overlay PNGs for images")
-    predict.add_argument("--checkpoint", required=True)
+    predict.add_argument("--checkpoint", required=True,
+                         help="a .ckpt written by bixnas train (loaded weights-only)")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--threshold", type=float, help="binary threshold (default: the training one)")

@@ -1,9 +1,15 @@
 """Read a finished (or stopped) experiment folder and export its results.
 
-Sources, all inside ``<experiment dir>``:
+Sources, inside ``<experiment dir>``:
 
 * ``db/nni.sqlite``: every trial's parameters (the frozen model's ``sample``), status and metrics;
+* ``strategy/result.json`` (or in the ``out_dir`` the config gives the strategy): the final summary
+  :class:`~nni_bixnas.strategy.BiXNAS` writes;
 * ``checkpoint/strategy_state.json``: the strategy's last ``state_dict()`` (saved by the bridge).
+
+Only data is read: JSON with :mod:`json` (the strategy state is never restored with ``nni.load``, which
+can unpickle objects, see :func:`~nni_bixnas.experiment.state.read_state_data`), and a reported checkpoint
+is copied only if it loads weights-only. Nothing in an experiment folder can run code here.
 
 Trial final metrics are dicts. A plain trial reports ``{'default': iou, 'dice', 'params', 'macs', ...}``;
 a Phase 2 stage trial adds ``'stage': t`` and ``'population': [{'sample', 'iou', 'macs'}, ...]`` (and
@@ -24,7 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from nni_bixnas.utils import PathLike, atomic_write
 
 from .launch import decode_metric
-from .state import STATE_FILE, load_state
+from .state import STATE_FILE, read_state_data
 
 #: Where the bridge puts a strategy's ``out_dir`` when the config names none.
 STRATEGY_DIR = "strategy"
@@ -102,7 +108,7 @@ def find_experiment_dir(experiment_id: str, experiment_dir: Optional[PathLike] =
 
 
 def read_experiment(experiment_id: str, experiment_dir: Optional[PathLike] = None) -> ExperimentResults:
-    """Trials, metrics and the saved strategy state of an experiment (read-only)."""
+    """Trials, metrics and the saved strategy state (plain JSON data) of an experiment (read-only)."""
     directory = find_experiment_dir(experiment_id, experiment_dir)
     trials: Dict[str, TrialRecord] = {}
     with sqlite3.connect(f"file:{directory / 'db' / 'nni.sqlite'}?mode=ro", uri=True) as db:
@@ -125,8 +131,8 @@ def read_experiment(experiment_id: str, experiment_dir: Optional[PathLike] = Non
     strategy_result = _strategy_result(profile[0] if profile else None, directory)
     state_file = directory / "checkpoint" / STATE_FILE
     try:
-        state = load_state(state_file)
-    except Exception as err:  # a state written by a newer strategy: still export the trials
+        state = read_state_data(state_file)
+    except ValueError as err:  # not JSON: still export the trials
         _logger.warning("cannot read %s: %s", state_file, err)
         state = None
     return ExperimentResults(experiment_id, directory, list(trials.values()), state, strategy_result,
@@ -221,12 +227,12 @@ def candidates(results: ExperimentResults) -> List[Candidate]:
 
 
 def pareto_front(points: Sequence[Candidate]) -> List[Candidate]:
-    """Candidates no other candidate beats on both higher IoU and lower MACs, sorted by MACs."""
+    """Candidates no other candidate beats on both higher IoU and lower MACs (the strategies' front, exact
+    duplicates once), sorted by MACs."""
+    from nni_bixnas.strategy.pareto import pareto_front as front_of
+
     usable = [c for c in points if c.iou is not None and c.macs is not None]
-    front = [
-        c for c in usable
-        if not any(o.iou >= c.iou and o.macs <= c.macs and (o.iou > c.iou or o.macs < c.macs) for o in usable)
-    ]
+    front = [usable[i] for i in front_of([[1.0 - c.iou, c.macs] for c in usable])]
     return sorted(front, key=lambda c: (c.macs, -c.iou))
 
 
@@ -234,7 +240,8 @@ def final_choice(results: ExperimentResults, points: Sequence[Candidate]) -> Tup
     """``(sample, gene_text, source)`` of the final architecture.
 
     Preference: a trial final dict with ``gene``/``sample`` and no ``population`` (the BiXNAS summary),
-    then the strategy state's ``gene``/``final_sample``/``best_sample``, then the best-IoU candidate.
+    then the strategy's ``result.json``, then the strategy state (:func:`_state_choice`), then the
+    best-IoU candidate.
     """
     for trial, final in reversed(results.final_dicts()):
         if "population" in final:
@@ -250,19 +257,34 @@ def final_choice(results: ExperimentResults, points: Sequence[Candidate]) -> Tup
         return (samples[0] if isinstance(samples, list) and samples else None), genes[0], "strategy result.json"
     if isinstance(samples, list) and samples and isinstance(samples[0], dict):
         return samples[0], None, "strategy result.json"
-    state = results.strategy_state
-    if isinstance(state, dict):
-        for key in ("gene", "final_sample", "best_sample", "sample"):
-            value = state.get(key)
-            if isinstance(value, str) and key == "gene":
-                return None, value, "strategy state"
-            if isinstance(value, dict):
-                return value, None, f"strategy state ({key})"
+    from_state = _state_choice(results.strategy_state)
+    if from_state is not None:
+        return from_state
     best = max((c for c in points if c.iou is not None and c.sample), key=lambda c: c.iou, default=None)
     if best is not None:
         where = f"stage {best.stage}" if best.stage is not None else f"trial {best.trial}"
         return best.sample, None, f"best IoU ({where})"
     return None, None, "none"
+
+
+def _state_choice(state: Any) -> Optional[Tuple[Optional[Dict], Optional[str], str]]:
+    """The final architecture a strategy state records, if any.
+
+    ``final_samples`` of ProgressiveEvolution (also under BiXNAS's ``phase2``, set once Phase 2 ended),
+    else a ``gene`` text or a ``final_sample``/``best_sample``/``sample`` dict.
+    """
+    if not isinstance(state, dict):
+        return None
+    for where, holder in (("final_samples", state), ("phase2 final_samples", state.get("phase2"))):
+        samples = holder.get("final_samples") if isinstance(holder, dict) else None
+        if isinstance(samples, list) and samples and isinstance(samples[0], dict):
+            return samples[0], None, f"strategy state ({where})"
+    if isinstance(state.get("gene"), str):
+        return None, state["gene"], "strategy state"
+    for key in ("final_sample", "best_sample", "sample"):
+        if isinstance(state.get(key), dict):
+            return state[key], None, f"strategy state ({key})"
+    return None
 
 
 def _gene_text(sample: Optional[Mapping], gene_text: Optional[str]) -> Tuple[Optional[str], Optional[Dict]]:
@@ -321,21 +343,35 @@ def export_experiment(experiment_id: str, out_dir: Optional[PathLike] = None,
 
 def _reported_checkpoint(results: ExperimentResults) -> Optional[Path]:
     """The best retrained checkpoint: from the strategy's ``result.json`` ``retrained`` list (highest
-    ``default``), else the last trial final dict with a ``checkpoint`` path."""
+    ``default``), else the last trial final dict with a ``checkpoint`` path; only one that loads weights-only
+    (see :func:`~nni_bixnas.training.checkpoint.load_checkpoint`)."""
+    reported: List[Tuple[str, str]] = []
     retrained = (results.strategy_result or {}).get("retrained")
     if isinstance(retrained, list):
         ranked = sorted((r for r in retrained if isinstance(r, dict) and isinstance(r.get("checkpoint"), str)),
                         key=lambda r: -(_number(r.get("default")) or 0.0))
-        for record in ranked:
-            if Path(record["checkpoint"]).is_file():
-                return Path(record["checkpoint"])
+        reported += [(record["checkpoint"], "the strategy result") for record in ranked]
     for trial, final in reversed(results.final_dicts()):
-        path = final.get("checkpoint")
-        if isinstance(path, str):
-            if Path(path).is_file():
-                return Path(path)
-            _logger.warning("trial %s reports checkpoint %s, which does not exist", trial.trial_id, path)
+        if isinstance(final.get("checkpoint"), str):
+            reported.append((final["checkpoint"], f"trial {trial.trial_id}"))
+    for path, source in reported:
+        if _loads_weights_only(Path(path), source):
+            return Path(path)
     return None
+
+
+def _loads_weights_only(path: Path, source: str) -> bool:
+    from nni_bixnas.training.checkpoint import load_checkpoint
+
+    if not path.is_file():
+        _logger.warning("%s reports checkpoint %s, which does not exist", source, path)
+        return False
+    try:
+        load_checkpoint(path)
+    except ValueError as err:
+        _logger.warning("%s reports checkpoint %s, which is not exported: %s", source, path, err)
+        return False
+    return True
 
 
 def _fmt(value: Optional[float], scale: float = 1.0, digits: int = 4) -> str:

@@ -3,14 +3,19 @@
 The file is ``<experiment dir>/checkpoint/strategy_state.json`` (``nni.dump`` format, written
 atomically). :class:`StateSaver` rewrites it whenever the state changes, so the newest file always
 holds every unit the strategy had finished.
+
+:func:`load_state` restores the objects with ``nni.load``, which may unpickle them (cloudpickle): it is
+for ``nnictl resume`` of the user's own experiment only. Readers of experiment folders that may come from
+elsewhere (``bixnas export``) use :func:`read_state_data`, which parses the file as plain JSON.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import nni
 
@@ -32,11 +37,56 @@ def dump_state(state: Any) -> str:
 
 
 def load_state(path: PathLike) -> Optional[Any]:
-    """The state saved at ``path``, or ``None`` if there is none."""
+    """The state saved at ``path``, or ``None`` if there is none.
+
+    Trusted files only: ``nni.load`` rebuilds pickled objects, and unpickling can run code.
+    """
     path = Path(path)
     if not path.is_file():
         return None
     return nni.load(path.read_text(encoding="utf-8"), ignore_comments=False)
+
+
+def read_state_data(path: PathLike) -> Optional[Any]:
+    """The state saved at ``path`` as plain JSON data, or ``None`` if there is none; never runs code.
+
+    The file is parsed with :mod:`json`, not ``nni.load``: nothing is imported or unpickled. The objects
+    ``nni.dump`` encoded (a dict with a ``__nni_obj__``, ``__nni_type__``, ``__symbol__``,
+    ``__instance_type__``, ``__ndarray__``... key, or a ``py/`` key of other JSON picklers) are not
+    decoded: each becomes ``None``. Plain dicts, lists, strings, numbers, booleans and nulls are kept.
+
+    Raises
+    ------
+    ValueError
+        If the file is not JSON.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data, dropped = _plain(json.loads(path.read_text(encoding="utf-8")))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ValueError(f"{path} is not a JSON strategy state: {err}") from err
+    if dropped:
+        _logger.info("%s: %d encoded object(s) left out (not decoded: only plain JSON data is read)", path, dropped)
+    return data
+
+
+def _is_encoded_object(entry: dict) -> bool:
+    return any(k.startswith("py/") or (len(k) > 4 and k.startswith("__") and k.endswith("__")) for k in entry)
+
+
+def _plain(value: Any) -> Tuple[Any, int]:
+    """``value`` with every encoded object replaced by ``None``, and how many were replaced."""
+    if isinstance(value, dict):
+        if _is_encoded_object(value):
+            return None, 1
+        items = {k: _plain(v) for k, v in value.items()}
+        return {k: v for k, (v, _) in items.items()}, sum(n for _, n in items.values())
+    if isinstance(value, list):
+        items = [_plain(v) for v in value]
+        return [v for v, _ in items], sum(n for _, n in items)
+    return value, 0
 
 
 class StateSaver:

@@ -112,6 +112,7 @@ def selection_matrix_unit(
     """
     from nni_bixnas.strategy._plots import write_heatmaps
     from nni_bixnas.training import NNIReporter, fit, nni_tensorboard_dir
+    from nni_bixnas.training.checkpoint import read_checkpoint
 
     positive_int("epochs", epochs)
     check_tau(tau)
@@ -139,7 +140,7 @@ def selection_matrix_unit(
         **training,
     )
     checkpoint_path = result.best_checkpoint if result.best_checkpoint.is_file() else result.last_checkpoint
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)  # our own file
+    checkpoint = read_checkpoint(checkpoint_path)  # weights-only
     state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     supernet.load_state_dict(state)
     weights = run_dir / WEIGHTS_FILE  # the trained weights without the matrices: Phase 2 may start from them
