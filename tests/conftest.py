@@ -42,24 +42,33 @@ def processes_with_home(home: Path):
     return found
 
 
-@pytest.fixture
-def nni_home(tmp_path):
-    """A temporary HOME; on teardown, stop every experiment and check nothing is left running."""
+@contextlib.contextmanager
+def nni_sandbox(home: Path):
+    """``(home, env)`` for ``nnictl`` with a temporary HOME; on exit, stop every experiment and check that
+    nothing started with that HOME is left running."""
     import psutil
 
     from nni_bixnas.experiment.launch import nnictl, nnictl_env
 
-    home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(parents=True, exist_ok=True)
     env = nnictl_env(home)
-    yield home, env
-    with contextlib.suppress(Exception):
-        nnictl(["stop", "--all"], env, timeout=90)
-    deadline = time.monotonic() + 45  # the manager gives its dispatcher up to 30 s to exit
-    while processes_with_home(home) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    left = processes_with_home(home)
-    for proc in left:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
+    try:
+        yield home, env
+    finally:
+        with contextlib.suppress(Exception):
+            nnictl(["stop", "--all"], env, timeout=90)
+        deadline = time.monotonic() + 45  # the manager gives its dispatcher up to 30 s to exit
+        while processes_with_home(home) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = processes_with_home(home)
+        for proc in left:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
     assert not left, f"processes left behind: {[p.cmdline() for p in left]}"
+
+
+@pytest.fixture
+def nni_home(tmp_path):
+    """A temporary HOME for ``nnictl`` (see :func:`nni_sandbox`)."""
+    with nni_sandbox(tmp_path / "home") as sandbox:
+        yield sandbox

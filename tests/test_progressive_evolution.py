@@ -373,3 +373,30 @@ def test_list_models_sorts_by_metric_and_limits(tmp_path, units):
     assert [m.metric for m in evo.list_models()] == sorted(scores, reverse=True)
     assert [m.metric for m in evo.list_models(sort=False)] == scores
     assert [m.sample for m in evo.list_models(limit=1)] == evo.final_samples[:1]
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_failed_stage_job_is_submitted_again_unit_retries_times(tmp_path, monkeypatch, caplog, retries):
+    """A stage whose trial fails (e.g. killed) runs again and resumes; with unit_retries=0 the search fails."""
+    from nni_bixnas.strategy.runner import UnitFailed
+
+    real_stage, failures = units_module.phase2_stage_unit, []
+
+    def flaky(model=None, **kwargs):
+        if kwargs["stage"] == 2 and not failures:
+            failures.append(kwargs["stage"])
+            raise RuntimeError("simulated killed trial")
+        return real_stage(model, **kwargs)
+
+    monkeypatch.setattr(units_module, "phase2_stage_unit", flaky)
+    evo = strategy(tmp_path, unit_retries=retries)
+    engine = SequentialExecutionEngine(continue_on_failure=True)  # a failed trial, as a training service sees it
+    if retries == 0:
+        with pytest.raises(UnitFailed, match="unit flaky ended with status failed and no result"):
+            evo(executable(tiny_space()), engine)
+        assert [h.stage for h in evo.history] == [3]
+        return
+    with caplog.at_level(logging.WARNING):
+        evo(executable(tiny_space()), engine)
+    assert [h.stage for h in evo.history] == [3, 2, 1] and evo.final_samples
+    assert "unit flaky ended with status failed and no result; submitting it again (retry 1 of 1)" in caplog.text

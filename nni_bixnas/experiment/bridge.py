@@ -182,8 +182,17 @@ class NasStrategyAdvisor(MsgDispatcherBase):
         saver = StateSaver(strategy, state_path(_checkpoint_dir())).start()
         search = threading.Thread(target=self._search, args=(strategy,), name="bixnas-strategy", daemon=True)
         search.start()
+        from .manager_watch import ManagerWatch
+
+        manager = ManagerWatch()
         while search.is_alive() and not self.terminated.is_set():
             search.join(0.5)
+            if manager.gone():
+                saver.stop()
+                _logger.error("The NNI manager (pid %s) is gone; the dispatcher exits. Strategy state saved in %s; "
+                              "`nnictl resume` continues the search", manager.pid, saver.path)
+                logging.shutdown()
+                os._exit(1)  # the engine's threads wait on a channel nobody will close
         saver.stop()
         if self.terminated.is_set():
             _logger.info("Stopped by the NNI manager; strategy state saved in %s", saver.path)

@@ -14,6 +14,7 @@ from nni.nas.space import ExecutableModelSpace
 from nni.nas.strategy import Strategy
 from numpy.random import RandomState
 
+from nni_bixnas._checks import non_negative_int
 from nni_bixnas.utils import atomic_torch_save, atomic_write
 
 from . import units
@@ -59,6 +60,9 @@ class BiXNAS(Strategy):
         Seed of the chain's private RNG; each phase gets its own seed from it.
     resume
         Load ``out_dir/bixnas_state.pt`` if present.
+    unit_retries
+        How many times any unit (Phase 1, a Phase 2 stage, a retraining) is submitted again after its
+        trial failed, e.g. was killed; a unit resumes from its run folder.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class BiXNAS(Strategy):
         out_dir: Optional[str] = None,
         seed: Optional[int] = None,
         resume: bool = True,
+        unit_retries: int = 1,
     ) -> None:
         super().__init__()
         for name, value in [("phase1", phase1), ("phase2", phase2), ("training", training)]:
@@ -79,7 +84,7 @@ class BiXNAS(Strategy):
             raise ValueError(f"retrain must be None, False or a dict, got {type(retrain).__name__}")
         self.phase1_kwargs = dict(phase1 or {})
         self.phase2_kwargs = dict(phase2 or {})
-        for forbidden in ("training", "out_dir", "seed"):
+        for forbidden in ("training", "out_dir", "seed", "unit_retries"):
             if forbidden in self.phase1_kwargs or forbidden in self.phase2_kwargs:
                 raise ValueError(f"set {forbidden!r} on BiXNAS, not inside phase1/phase2")
         if "candidates" in self.phase2_kwargs:
@@ -92,12 +97,14 @@ class BiXNAS(Strategy):
         self.training = dict(training or {})
         self.out_dir = None if out_dir is None else str(out_dir)
         self.resume = bool(resume)
+        self.unit_retries = non_negative_int("unit_retries", unit_retries)
         self.seed = seed
         self._random_state = RandomState(seed)
         self._phase_seeds = [int(v) for v in self._random_state.randint(2**31 - 1, size=2)]
         self.phase1 = self._build_phase1()
         # Phase 2 is built once Phase 1's candidates exist; build it now only to validate its arguments.
-        ProgressiveEvolution(**self.phase2_kwargs, training=self.training, seed=self._phase_seeds[1])
+        ProgressiveEvolution(**self.phase2_kwargs, training=self.training, seed=self._phase_seeds[1],
+                             unit_retries=self.unit_retries)
         self.phase2: Optional[ProgressiveEvolution] = None
         self.retrained: List[Dict[str, Any]] = []
         self.result: Optional[Dict[str, Any]] = None
@@ -106,7 +113,7 @@ class BiXNAS(Strategy):
 
     def _build_phase1(self) -> SelectionMatrix:
         return SelectionMatrix(**self.phase1_kwargs, training=self.training, out_dir=self._sub_dir("phase1"),
-                               seed=self._phase_seeds[0])
+                               seed=self._phase_seeds[0], unit_retries=self.unit_retries)
 
     def _sub_dir(self, name: str) -> Optional[str]:
         return None if self.out_dir is None else str(Path(self.out_dir) / name)
@@ -167,7 +174,7 @@ class BiXNAS(Strategy):
             kwargs["initial_weights"] = self.phase1.result.get("weights")  # the first stage starts from Phase 1
         self.phase2 = ProgressiveEvolution(
             candidates=self.phase1.candidates, **kwargs, training=self.training,
-            out_dir=self._sub_dir("phase2"), seed=self._phase_seeds[1],
+            out_dir=self._sub_dir("phase2"), seed=self._phase_seeds[1], unit_retries=self.unit_retries,
         )
         self.phase2.initialize(self.model_space, self.engine)
         if self._pending_phase2_state is not None:
@@ -179,7 +186,8 @@ class BiXNAS(Strategy):
         kwargs = {k: v for k, v in self.retrain_kwargs.items() if k != "seeds"}
         settings = training_settings(self.model_space, self.training)
         settings.pop("seed", None)
-        with UnitRunner(self.phase2.model_space, self.engine) as runner:  # the space Phase 2 searched (narrowed)
+        # on the space Phase 2 searched (narrowed)
+        with UnitRunner(self.phase2.model_space, self.engine, retries=self.unit_retries) as runner:
             for seed in self.retrain_kwargs["seeds"][len(self.retrained):]:
                 out_dir = self._sub_dir(f"retrain/seed_{seed}")
                 _logger.info("Retraining the winner with seed %d", seed)

@@ -104,6 +104,9 @@ class ProgressiveEvolution(Strategy):
     iou_tolerance
         A warning is logged when the IoUs of a stage's population span less than this (the stage then
         barely ranks its members).
+    unit_retries
+        How many times a stage's job is submitted again after its trial failed (it resumes from its
+        checkpoint).
 
     Attributes
     ----------
@@ -144,6 +147,7 @@ class ProgressiveEvolution(Strategy):
         max_redraws: int = 500,
         recalibration_batches: int = 8,
         iou_tolerance: float = 1e-3,
+        unit_retries: int = 1,
     ) -> None:
         super().__init__()
         keep = positive_ints("keep", [keep, keep] if is_int(keep) else keep, 2,
@@ -163,6 +167,7 @@ class ProgressiveEvolution(Strategy):
         self.max_redraws = non_negative_int("max_redraws", max_redraws)
         self.recalibration_batches = positive_int("recalibration_batches", recalibration_batches)
         self.iou_tolerance = non_negative_number("iou_tolerance", iou_tolerance)
+        self.unit_retries = non_negative_int("unit_retries", unit_retries)
 
         self._random_state = RandomState(seed)
         # RNG state after the last finished stage: a resumed search redraws the unfinished stage's skip sets.
@@ -218,7 +223,7 @@ class ProgressiveEvolution(Strategy):
 
     # -- the search -------------------------------------------------------------------------------
     def _run(self) -> None:
-        with UnitRunner(self.model_space, self.engine) as runner:
+        with UnitRunner(self.model_space, self.engine, retries=self.unit_retries) as runner:
             for index in range(self._stage_index, len(self._stages)):
                 try:
                     self._run_stage(runner, index)
@@ -285,18 +290,9 @@ class ProgressiveEvolution(Strategy):
 
     # -- results ----------------------------------------------------------------------------------
     def list_models(self, sort: bool = True, limit: Optional[int] = None) -> Iterator[ExecutableModelSpace]:
-        """The final architectures, frozen, with their last stage's IoU as metric.
-
-        Parameters
-        ----------
-        sort
-            Best IoU first (NNI's contract: sorted by metric, descending); ``False`` keeps the order of
-            :attr:`final_samples`, which is also by IoU.
-        limit
-            At most this many.
-
-        (The engine's models are the stage units, whose samples are only the parents they started from.)
-        """
+        """The final architectures, frozen, with their last stage's IoU as metric; ``sort`` (NNI's contract)
+        orders them by metric, descending, ``limit`` caps their number. (The engine's own models are the
+        stage units, whose samples are only the parents they started from.)"""
         if self._status in (StrategyStatus.INITIALIZED, StrategyStatus.EMPTY) and not self.final_samples:
             raise RuntimeError("Strategy has not been run.")
         ranked = list(zip(self.final_samples, self.final_scores()))

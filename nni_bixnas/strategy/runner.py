@@ -17,13 +17,15 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
 
 from nni.mutable import Sample
 from nni.nas.evaluator import FunctionalEvaluator
 from nni.nas.execution import ExecutionEngine
 from nni.nas.execution.event import FinalMetricEvent, ModelEventType
 from nni.nas.space import ExecutableModelSpace, ModelStatus
+
+from nni_bixnas._checks import non_negative_int
 
 _logger = logging.getLogger(__name__)
 
@@ -69,11 +71,15 @@ class UnitRunner:
         the unit's evaluator.
     engine
         The execution engine.
+    retries
+        How many times a unit whose job failed (e.g. its trial was killed) is submitted again before
+        :class:`UnitFailed` is raised. Units resume from their run folder, so a retry continues.
     """
 
-    def __init__(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> None:
+    def __init__(self, model_space: ExecutableModelSpace, engine: ExecutionEngine, retries: int = 1) -> None:
         self.model_space = model_space
         self.engine = engine
+        self.retries = non_negative_int("retries", retries)
         self._results: Dict[int, Any] = {}
         engine.register_model_event_callback(ModelEventType.FinalMetric, self._on_final)
 
@@ -112,22 +118,42 @@ class UnitRunner:
         NoBudget
             If the engine has no budget left for the unit (nothing was submitted).
         UnitFailed
-            If the job failed, or reported no final metric within ``grace_s`` seconds after it ended.
+            If the job failed, or reported no final metric within ``grace_s`` seconds after it ended,
+            ``retries + 1`` times.
         """
         name = getattr(function, "__name__", function)
-        for listener in list(_UNIT_LISTENERS.get(id(self.engine), [])):
-            listener()
-        if not self.wait_for_resource():
-            raise NoBudget(f"no budget left for unit {name}; the engine's trial count or duration is spent")
-        job = self.make_job(function, sample, **kwargs)
-        self.engine.submit_models(job)
-        self.engine.wait_models(job)
+        attempts: List[ExecutableModelSpace] = []
+        for attempt in range(self.retries + 1):
+            for listener in list(_UNIT_LISTENERS.get(id(self.engine), [])):
+                listener()
+            if not self.wait_for_resource():
+                raise NoBudget(f"no budget left for unit {name}; the engine's trial count or duration is spent")
+            job = self.make_job(function, sample, **kwargs)
+            attempts.append(job)
+            self.engine.submit_models(job)
+            self.engine.wait_models(job)
+            result = self._result_of(attempts, grace_s)
+            if result is not None:
+                return result if isinstance(result, dict) else {"default": result}
+            failure = UnitFailed(f"unit {name} ended with status {job.status.value} and no result")
+            if attempt == self.retries:
+                raise failure
+            _logger.warning("%s; submitting it again (retry %d of %d)", failure, attempt + 1, self.retries)
+        raise AssertionError("unreachable")
+
+    def _result_of(self, attempts: List[ExecutableModelSpace], grace_s: float) -> Any:
+        """The final metric of the last attempt, waiting up to ``grace_s`` after it ended (a FinalMetric may
+        arrive after TrainingEnd); ``None`` if it failed or reported nothing.
+
+        The metric may also come under an earlier attempt: NNI 3.0's local training service hands the
+        parameters a killed trial never fetched to the next trial it starts, so the retry (the same unit)
+        reports under the killed attempt's parameter id.
+        """
         deadline = time.monotonic() + grace_s
-        while id(job) not in self._results and time.monotonic() < deadline:
-            if job.status == ModelStatus.Failed:
-                break
-            time.sleep(0.2)  # a FinalMetric may arrive after TrainingEnd
-        if id(job) not in self._results:
-            raise UnitFailed(f"unit {name} ended with status {job.status.value} and no result")
-        result = self._results.pop(id(job))
-        return result if isinstance(result, dict) else {"default": result}
+        while True:
+            for job in attempts:
+                if id(job) in self._results:
+                    return self._results.pop(id(job))
+            if attempts[-1].status == ModelStatus.Failed or time.monotonic() >= deadline:
+                return None
+            time.sleep(0.2)

@@ -20,7 +20,7 @@ from nni.nas.space import ExecutableModelSpace
 from nni.nas.strategy import Strategy
 from numpy.random import RandomState
 
-from nni_bixnas._checks import optional_int, optional_path, positive_int
+from nni_bixnas._checks import non_negative_int, optional_int, optional_path, positive_int
 from nni_bixnas.space.mutables import SkipChoice, SkipSubset
 from nni_bixnas.strategy import units
 from nni_bixnas.strategy.runner import NoBudget, UnitRunner
@@ -74,6 +74,9 @@ class SelectionMatrix(Strategy):
         Seed of the supernet training. ``None`` takes ``training['seed']``, else the evaluator's ``seed``,
         else draws one from the strategy's own random state. The same seed gives the same candidates on the same
         machine.
+    unit_retries
+        How many times the Phase 1 job is submitted again after its trial failed (it resumes from its
+        run folder).
 
     Examples
     --------
@@ -98,6 +101,7 @@ class SelectionMatrix(Strategy):
         training: Optional[Mapping[str, Any]] = None,
         out_dir: Optional[PathLike] = None,
         seed: Optional[int] = None,
+        unit_retries: int = 1,
     ) -> None:
         super().__init__()
         self.epochs, self.tau, self.variant = positive_int("epochs", epochs), check_tau(tau), check_variant(variant)
@@ -105,6 +109,7 @@ class SelectionMatrix(Strategy):
         self.seed = optional_int("seed", seed)
         optional_int("training['seed']", self.training.get("seed"))
         self.out_dir = optional_path("out_dir", out_dir)
+        self.unit_retries = non_negative_int("unit_retries", unit_retries)
         self._random_state = RandomState(seed)
         self._fixed: Dict[str, Any] = {}  # values of trivial (single-valued) categorical choices
         self._default_sample: Sample = {}
@@ -165,7 +170,7 @@ class SelectionMatrix(Strategy):
         _logger.info("Phase 1: training the selection-matrix supernet for %d epochs (seed %d, variant %r).",
                      self.epochs, seed, self.variant)
         try:
-            with UnitRunner(self.model_space, self.engine) as runner:
+            with UnitRunner(self.model_space, self.engine, retries=self.unit_retries) as runner:
                 result = runner.run(
                     units.selection_matrix_unit, self._default_sample, space=space_reference(self.model_space),
                     epochs=self.epochs, training=settings, out_dir=self.out_dir, tau=self.tau, variant=self.variant,

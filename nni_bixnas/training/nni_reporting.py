@@ -73,7 +73,8 @@ def _default_report(metric: Dict[str, float]) -> None:
 
 
 class NNIReporter(pl.Callback):
-    """Send each validation epoch's metrics to NNI as an intermediate result.
+    """Send each validation epoch's metrics to NNI as an intermediate result; inside an NNI trial, end
+    the trial when the NNI manager that started it is gone (:mod:`nni_bixnas.experiment.manager_watch`).
 
     The result is ``{'default': <monitor>, <name>: <value>, ...}``, e.g.
     ``{'default': val_iou, 'dice': val_dice, 'loss': val_loss}``. Outside an NNI trial
@@ -101,6 +102,19 @@ class NNIReporter(pl.Callback):
         self.extra = dict(extra) if extra is not None else {"dice": "val_dice", "loss": "val_loss"}
         self.report = report or _default_report
         self.reported_epochs: list = []
+        self._watch = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if in_nni_trial():
+            from nni_bixnas.experiment.manager_watch import ManagerWatch
+
+            self._watch = ManagerWatch()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self._watch is not None:  # a trial whose NNI manager was killed ends, as its dispatcher does
+            from nni_bixnas.experiment.manager_watch import exit_if_gone
+
+            exit_if_gone(self._watch, _log)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
