@@ -13,14 +13,12 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from conftest import nni_sandbox, processes_with_home
-from test_experiment_bixnas import tiny
-from test_experiment_nnictl import write_config
 
+from conftest import nni_sandbox, processes_with_home
 from nni_bixnas.experiment.launch import ManagerClient, experiment_id_from_output, free_port, nnictl, stop
 from nni_bixnas.training.checkpoint import read_checkpoint
-
-pytestmark = pytest.mark.slow
+from test_experiment_bixnas import tiny
+from test_experiment_nnictl import write_config
 
 # Which process of an experiment each fault kills, by its command line.
 VICTIMS = {
@@ -96,6 +94,7 @@ def uninterrupted(tmp_path_factory):
         return run_to_done(path, env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("victim", list(VICTIMS))
 def test_a_process_killed_mid_search_ends_done_with_the_uninterrupted_result(victim, tmp_path, nni_home,
                                                                             uninterrupted):
@@ -111,3 +110,14 @@ def test_a_process_killed_mid_search_ends_done_with_the_uninterrupted_result(vic
         assert "The NNI manager (pid" in faulted["log"] and "is gone; the dispatcher exits" in faulted["log"]
     for port in faulted["ports"]:
         assert not listening(port), port
+
+
+@pytest.mark.parametrize("heavy", ["torch", "nni.nas", "pytorch_lightning"])
+def test_the_bridge_connects_before_any_heavy_import(heavy):
+    """NNI gives the dispatcher 10 s from its start to connect: the bridge module imports neither torch nor
+    nni.nas (they come after the connection), so a loaded machine has the whole window for NNI's own imports."""
+    import subprocess
+    import sys
+
+    code = f"import sys, nni_bixnas.experiment.bridge; sys.exit({heavy!r} in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
