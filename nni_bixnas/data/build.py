@@ -274,8 +274,9 @@ def inspect_dataset(spec: str) -> Dict:
         ``name``, ``spec``, ``tiles`` (source images/volumes), ``patches``, ``image_size`` (``[H, W]`` or
         ``None`` if sizes differ), ``channels``, ``classes``, ``class_names``, ``masks`` (MoNuSeg:
         ``"png"`` or ``"xml"``, the masks used; else ``None``), ``foreground_fraction`` (foreground
-        pixels / all pixels over all patches; per class for multi-class data) and ``problems``
-        (strings: files skipped and why).
+        pixels / all pixels over all patches; per class for multi-class data), ``problems``
+        (strings: files skipped and why, e.g. unreadable files, bad masks, NaN/inf pixels with their
+        count) and ``dropped`` (how many items those problems left out; a CHAOS series counts as one).
 
     Raises
     ------
@@ -306,6 +307,7 @@ def inspect_dataset(spec: str) -> Dict:
         fraction = counts[1] / total
     else:
         fraction = {name: float(counts[c] / total) for c, name in enumerate(collection.class_names) if c > 0}
+    dropped = len(collection.problems) + len(failed)
     size = collection.image_size()
     if size is None and collection.patches:
         problems.append("items have different sizes; pass resize when building datasets")
@@ -321,4 +323,5 @@ def inspect_dataset(spec: str) -> Dict:
         "masks": collection.masks,
         "foreground_fraction": fraction if isinstance(fraction, dict) else float(fraction),
         "problems": problems,
+        "dropped": dropped,
     }

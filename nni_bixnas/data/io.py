@@ -58,8 +58,14 @@ def image_channels(path: Path) -> int:
 
 
 def read_image(path: Path, channels: int) -> np.ndarray:
-    """Decode ``path`` to ``(C, H, W)``: uint8 for 8-bit files, float32 in [0, 1] for 16-bit/float ones."""
+    """Decode ``path`` to ``(C, H, W)``: uint8 for 8-bit files, float32 in [0, 1] for 16-bit/float ones.
+
+    A float image with NaN/inf pixels is a ``ValueError`` naming the file and the count (they would make
+    every loss NaN, or be silently clipped).
+    """
     image = _open(path)
+    if image.mode == "F":
+        check_finite(np.asarray(image), path)
     if channels == 3:
         array = np.asarray(image.convert("RGB"))
         return np.ascontiguousarray(array.transpose(2, 0, 1))
@@ -70,10 +76,22 @@ def read_image(path: Path, channels: int) -> np.ndarray:
     return np.asarray(image.convert("L"))[None]
 
 
+def check_finite(array: np.ndarray, path: Path, what: str = "image") -> None:
+    """Raise a ``ValueError`` naming ``path`` and counting its NaN/inf values, if it has any."""
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise ValueError(
+            f"{what} file {path} has {bad} non-finite pixel value(s) (NaN or inf) of {array.size}; "
+            "fix or remove the file (`bixnas data inspect` lists every such file)"
+        )
+
+
 def read_mask(path: Path) -> np.ndarray:
     """Decode a single-channel label image to ``(H, W)`` int64 (RGB with equal channels is accepted)."""
     image = _open(path)
     array = np.asarray(image)
+    if image.mode == "F":
+        check_finite(array, path, "mask")
     if array.ndim == 3:  # palette ("P") images decode to their indices, i.e. 2-D
         colour = array[..., :3]
         if not (np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 0], colour[..., 2])):

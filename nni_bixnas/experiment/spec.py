@@ -71,6 +71,17 @@ def _signature(target: Callable) -> inspect.Signature:
     return signature.replace(parameters=list(signature.parameters.values())[1:])  # drop self
 
 
+def check_values(target: Callable, kwargs: Mapping[str, Any], field: str) -> None:
+    """Check keyword argument values with ``target.validate_kwargs(kwargs, prefix)``, if ``target`` has one.
+
+    :func:`nni_bixnas.training.make_evaluator` has one, so ``evaluator_kwargs: {max_epochs: 0}`` fails when
+    the experiment starts with ``classArgs.evaluator_kwargs.max_epochs must be a positive int, got 0``.
+    """
+    validate = getattr(target, "validate_kwargs", None)
+    if callable(validate):
+        validate(kwargs, prefix=f"classArgs.{field}.")
+
+
 def check_data_specs(kwargs: Mapping[str, Any], field: str) -> None:
     """If ``kwargs`` has a ``data`` spec (see :func:`nni_bixnas.data.parse_data_spec`), check its paths exist."""
     spec = kwargs.get("data")
@@ -158,6 +169,7 @@ class BridgeSpec:
                 raise ValueError(f"classArgs.{name}: {class_args[name]!r} is not a class or function")
             resolved[name] = target
             resolved[f"{name}_kwargs"] = check_kwargs(target, class_args.get(f"{name}_kwargs"), f"{name}_kwargs")
+            check_values(target, resolved[f"{name}_kwargs"], f"{name}_kwargs")
             if check_paths:
                 check_data_specs(resolved[f"{name}_kwargs"], f"{name}_kwargs")
         return cls(**resolved)

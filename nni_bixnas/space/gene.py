@@ -152,11 +152,29 @@ class Gene:
 
     @classmethod
     def load(cls, path: Union[str, Path], iterations: Optional[int] = None, levels: Optional[int] = None) -> "Gene":
-        """Read a gene file (see :meth:`parse`)."""
+        """Read a gene file (see :meth:`parse`).
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` is not a file.
+        ValueError
+            If the file holds binary data (NUL bytes, or not UTF-8), or a line is not a gene line.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"gene file {path} does not exist")
-        return cls.parse(path.read_text(), iterations, levels, source=str(path))
+        data = path.read_bytes()
+        try:
+            if b"\0" in data:
+                raise UnicodeError("NUL byte")
+            text = data.decode("utf-8")
+        except UnicodeError:
+            raise ValueError(
+                f"{path} is not a text gene file (it holds binary data); expected lines like 'enc_1_0_3_1', "
+                "as written by `bixnas export` or the authors' bixnet_gene.txt"
+            ) from None
+        return cls.parse(text, iterations, levels, source=str(path))
 
     def to_text(self, header: Optional[str] = None) -> str:
         """The authors' text format (indices sorted; optional first line ``header``)."""

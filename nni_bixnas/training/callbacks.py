@@ -44,7 +44,8 @@ class RunRecorder(pl.Callback):
     augmentation are the data module's job: a function of its own seed and the epoch.)
     After each epoch's validation, ``last.ckpt`` is written, and ``best.ckpt`` too when the validation
     IoU is ``>=`` the best so far (ties go to the later epoch, as in the authors' loop). The history
-    travels inside the checkpoints (callback state), so a resumed run continues it.
+    travels inside the checkpoints (callback state), so a resumed run continues it. A run restarted over
+    an earlier one can :meth:`keep_best` of it: its ``best.ckpt`` stays until an epoch scores as well.
 
     Parameters
     ----------
@@ -64,6 +65,7 @@ class RunRecorder(pl.Callback):
         self.history: List[Dict[str, Any]] = []
         self.best_score = -math.inf
         self.best_epoch = 0
+        self.kept_best: Optional[Dict[str, Any]] = None
         self._reset_epoch_counters()
 
     @property
@@ -80,19 +82,31 @@ class RunRecorder(pl.Callback):
 
     @property
     def best_record(self) -> Dict[str, Any]:
+        if self.kept_best is not None:
+            return self.kept_best
         return next((r for r in self.history if r["epoch"] == self.best_epoch), {})
+
+    def keep_best(self, record: Dict[str, Any]) -> None:
+        """Start from the best epoch ``record`` of an earlier run whose ``best.ckpt`` is still on disk.
+
+        ``best.ckpt`` is then replaced only by an epoch whose ``monitor`` score is ``>=`` the record's.
+        """
+        self.kept_best = dict(record)
+        self.best_score, self.best_epoch = float(record[self.monitor]), int(record["epoch"])
 
     def _reset_epoch_counters(self) -> None:
         self._loss_sum, self._images, self._started, self._lr = 0.0, 0, time.perf_counter(), None
 
     # -- callback state (saved in every checkpoint) ------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
-        return {"history": self.history, "best_score": self.best_score, "best_epoch": self.best_epoch}
+        return {"history": self.history, "best_score": self.best_score, "best_epoch": self.best_epoch,
+                "kept_best": self.kept_best}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self.history = list(state_dict["history"])
         self.best_score = float(state_dict["best_score"])
         self.best_epoch = int(state_dict["best_epoch"])
+        self.kept_best = state_dict.get("kept_best")
 
     # -- hooks -------------------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -132,7 +146,7 @@ class RunRecorder(pl.Callback):
         score = record.get(self.monitor)
         is_best = score is not None and score >= self.best_score
         if is_best:
-            self.best_score, self.best_epoch = score, epoch
+            self.best_score, self.best_epoch, self.kept_best = score, epoch, None
         trainer.save_checkpoint(self.last_path)
         if is_best:
             trainer.save_checkpoint(self.best_path)
@@ -156,6 +170,8 @@ class RunRecorder(pl.Callback):
             "seed": self.seed,
             "history": self.history,
         }
+        if self.kept_best is not None:  # best.ckpt is still the one of the run this one restarted
+            summary["best_from_earlier_run"] = self.kept_best
         with atomic_write(self.out_dir / HISTORY_NAME) as handle:
             json.dump(summary, handle, indent=2)
 
@@ -164,27 +180,107 @@ def _fmt(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-class FiniteLossGuard(pl.Callback):
-    """Stop training on the first NaN/inf loss, before it reaches the weights.
+class TrainingDiverged(FloatingPointError, ValueError):
+    """Training stopped because the loss became NaN/inf or exploded.
 
-    Raises ``FloatingPointError`` naming the epoch and step. Nothing is saved, so the last good
-    checkpoint on disk stays as it was.
+    A ``ValueError`` too, so that ``bixnas train`` reports it as one ``error:`` line.
     """
 
-    def __init__(self, last_checkpoint: Optional[PathLike] = None) -> None:
+
+def _count_nonfinite(batch: Any) -> int:
+    """NaN/inf values in the floating-point tensors of a batch (a tensor, or a list/tuple/dict of them)."""
+    if isinstance(batch, torch.Tensor):
+        return int((~torch.isfinite(batch)).sum()) if batch.is_floating_point() else 0
+    if isinstance(batch, dict):
+        batch = list(batch.values())
+    if isinstance(batch, (list, tuple)):
+        return sum(_count_nonfinite(item) for item in batch)
+    return 0
+
+
+class FiniteLossGuard(pl.Callback):
+    """Stop training on a NaN/inf loss, or on a loss that explodes, before the step reaches the weights.
+
+    Rules, checked on every training step before the backward pass:
+
+    - the loss is NaN or inf: if the step's input batch holds NaN/inf values the data is blamed (with
+      their count), else the learning rate or the precision;
+    - the loss is over ``max_ratio`` times ``max(reference, 1)``, where ``reference`` is the loss of the
+      run's first training step (the untrained network; saved in the checkpoints, so a resumed run keeps
+      it). With BCE or cross-entropy (about 0.7 and ``log K`` at the start) the default bound is a loss
+      of 1000 (an average pixel predicted wrong with a logit over 1000): sane learning rates stay orders
+      of magnitude below it, while a diverging run (``lr=1e6``: losses around 1e10) crosses it within a
+      few steps. The floor of 1 keeps a small reference (a pre-trained network) from making the bound
+      tight.
+
+    Raises :class:`TrainingDiverged` (a ``FloatingPointError`` and a ``ValueError``) naming the epoch and
+    step. Nothing is saved, so the last checkpoint on disk stays as it was.
+
+    Parameters
+    ----------
+    last_checkpoint : path, optional
+        Named in the message when it exists.
+    max_ratio : float, optional
+        The explosion bound (see above); ``None`` checks only for NaN/inf.
+    """
+
+    def __init__(self, last_checkpoint: Optional[PathLike] = None, max_ratio: Optional[float] = 1000.0) -> None:
         super().__init__()
         self.last_checkpoint = last_checkpoint
+        self.max_ratio = max_ratio
+        self.reference: Optional[float] = None
+        self._batch: Any = None
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {} if self.reference is None else {"reference_loss": self.reference}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.reference = state_dict.get("reference_loss", self.reference)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._batch = batch  # a reference, looked at only when the loss is not finite
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
-        if torch.isfinite(loss.detach()).all():
-            return
+        value = _unscaled(trainer, loss)
+        if not math.isfinite(value):
+            self._stop(trainer, f"training loss is {value}", self._nan_advice(), good=True)
+        if self.reference is None:
+            self.reference = value
+        elif self.max_ratio is not None and value > self.max_ratio * max(self.reference, 1.0):
+            self._stop(
+                trainer,
+                f"training diverged: loss {value:.4g}",
+                f"That is over {self.max_ratio:g} x max(first loss {self.reference:.4g}, 1); "
+                f"lower the learning rate (--lr, now {_lr(trainer)}).",
+            )
+
+    def _nan_advice(self) -> str:
+        bad = _count_nonfinite(self._batch)
+        if bad:
+            return (f"The input batch holds {bad} NaN/inf value(s): the data is the cause, not the learning rate; "
+                    "find the files with `bixnas data inspect SPEC` and fix or remove them.")
+        return "Lower the learning rate (--lr) or train in full precision (--precision 32-true)."
+
+    def _stop(self, trainer: pl.Trainer, what: str, advice: str, good: bool = False) -> None:
         kept = (
-            f"; the last good checkpoint {self.last_checkpoint} is kept"
+            f"; the last {'good ' if good else ''}checkpoint {self.last_checkpoint} is kept"
             if self.last_checkpoint and Path(self.last_checkpoint).exists()
             else ""
         )
-        raise FloatingPointError(
-            f"training loss is {loss.detach().float().mean().item()} at epoch {trainer.current_epoch + 1}, "
-            f"step {trainer.fit_loop.epoch_loop.batch_idx} (global step {trainer.global_step}){kept}. "
-            "Lower the learning rate (--lr) or train in full precision (--precision 32-true)."
+        raise TrainingDiverged(
+            f"{what} at epoch {trainer.current_epoch + 1}, step {trainer.fit_loop.epoch_loop.batch_idx} "
+            f"(global step {trainer.global_step}){kept}. {advice}"
         )
+
+
+def _unscaled(trainer: pl.Trainer, loss: torch.Tensor) -> float:
+    """The loss as the task computed it: with ``16-mixed`` this hook sees it multiplied by the grad scaler's scale."""
+    value = loss.detach().float().mean().item()
+    scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+    if scaler is not None and scaler.is_enabled():
+        value /= float(scaler.get_scale())
+    return value
+
+
+def _lr(trainer: pl.Trainer) -> str:
+    return f"{trainer.optimizers[0].param_groups[0]['lr']:.3g}" if trainer.optimizers else "?"

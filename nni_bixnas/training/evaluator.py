@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import nni
 import torch.nn as nn
 from nni.nas.evaluator import FunctionalEvaluator
 
+from nni_bixnas._checks import is_int, non_negative_int, optional_path, positive_int, positive_number
+from nni_bixnas.data.collection import normalize_size
 from nni_bixnas.training.loop import fit
 from nni_bixnas.training.nni_reporting import NNIReporter, nni_tensorboard_dir, trial_out_dir
 from nni_bixnas.utils import seed_everything
@@ -97,7 +99,7 @@ def train_and_report(
     )
     in_channels = _in_channels(model)
     complexity = count_complexity(copy.deepcopy(model).cpu(), input_size=(512, 512), in_channels=in_channels)
-    best = next((r for r in result.history if r["epoch"] == result.best_epoch), {})
+    best = result.best_record
     final = {
         "default": result.best_iou,
         "dice": result.best_dice,
@@ -122,10 +124,96 @@ def _in_channels(model: nn.Module) -> int:
 _ARGUMENTS = tuple(inspect.signature(train_and_report).parameters)[1:]
 
 
+def _check_lr(name: str, value: Any) -> None:
+    try:
+        positive_number(name, value)
+    except ValueError as err:
+        # YAML 1.1 (nnictl's loader) reads 1e-3 as a string
+        hint = "; in YAML write 1.0e-3, not 1e-3 (read as a string)" if isinstance(value, str) else ""
+        raise ValueError(f"{err}{hint}") from None
+
+
+def _check_size(name: str, value: Any) -> None:
+    normalize_size(value, name)
+
+
+def _check_fraction(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
+def _check_seed(name: str, value: Any) -> None:
+    if not is_int(value):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+
+
+def _check_text(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {value!r}")
+
+
+def _check_precision(name: str, value: Any) -> None:
+    if not (value is None or isinstance(value, str) or is_int(value)):
+        raise ValueError(f"{name} must be a Lightning precision like '32-true' or 'bf16-mixed', or None, got {value!r}")
+
+
+def _check_devices(name: str, value: Any) -> None:
+    if not (isinstance(value, str) or (is_int(value) and value >= 1)
+            or (isinstance(value, (list, tuple)) and value and all(is_int(v) and v >= 0 for v in value))):
+        raise ValueError(f"{name} must be a positive int, a string like 'auto', or a list of device ids, got {value!r}")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+# train_and_report argument -> check(name, value) raising a ValueError that starts with ``name``
+_VALUE_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
+    "data": _check_text,
+    "max_epochs": positive_int,
+    "batch_size": positive_int,
+    "seed": _check_seed,
+    "lr": _check_lr,
+    "patch_size": _check_size,
+    "out_dir": optional_path,
+    "split_seed": non_negative_int,
+    "resize": _check_size,
+    "val_fraction": _check_fraction,
+    "precision": _check_precision,
+    "accelerator": _check_text,
+    "devices": _check_devices,
+    "progress": _check_bool,
+}
+
+
+def check_arguments(kwargs: Mapping[str, Any], prefix: str = "") -> None:
+    """Check the values of :func:`train_and_report` keyword arguments, without training.
+
+    Parameters
+    ----------
+    kwargs : mapping
+        Keyword arguments (unknown names are left to the caller).
+    prefix : str
+        Put before each argument name in the messages, e.g. ``'classArgs.evaluator_kwargs.'``.
+
+    Raises
+    ------
+    ValueError
+        The first bad value, e.g. ``max_epochs must be a positive int, got 0``.
+    """
+    for key, value in kwargs.items():
+        check = _VALUE_CHECKS.get(key)
+        if check is not None:
+            check(prefix + key, value)
+
+
 def make_evaluator(**kwargs: Any) -> FunctionalEvaluator:
     """An NNI ``FunctionalEvaluator`` running :func:`train_and_report` with ``kwargs``.
 
-    Keep ``kwargs`` plain (str/int/float): NNI serialises them into every trial's parameters.
+    Keep ``kwargs`` plain (str/int/float): NNI serialises them into every trial's parameters. Their
+    values are checked here (:func:`check_arguments`), and by the ``nnictl`` bridge when an experiment
+    starts (``make_evaluator.validate_kwargs``).
 
     Examples
     --------
@@ -136,4 +224,9 @@ def make_evaluator(**kwargs: Any) -> FunctionalEvaluator:
     unknown = sorted(set(kwargs) - set(_ARGUMENTS))
     if unknown:
         raise ValueError(f"unknown train_and_report argument(s) {unknown}; expected some of {list(_ARGUMENTS)}")
+    check_arguments(kwargs)
     return FunctionalEvaluator(train_and_report, **kwargs)
+
+
+# The bridge checks classArgs.evaluator_kwargs values with this when an experiment starts.
+make_evaluator.validate_kwargs = check_arguments
