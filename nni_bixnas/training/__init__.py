@@ -6,22 +6,26 @@ Used by retraining (``bixnas train``), evaluation, and both search phases (which
 
 from __future__ import annotations
 
-from .callbacks import FiniteLossGuard, RunRecorder
-from .checkpoint import AtomicCheckpointIO, load_checkpoint, load_task
-from .evaluator import make_evaluator, train_and_report
+from .callbacks import FiniteLossGuard, RunRecorder, TrainingDiverged
+from .checkpoint import AtomicCheckpointIO, load_checkpoint, load_task, read_checkpoint
+from .evaluator import check_arguments, make_evaluator, train_and_report
 from .inference import evaluate, predict
 from .loop import TrainResult, fit
 from .nni_reporting import NNIReporter, nni_tensorboard_dir
+from .run_folder import RunFolderError
 from .task import VAL_METRICS, SegmentationTask
 
 __all__ = [
     "AtomicCheckpointIO",
     "FiniteLossGuard",
     "NNIReporter",
+    "RunFolderError",
     "RunRecorder",
     "SegmentationTask",
     "TrainResult",
+    "TrainingDiverged",
     "VAL_METRICS",
+    "check_arguments",
     "evaluate",
     "fit",
     "load_checkpoint",
@@ -29,5 +33,6 @@ __all__ = [
     "make_evaluator",
     "nni_tensorboard_dir",
     "predict",
+    "read_checkpoint",
     "train_and_report",
 ]

@@ -1,0 +1,130 @@
+"""The run folder of :func:`~nni_bixnas.training.fit`: what makes a resume valid, and writes the folder or
+the disk refuses turned into one clear error (every write being atomic, the files already there are kept)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from nni_bixnas.training.callbacks import BEST_NAME, HISTORY_NAME
+from nni_bixnas.training.checkpoint import AtomicCheckpointIO
+from nni_bixnas.training.task import SegmentationTask
+
+__all__ = ["RUN_NAME", "RESUME_KEYS", "RESTART", "RunFolderError", "check_resume", "checkpoint_problem",
+           "earlier_best", "run_folder_errors", "check_writable"]
+
+RUN_NAME = "run.json"
+# run.json fields that must match for a resume to continue the same run.
+RESUME_KEYS = ("model_name", "model_kwargs", "data", "seed", "split_seed", "lr", "lr_decay", "batch_size")
+
+
+class RunFolderError(OSError, ValueError):
+    """The run folder cannot be written (read-only, no space left); a ``ValueError`` for the CLI's one line."""
+
+
+# errno of a write that fails because of the folder or the disk, not because of the program
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+RESTART = ("rerun with --no-resume (resume=False) to start afresh in this folder (its best.ckpt is kept until "
+            "an epoch scores as well), or restore the file")
+
+
+def check_resume(out_dir: Path, config: Dict[str, Any]) -> None:
+    path = out_dir / RUN_NAME
+    if not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"cannot resume: {path} is not valid JSON ({err}); rerun with --no-resume (resume=False) "
+                         "to start afresh in this folder, or restore the file") from None
+    changed = [k for k in RESUME_KEYS if previous.get(k) != config.get(k)]
+    if changed:
+        details = ", ".join(f"{k}: {previous.get(k)!r} -> {config.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"{out_dir} holds a run with a different configuration ({details}); "
+            "resume it with the same settings, or start afresh with resume=False (--no-resume) or another out dir"
+        )
+
+
+def checkpoint_problem(path: Path, task: SegmentationTask) -> Optional[str]:
+    """Why ``path`` cannot be loaded into ``task`` (unreadable, not a training checkpoint, other weights), or None."""
+    try:
+        checkpoint = AtomicCheckpointIO().load_checkpoint(path)
+    except Exception as err:  # torch raises several unrelated types for a damaged file
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:200]
+        return f"the file cannot be read, it is probably truncated or corrupt ({reason})"
+    if not isinstance(checkpoint, dict) or not {"state_dict", "loops"} <= set(checkpoint):
+        return "it is not a training checkpoint (no 'state_dict' and 'loops')"
+    if getattr(task, "strict_loading", True):
+        expected, saved = task.state_dict(), checkpoint["state_dict"]
+        differ = sorted(set(expected) ^ set(saved)) or [
+            k for k in expected if getattr(saved[k], "shape", None) != expected[k].shape]
+        if differ:
+            return f"its weights do not fit the model ({len(differ)} parameter(s) differ, e.g. {differ[0]!r})"
+    return None
+
+
+def earlier_best(out_dir: Path, config: Dict[str, Any], task: SegmentationTask) -> Optional[Dict[str, Any]]:
+    """The best-epoch record of an earlier run of the same configuration whose ``best.ckpt`` fits the model."""
+    try:
+        previous = json.loads((out_dir / RUN_NAME).read_text())
+        summary = json.loads((out_dir / HISTORY_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    best_path = out_dir / "checkpoints" / BEST_NAME
+    if any(previous.get(k) != config.get(k) for k in RESUME_KEYS) or not best_path.is_file():
+        return None
+    record = summary.get("best_from_earlier_run")
+    if not isinstance(record, dict):
+        record = next((r for r in summary.get("history", []) if r.get("epoch") == summary.get("best_epoch")), None)
+    if not isinstance(record, dict) or not isinstance(record.get("val_iou"), (int, float)):
+        return None
+    return record if checkpoint_problem(best_path, task) is None else None
+
+
+def _shown_path(filename: Any) -> str:
+    """``atomic_write``'s temporary ``.NAME.XXXX.tmp`` shown as the file it stands for."""
+    path = Path(str(filename))
+    match = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", path.name)
+    return str(path.with_name(match.group(1)) if match else path)
+
+
+@contextlib.contextmanager
+def run_folder_errors(out_dir: Path):
+    """A write refused by the folder or the disk -> one :class:`RunFolderError` (atomic writes kept the files)."""
+    try:
+        yield
+    except RunFolderError:
+        raise
+    except OSError as err:
+        if err.errno not in _WRITE_ERRNOS:
+            raise
+        where = _shown_path(os.fsdecode(err.filename)) if err.filename else str(out_dir)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            advice = ("free some space and rerun the same command (it resumes from the last checkpoint), "
+                      "or choose another --out (out_dir)")
+        else:
+            folder = Path(where) if Path(where).is_dir() else Path(where).parent
+            advice = f"make {folder} writable, or choose another --out (out_dir)"
+        kept = f"; the files already in {out_dir} are intact (every write is atomic)" if out_dir.is_dir() else ""
+        target = f"in {where}" if Path(where).is_dir() else where
+        error = RunFolderError(f"cannot write {target}: {err.strerror or err}{kept}; {advice}")
+        error.errno = err.errno
+        raise error from err
+
+
+def check_writable(folders: Sequence[Path]) -> None:
+    """Create ``folders`` and write a temporary file in each: a read-only one fails here, before training."""
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(folder)) from err
