@@ -410,3 +410,18 @@ def test_inspect_strict_counts_dropped_files_and_help_says_what_happens_without_
         main(["data", "inspect", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "without --strict the exit status is still 0" in text and "--strict exit with status 2" in text
+
+
+def test_an_os_error_the_command_meets_is_one_line(tmp_path, capsys, monkeypatch):
+    import argparse
+
+    from nni_bixnas import cli
+
+    def refuse(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "locked"))
+
+    parsed = argparse.Namespace(command="data", func=refuse)
+    monkeypatch.setattr(cli, "build_parser", lambda: argparse.Namespace(parse_args=lambda argv: parsed))
+    assert cli.main(["data"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"bixnas data: error: [Errno 13] Permission denied: '{tmp_path / 'locked'}'"]

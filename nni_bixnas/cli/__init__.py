@@ -38,8 +38,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        # Bad input: one clear line, no traceback.
+    except (ValueError, OSError) as err:
+        # Bad input or a folder/disk that refuses: one clear line, no traceback (an OSError names its file).
         print(f"bixnas {args.command}: error: {err}", file=sys.stderr)
         return 2
 
