@@ -201,3 +201,13 @@ def test_an_evaluator_without_data_is_an_error_before_any_training(strategy_name
     with pytest.raises(ValueError, match=f"{strategy_name}: no training data"):
         make()(model_space, SequentialExecutionEngine())
     assert count_units == [] and not list(tmp_path.rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(retrain={"max_epochs": 0}), "retrain.max_epochs must be a positive int, got 0"),
+    (dict(training={"batch_size": -2}), "training.batch_size must be a positive int, got -2"),
+    (dict(training={"lr": "1e-3"}), "training.lr must be a finite number > 0, got '1e-3'"),
+])
+def test_training_values_of_the_chain_are_checked_when_it_is_built(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        BiXNAS(**{**KW, **kwargs})

@@ -94,6 +94,9 @@ class BiXNAS(Strategy):
             seeds = self.retrain_kwargs.setdefault("seeds", [0, 1, 2])
             if not seeds or not all(isinstance(s, int) for s in seeds):
                 raise ValueError(f"retrain['seeds'] must be a non-empty list of ints, got {seeds!r}")
+            from nni_bixnas.training.evaluator import check_arguments
+
+            check_arguments({k: v for k, v in self.retrain_kwargs.items() if k != "seeds"}, prefix="retrain.")
         self.training = dict(training or {})
         self.out_dir = None if out_dir is None else str(out_dir)
         self.resume = bool(resume)

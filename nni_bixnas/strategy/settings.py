@@ -26,8 +26,11 @@ def check_training(settings: Any) -> Dict[str, Any]:
     """``settings`` as a dict of known training settings (``None`` is empty), else a clear error."""
     if settings is not None and not isinstance(settings, Mapping):
         raise ValueError(f"training must be a dict of training settings, got {type(settings).__name__}")
+    from nni_bixnas.training.evaluator import check_arguments
+
     settings = dict(settings or {})
     known_keys("training setting(s)", settings, TRAINING_KEYS)
+    check_arguments(settings, prefix="training.")
     return settings
 
 
