@@ -173,7 +173,7 @@ def test_to_supernet_replaces_every_skip_choice_and_keeps_the_space():
         (dict(tau=float("nan")), "tau"),
         (dict(variant="darts"), "unknown variant 'darts'"),
         (dict(training={"optimizer": "sgd"}), "unknown training setting.*optimizer"),
-        (dict(training={"seed": "1"}), "training\\['seed'\\] must be an int"),
+        (dict(training={"seed": "1"}), "training.seed must be an int, got '1'"),
         (dict(training=["data"]), "training must be a dict"),
         (dict(seed="0"), "seed must be an int"),
     ],

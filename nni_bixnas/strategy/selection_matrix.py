@@ -107,7 +107,6 @@ class SelectionMatrix(Strategy):
         self.epochs, self.tau, self.variant = positive_int("epochs", epochs), check_tau(tau), check_variant(variant)
         self.training = check_training(training)
         self.seed = optional_int("seed", seed)
-        optional_int("training['seed']", self.training.get("seed"))
         self.out_dir = optional_path("out_dir", out_dir)
         self.unit_retries = non_negative_int("unit_retries", unit_retries)
         self._random_state = RandomState(seed)
