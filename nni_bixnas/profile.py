@@ -61,6 +61,10 @@ def _bn(m: nn.modules.batchnorm._BatchNorm, inp, out) -> int:
     return inp[0].numel() * (2 if m.affine else 1)
 
 
+def _norm(m: nn.GroupNorm, inp, out) -> int:  # ptflops 0.6.6 counts GroupNorm as its BatchNorm
+    return inp[0].numel() * (2 if m.affine else 1)
+
+
 def _linear(m: nn.Linear, inp, out) -> int:
     return inp[0].numel() * m.out_features + (out.numel() if m.bias is not None else 0)
 
@@ -73,9 +77,11 @@ _RULES: Dict[Type[nn.Module], Callable] = {
     nn.Conv2d: _conv,
     nn.ConvTranspose2d: _deconv,
     nn.BatchNorm2d: _bn,
+    nn.GroupNorm: _norm,
     nn.ReLU: lambda m, i, o: o.numel(),
     nn.MaxPool2d: lambda m, i, o: i[0].numel(),
     nn.AvgPool2d: lambda m, i, o: i[0].numel(),
+    nn.AdaptiveAvgPool2d: lambda m, i, o: i[0].numel(),
     nn.Upsample: lambda m, i, o: o.numel(),
     nn.Linear: _linear,
     SkipFusion: _fusion,

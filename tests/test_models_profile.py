@@ -12,7 +12,9 @@ from nni_bixnas.profile import count_complexity
 from nni_bixnas.space import SkipFusion
 
 TINY = {"bixnet": dict(width=4, stem_width=4), "bionet_pp": dict(width=4, stem_width=4),
-        "bionet": dict(base=4), "unet": dict(base=4)}
+        "bionet": dict(base=4), "unet": dict(base=4), "r2unet": dict(base=4, t=1),
+        "nasunet": dict(width=16, depth=2),
+        "autodeeplab": dict(filter_multiplier=4, aspp_channels=8, low_level_channels=4)}
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -38,7 +40,8 @@ COMPUTED_BUT_UNREAD = {
 
 
 def test_unknown_model():
-    with pytest.raises(ValueError, match="unknown model 'nope'; available: bionet, bionet_pp, bixnet, unet"):
+    available = "autodeeplab, bionet, bionet_pp, bixnet, nasunet, r2unet, unet"
+    with pytest.raises(ValueError, match=f"unknown model 'nope'; available: {available}"):
         create_model("nope")
 
 
@@ -87,7 +90,12 @@ PAPER = {  # Table 1 of the paper; our counts at 1x3x512x512
     "bionet_pp": (425_376, 34_414_911_488),
     "bionet": (14_977_857, 115_672_350_720),
     "unet": (8_636_385, 65_752_268_800),
+    "r2unet": (9_778_785, 197_157_191_680),
+    "nasunet": (2_438_516, 67_374_833_728),
+    "autodeeplab": (26_514_577, 60_620_512_000),  # params -2.27%: no filter multiplier reaches Table 1 (README)
 }
+# Within 2% of Table 1 (the bound), except these explained figures.
+OFF_TABLE = {"autodeeplab"}
 
 
 @pytest.mark.slow
@@ -98,7 +106,7 @@ def test_profile_json_reproduces_the_paper(capsys):
     for name, (params, macs) in PAPER.items():
         r = rows[name]
         assert (r["params"], r["macs"]) == (params, macs), name
-        assert r["agrees_with_paper"], name
+        assert r["agrees_with_paper"] == (name not in OFF_TABLE), name
     assert abs(rows["bixnet"]["macs"] / 28.00e9 - 1) < 0.0005
     assert abs(rows["bionet"]["macs"] / 115.67e9 - 1) < 0.0005
 

@@ -6,7 +6,10 @@ from typing import Optional, Tuple, Union
 
 from ..space.bionet_pp import BiONetPlusPlus
 from ..space.gene import Gene, published_gene
+from .autodeeplab import AutoDeepLab
 from .bionet import BiONet
+from .nasunet import NasUnet
+from .r2unet import R2UNet
 from .registry import create_model, list_models, model_entrypoint, paper_figures, register_model
 from .unet import UNet
 
@@ -62,3 +65,21 @@ def bionet(in_channels: int = 3, num_classes: int = 1, **kwargs) -> BiONet:
 def unet(in_channels: int = 3, num_classes: int = 1, **kwargs) -> UNet:
     """U-Net, base width 32, 4 levels (the paper's 8.64M-parameter baseline)."""
     return UNet(in_channels, num_classes, **kwargs)
+
+
+@register_model(paper={"params": 9.78e6, "macs": 197.16e9})
+def r2unet(in_channels: int = 3, num_classes: int = 1, **kwargs) -> R2UNet:
+    """R2U-Net (Alom et al., 2018), base width 32, t=3 recurrent steps, 4 levels (Table 1: 9.78M, 197.16G)."""
+    return R2UNet(in_channels, num_classes, **kwargs)
+
+
+@register_model(paper={"params": 2.42e6, "macs": 67.31e9})
+def nasunet(in_channels: int = 3, num_classes: int = 1, **kwargs) -> NasUnet:
+    """NAS-Unet (Weng et al., 2019), the authors' searched genotype, width 72, depth 5 (Table 1: 2.42M, 67.31G)."""
+    return NasUnet(in_channels, num_classes, **kwargs)
+
+
+@register_model(paper={"params": 27.13e6, "macs": 60.33e9})
+def autodeeplab(in_channels: int = 3, num_classes: int = 1, **kwargs) -> AutoDeepLab:
+    """Auto-DeepLab (Liu et al., 2019), searched cell and path, DeepLabv3+ head, F=36 (Table 1: 27.13M, 60.33G)."""
+    return AutoDeepLab(in_channels, num_classes, **kwargs)
