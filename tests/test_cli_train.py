@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,6 +51,8 @@ TEST_CASES_TRAIN_DATA = [
     [["--patch-size", "256"], {"patch_size": 256, "resize": None, "split_seed": 0}],
     [["--resize", "256", "--patch-size", "128"], {"patch_size": 128, "resize": 256, "split_seed": 0}],
     [["--seed", "3", "--split-seed", "7"], {"patch_size": None, "resize": None, "split_seed": 7, "seed": 3}],
+    [["--num-threads", "1"], {"num_threads": 1}],
+    [[], {"num_threads": None}],
 ]
 
 
@@ -130,3 +133,146 @@ def test_compare_groups_by_model_and_runs_a_paired_t_test(tmp_path, capsys):
 
     assert main(["compare", "--a", a[0], "--b", b[0]]) == 2
     assert "at least 2 seeds" in capsys.readouterr().err
+
+
+def test_evaluate_prints_a_line_per_image_and_warns_about_training_images(run_dir, capsys):
+    ckpt = str(run_dir / "checkpoints" / "best.ckpt")
+    val_sources = set(json.loads((run_dir / "run.json").read_text())["val_sources"])
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", "default:n=8", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    trained = [f"synthetic_{i:04d}" for i in range(8) if f"synthetic_{i:04d}" not in val_sources]
+    assert f"warning: the score includes training images: {len(trained)} of the 8 images" in captured.err
+    rows = [line.split() for line in captured.out.splitlines() if line.startswith("synthetic_")]
+    assert [row[0] for row in rows] == [f"synthetic_{i:04d}" for i in range(8)]
+    assert {row[0] for row in rows if row[3] == "yes"} == set(trained)
+
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", "default:n=8", "--split", "val", "--format", "json",
+                 "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    scores = json.loads(captured.out)
+    assert scores["training_images"] == 0 and scores["warning"] is None and "warning" not in captured.err
+    held_out = sorted({f"synthetic_{i:04d}" for i in range(8)} - set(trained))
+    assert [r["image"] for r in scores["per_image"]] == held_out
+    assert scores["images"] == len(scores["per_image"]) == 8 - len(trained)
+
+
+def test_evaluate_on_other_data_does_not_warn_and_refuses_split_val(run_dir, capsys):
+    ckpt = str(run_dir / "checkpoints" / "best.ckpt")
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", "default:n=4,seed=5", "--format", "json",
+                 "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    scores = json.loads(captured.out)
+    assert scores["training_images"] == 0 and "warning" not in captured.err
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", "default:seed=5", "--split", "val"]) == 2
+    assert "is not the data it was trained on" in capsys.readouterr().err
+
+
+def test_evaluate_and_predict_show_progress_unless_no_progress(run_dir, tmp_path, capsys):
+    ckpt = str(run_dir / "checkpoints" / "best.ckpt")
+    image = tmp_path / "tile.png"
+    Image.fromarray(np.full((32, 32, 3), 128, dtype=np.uint8)).save(image)
+    commands = {"evaluate": ["evaluate", "--checkpoint", ckpt, "--data", "default:n=4"],
+                "predict": ["predict", "--checkpoint", ckpt, str(image), "--out", str(tmp_path / "p")]}
+    for name, argv in commands.items():
+        assert main(argv) == 0
+        err = capsys.readouterr().err
+        assert f"{name}: 100%" in err, err
+        assert main([*argv, "--no-progress"]) == 0
+        assert "%|" not in capsys.readouterr().err
+
+
+def _dataset_files(folder, n=2):
+    """The first ``n`` images of the default data as PNGs in ``folder/images``, their masks in ``folder/masks``."""
+    from nni_bixnas.data.build import load_collection
+
+    collection = load_collection(f"default:n={n}")
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True)
+    for ref in collection.patches:
+        image, mask = collection.load(ref.key)
+        Image.fromarray(np.asarray(image).transpose(1, 2, 0)).save(folder / "images" / f"{ref.key}.png")
+        Image.fromarray((np.asarray(mask) * 255).astype(np.uint8)).save(folder / "masks" / f"{ref.key}_mask.png")
+    return sorted((folder / "images").iterdir())
+
+
+@pytest.mark.parametrize("gt", ["{tmp}/masks", "default:n=2"])
+def test_predict_with_gt_writes_contours_probabilities_and_scores_each_image(run_dir, tmp_path, capsys, gt):
+    from nni_bixnas.training import evaluate
+
+    ckpt = str(run_dir / "checkpoints" / "best.ckpt")
+    images = _dataset_files(tmp_path)
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", ckpt, *map(str, images), "--out", str(out), "--probabilities",
+                 "--gt", gt.replace("{tmp}", str(tmp_path)), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    for image in images:
+        for kind in ("mask", "overlay", "contours", "prob", "gt_vs_pred"):
+            assert (out / f"{image.stem}_{kind}.png").is_file(), kind
+    with Image.open(out / f"{images[0].stem}_gt_vs_pred.png") as picture:
+        assert picture.size == (2 * 64 + 4, 64)  # ground truth | prediction
+    expected = evaluate(ckpt, "default:n=2")["per_image"]
+    for image, scores in zip(images, expected):
+        line = next(line for line in text.splitlines() if line.startswith(str(image)))
+        assert f"IoU {scores['iou']:.4f}  Dice {scores['dice']:.4f}" in line
+    assert "mean over 2 image(s): IoU" in text
+
+
+def test_predict_says_when_a_prediction_is_empty(run_dir, tmp_path, capsys):
+    images = _dataset_files(tmp_path)
+    assert main(["predict", "--checkpoint", str(run_dir / "checkpoints" / "best.ckpt"), *map(str, images),
+                 "--out", str(tmp_path / "pred"), "--threshold", "0.999999", "--no-progress"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "the prediction is empty" in line]
+    assert [line.split(":")[0] for line in notes] == [str(image) for image in images]
+    assert "threshold 0.999999 (highest foreground probability" in notes[0]
+    mask = np.asarray(Image.open(tmp_path / "pred" / f"{images[0].stem}_mask.png"))
+    assert not mask.any()
+
+
+def test_predict_gt_errors_are_one_line(run_dir, tmp_path, capsys):
+    images = _dataset_files(tmp_path)
+    base = ["predict", "--checkpoint", str(run_dir / "checkpoints" / "best.ckpt"), *map(str, images),
+            "--out", str(tmp_path / "pred")]
+    assert main([*base, "--gt", str(tmp_path / "masks" / "synthetic_0000_mask.png")]) == 2
+    assert "one mask file but 2 images" in capsys.readouterr().err
+    assert main([*base, "--gt", str(tmp_path / "nowhere")]) == 2
+    assert "no such mask file or folder, and not a data spec" in capsys.readouterr().err
+
+
+def test_compare_reads_each_runs_seed_from_its_run_json(tmp_path, capsys):
+    runs = []
+    for seed, iou in zip((0, 1, 2), (0.70, 0.72, 0.75)):
+        path = Path(_fake_run(tmp_path / f"bixnet_s{seed}", "bixnet", seed, iou, iou + 0.1))
+        (path / "history.json").write_text(json.dumps({"best_iou": iou, "best_dice": iou + 0.1, "seed": 0}))
+        runs.append(str(path))
+    assert main(["compare", *runs]) == 0
+    assert "| bixnet | 3 | 0, 1, 2 |" in capsys.readouterr().out
+
+
+def test_predict_and_evaluate_a_multi_class_checkpoint(tmp_path, capsys):
+    from nni_bixnas.cli.train import format_predictions
+
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    mask = np.zeros((32, 32), dtype=np.uint8)
+    mask[4:12, 4:12], mask[18:28, 16:30] = 1, 2
+    for i in range(6):
+        image = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+        Image.fromarray(image).save(tmp_path / "data" / "images" / f"c{i}.png")
+        Image.fromarray(mask).save(tmp_path / "data" / "masks" / f"c{i}.png")
+    data = f"folder:{tmp_path / 'data'}"
+    argv = ["train", *TINY[:-7], "--data", data, "--epochs", "1", "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    capsys.readouterr()
+    ckpt = str(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", data, "--format", "json", "--no-progress"]) == 0
+    per_image = {r["image"]: r for r in json.loads(capsys.readouterr().out)["per_image"]}
+    assert main(["predict", "--checkpoint", ckpt, str(tmp_path / "data" / "images" / "c0.png"), "--out",
+                 str(tmp_path / "pred"), "--gt", str(tmp_path / "data" / "masks"), "--probabilities",
+                 "--no-progress"]) == 0
+    assert f"IoU {per_image['c0']['iou']:.4f}" in capsys.readouterr().out
+    predicted = np.asarray(Image.open(tmp_path / "pred" / "c0_mask.png"))
+    assert predicted.shape == (32, 32) and set(np.unique(predicted)) <= {0, 1, 2}  # class ids
+    note = format_predictions([{"image": "x.png", "mask": "m.png", "empty": True, "highest_probability": 0.4,
+                                "threshold": None}])
+    assert "x.png: the prediction is empty: every pixel is background" in note

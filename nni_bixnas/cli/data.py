@@ -5,6 +5,34 @@ from __future__ import annotations
 import argparse
 import json
 
+# Every scheme of nni_bixnas.data.spec.SCHEMES and its layout (kept here, not imported from nni_bixnas.data, so
+# that `bixnas data inspect --help` does not load torch; tests/test_cli_lazy.py checks that none is missing).
+SCHEMES_HELP = """\
+data specs (SCHEME:PATH, or default):
+  default[:n=32,size=64,seed=0]
+      embedded synthetic H&E-like tiles with exact binary masks (no download); n tiles of size x size px
+  folder:PATH  or  folder:IMGDIR,MASKDIR
+      your own data: PATH/images/ and PATH/masks/ (or the two folders named), paired by file stem
+      (images/a.png <-> masks/a.png; .png .tif .tiff .jpg .jpeg .bmp), image and mask of the same size.
+      Masks are single-channel: binary {0, 1} or {0, 255} (one output class, sigmoid), or integer class
+      labels 0..K-1 with 0 the background (multi-class, K = largest label + 1 <= 64, softmax). A grayscale
+      first image means 1 input channel, else 3 (RGB). Each image is one item and one split unit.
+  monuseg:PATH[?masks=auto|png|xml]
+      MoNuSeg 2018: PATH/Tissue_Images/*.tif with PATH/Annotations/*.xml and/or PATH/Binary_masks/*.png;
+      or a flat folder of .tif tiles with their .xml beside them; or PATH/x/ + PATH/y/ (the authors' layout).
+      masks=auto (default) uses the XML polygons when every tile has them, else the PNG masks; each tile is
+      cut into four 512x512 corner patches, split by tile
+  tnbc:PATH
+      TNBC: PATH/Slide_XX/XX_N.png images and PATH/GT_XX/XX_N.png masks {0, 255}; split by slide
+  chaos:PATH
+      CHAOS MR (Train_Sets/MR): PATH/<patient>/T1DUAL/DICOM_anon/{InPhase,OutPhase}/*.dcm,
+      PATH/<patient>/T1DUAL/Ground/*.png, PATH/<patient>/T2SPIR/{DICOM_anon,Ground}/; 5 classes (liver,
+      kidneys, spleen), 5-fold split by patient; needs pip install "nni-bixnas[dicom]"
+  isbi2012:PATH
+      ISBI 2012 EM: PATH/image/*.png grayscale slices and PATH/label/*.png {0, 255} (cell interiors are
+      the foreground); each slice is one split unit
+"""
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("data", help="inspect datasets", description="Dataset tools.")
@@ -12,13 +40,16 @@ def add_parser(subparsers) -> None:
     inspect = commands.add_parser(
         "inspect",
         help="count tiles and patches, measure the foreground fraction, list problems",
-        description="Decode every item of a dataset and report tiles, patches, image size, channels, "
-        "classes, the masks used (MoNuSeg: png or xml), foreground fraction and problems. "
-        "Files with problems (unreadable, bad masks, NaN/inf pixels) are dropped and listed; without --strict "
-        "the exit status is still 0.",
+        description="Decode every item of a dataset and report tiles, patches, image size, channels, classes,\n"
+        "the masks used (MoNuSeg: png or xml), foreground fraction and problems. Files with problems\n"
+        "(unreadable, bad masks, NaN/inf pixels) are dropped and listed; without --strict the exit status\n"
+        "is still 0.",
+        epilog=SCHEMES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inspect.add_argument("spec", metavar="SCHEME:PATH",
-                         help="e.g. monuseg:/data/MoNuSegTrainingData, monuseg:PATH?masks=xml or default")
+                         help="e.g. monuseg:/data/MoNuSegTrainingData, monuseg:PATH?masks=xml, folder:PATH or default "
+                              "(every scheme and its layout below)")
     inspect.add_argument("--format", choices=("json", "text"), default="text", help="output format (default: text)")
     inspect.add_argument("--strict", action="store_true",
                          help="exit with status 2 if any file is dropped (default: list the problems, exit 0)")

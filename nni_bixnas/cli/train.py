@@ -37,13 +37,49 @@ def _parse_devices(text: str):
         return [int(d) for d in text.split(",")] if "," in text else text
 
 
+class _LogFormatter(logging.Formatter):
+    """``[HH:MM:SS] message``, with ``warning:`` before warnings and errors."""
+
+    def __init__(self) -> None:
+        super().__init__("[%(asctime)s] %(message)s", "%H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = super().formatMessage(record)
+        if record.levelno >= logging.WARNING:
+            time, _, message = text.partition("] ")
+            text = f"{time}] {record.levelname.lower()}: {message}"
+        return text
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A handler writing to the ``sys.stderr`` of the moment (a redirection, or a test's capture, included)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _show_training_log() -> None:
     logger = logging.getLogger("nni_bixnas")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
+        handler = _StderrHandler()
+        handler.setFormatter(_LogFormatter())
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -73,7 +109,7 @@ def run_train(args: argparse.Namespace) -> int:
         precision=args.precision, accelerator=args.accelerator, devices=_parse_devices(args.devices),
         resume=not args.no_resume, progress=not args.no_progress, batch_size=args.batch_size, model_kwargs=model_kwargs,
         patch_size=args.patch_size, resize=args.resize, split_seed=args.split_seed, val_fraction=args.val_fraction,
-        num_workers=args.num_workers,
+        num_workers=args.num_workers, num_threads=args.num_threads,
     )
     print(
         f"best val IoU {_fmt(result.best_iou)}  Dice {_fmt(result.best_dice)} at epoch {result.best_epoch}; "
@@ -91,7 +127,8 @@ def format_scores(scores: Dict[str, Any]) -> str:
     return "\n".join(
         [
             f"checkpoint: {scores['checkpoint']} ({scores['model_name']})",
-            f"data:       {scores['data']} ({scores['images']} images)",
+            f"data:       {scores['data']} ({scores['images']} images"
+            + (", only those the checkpoint's run held out)" if scores.get("split") == "val" else ")"),
             f"IoU  per-image mean:             {scores['iou']:.4f}",
             f"Dice per-image mean:             {scores['dice']:.4f}",
             f"IoU  batch-pooled (batch {scores['batch_size']}, authors): {scores['iou_batch_pooled']:.4f}",
@@ -100,20 +137,62 @@ def format_scores(scores: Dict[str, Any]) -> str:
     )
 
 
+def format_per_image(rows: List[Dict[str, Any]]) -> str:
+    """One line per image of :func:`nni_bixnas.training.evaluate`'s ``per_image``: name, IoU, Dice, split."""
+    width = max([5, *(len(r["image"]) for r in rows)])
+    known = any(r["trained_on"] is not None for r in rows)
+    lines = [f"{'image':{width}s}  IoU     Dice  " + ("  trained on" if known else "")]
+    for r in rows:
+        flag = "" if r["trained_on"] is None else ("  yes" if r["trained_on"] else "  no")
+        lines.append(f"{r['image']:{width}s}  {r['iou']:.4f}  {r['dice']:.4f}{flag}")
+    return "\n".join(lines)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from nni_bixnas.training import evaluate
 
-    scores = evaluate(args.checkpoint, args.data, batch_size=args.batch_size, resize=args.resize, device=args.device)
-    print(json.dumps(scores, indent=2) if args.format == "json" else format_scores(scores))
+    _show_training_log()  # the warning when the data holds the checkpoint's training images
+    scores = evaluate(args.checkpoint, args.data, batch_size=args.batch_size, resize=args.resize, device=args.device,
+                      split=args.split, progress=not args.no_progress, num_threads=args.num_threads)
+    if args.format == "json":
+        print(json.dumps(scores, indent=2))
+    else:
+        print(format_per_image(scores["per_image"]) + "\n\n" + format_scores(scores))
     return 0
+
+
+def _predict_line(entry: Dict[str, Any]) -> str:
+    kinds = ("mask", "overlay", "contours", "probabilities", "comparison")
+    line = f"{entry['image']} -> " + ", ".join(str(entry[k]) for k in kinds if k in entry)
+    return line + (f"  IoU {entry['iou']:.4f}  Dice {entry['dice']:.4f}" if "iou" in entry else "")
+
+
+def _empty_note(entry: Dict[str, Any]) -> str:
+    if entry.get("threshold") is None:  # multi-class: the most probable class wins
+        return (f"{entry['image']}: the prediction is empty: every pixel is background (highest probability of "
+                f"another class {entry['highest_probability']:.3f})")
+    return (f"{entry['image']}: the prediction is empty at threshold {entry['threshold']:g} (highest foreground "
+            f"probability {entry['highest_probability']:.3f}); a lower --threshold may find something")
+
+
+def format_predictions(entries: List[Dict[str, Any]]) -> str:
+    """Per-image lines of :func:`nni_bixnas.training.predict`, one note per empty prediction, the mean IoU/Dice."""
+    lines = [_predict_line(e) for e in entries]
+    lines += [_empty_note(e) for e in entries if e["empty"]]
+    scored = [e for e in entries if "iou" in e]
+    if scored:
+        iou, dice = (sum(e[k] for e in scored) / len(scored) for k in ("iou", "dice"))
+        lines.append(f"mean over {len(scored)} image(s): IoU {iou:.4f}  Dice {dice:.4f}")
+    return "\n".join(lines)
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from nni_bixnas.training import predict
 
-    written = predict(args.checkpoint, args.images, args.out, threshold=args.threshold, device=args.device)
-    for entry in written:
-        print(f"{entry['image']} -> {entry['mask']}, {entry['overlay']}")
+    written = predict(args.checkpoint, args.images, args.out, threshold=args.threshold, device=args.device,
+                      probabilities=args.probabilities, gt=args.gt, progress=not args.no_progress,
+                      num_threads=args.num_threads)
+    print(format_predictions(written))
     return 0
 
 
@@ -122,7 +201,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def load_run(run_dir: str) -> Dict[str, Any]:
-    """``{'run', 'model', 'seed', 'best_iou', 'best_dice'}`` of a ``bixnas train`` out dir."""
+    """``{'run', 'model', 'seed', 'best_iou', 'best_dice'}`` of a ``bixnas train`` out dir.
+
+    The seed is the one its ``run.json`` records (the run's configuration), else ``history.json``'s.
+    """
     path = Path(run_dir)
     history = path / "history.json"
     if not history.is_file():
@@ -135,7 +217,7 @@ def load_run(run_dir: str) -> Dict[str, Any]:
     return {
         "run": str(path),
         "model": config.get("model_name") or "?",
-        "seed": summary.get("seed", config.get("seed")),
+        "seed": config["seed"] if config.get("seed") is not None else summary.get("seed"),
         "best_iou": float(summary["best_iou"]),
         "best_dice": float(summary["best_dice"]),
     }
@@ -255,6 +337,9 @@ def add_parser(subparsers) -> None:
     train.add_argument("--accelerator", default="auto")
     train.add_argument("--devices", default="auto", help="number of devices, or a comma list of ids")
     train.add_argument("--num-workers", type=int, default=0)
+    train.add_argument("--num-threads", type=_positive, metavar="N",
+                        help="torch CPU threads (default: torch's, one per core); on a machine other work shares "
+                             "1 is often much faster")
     train.add_argument("--no-resume", action="store_true", help="start afresh even if OUT has a last.ckpt")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (the per-epoch log line stays)")
     train.add_argument("--model-arg", action="append", metavar="KEY=VALUE", default=[],
@@ -262,7 +347,13 @@ def add_parser(subparsers) -> None:
     train.add_argument("--gene", help="gene file for bixnet (the searched architecture)")
     train.set_defaults(func=run_train)
 
-    evaluate = subparsers.add_parser("evaluate", help="IoU/Dice of a checkpoint on a dataset")
+    evaluate = subparsers.add_parser(
+        "evaluate", help="IoU/Dice of a checkpoint on a dataset, per image and in all",
+        description="Score a checkpoint on every image of a dataset: a line per image, then the per-image mean "
+                    "and the authors' batch-pooled IoU/Dice. When the data is the one the checkpoint was trained on "
+                    "(its run.json beside the checkpoint says so), a warning says how many of the images it trained "
+                    "on; --split val scores only the images its run held out.",
+    )
     evaluate.add_argument("--checkpoint", required=True,
                           help="a .ckpt written by bixnas train (loaded weights-only)")
     evaluate.add_argument("--data", required=True, help="data spec, e.g. tnbc:PATH")
@@ -270,16 +361,39 @@ def add_parser(subparsers) -> None:
     evaluate.add_argument("--resize", type=int, metavar="N",
                           help="downscale every patch to N x N before scoring (default: full patches)")
     evaluate.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    evaluate.add_argument("--split", choices=("all", "val"), default="all",
+                          help="all images (default), or only those the checkpoint's run held out for validation "
+                               "(needs the run.json of its run folder, and the data it was trained on)")
     evaluate.add_argument("--format", choices=("text", "json"), default="text")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    evaluate.add_argument("--num-threads", type=_positive, metavar="N",
+                        help="torch CPU threads (default: torch's, one per core); on a machine other work shares "
+                             "1 is often much faster")
     evaluate.set_defaults(func=run_evaluate)
 
-    predict = subparsers.add_parser("predict", help="write mask and overlay PNGs for images")
+    predict = subparsers.add_parser(
+        "predict", help="write masks, overlays and contours (and IoU/Dice with --gt) for images",
+        description="Segment images; for each IMAGE write OUT/<stem>_mask.png (0/255, or class ids), "
+                    "<stem>_overlay.png (filled), <stem>_contours.png (outlines), with --probabilities "
+                    "<stem>_prob.png (foreground probability 0..255) and with --gt <stem>_gt_vs_pred.png (ground "
+                    "truth beside the prediction) and per-image IoU/Dice. An image whose prediction is empty at the "
+                    "threshold gets a line saying so.",
+    )
     predict.add_argument("--checkpoint", required=True,
                          help="a .ckpt written by bixnas train (loaded weights-only)")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--threshold", type=float, help="binary threshold (default: the training one)")
-    predict.add_argument("--device")
+    predict.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    predict.add_argument("--probabilities", action="store_true",
+                         help="also write <stem>_prob.png, the foreground probability as 0..255")
+    predict.add_argument("--gt", metavar="MASK|DIR|SPEC",
+                         help="ground truth: a mask file (one image), a folder of masks named <stem>.png or "
+                              "<stem>_mask.png, or a data spec (e.g. monuseg:PATH) with items named like the images")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    predict.add_argument("--num-threads", type=_positive, metavar="N",
+                        help="torch CPU threads (default: torch's, one per core); on a machine other work shares "
+                             "1 is often much faster")
     predict.set_defaults(func=run_predict)
 
     compare = subparsers.add_parser(

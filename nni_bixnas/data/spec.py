@@ -61,7 +61,7 @@ def parse_data_spec(spec: str) -> DataSpec:
     if scheme not in SCHEMES:
         raise ValueError(
             f"unknown data scheme {scheme!r} in {spec!r}; valid schemes: {', '.join(SCHEMES)} "
-            "(written SCHEME:PATH, or 'default')"
+            "(written SCHEME:PATH, or 'default'; `bixnas data inspect --help` gives the layout of each)"
         )
     if scheme == "default":
         return DataSpec("default", options=_default_options(rest, spec))

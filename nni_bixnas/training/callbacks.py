@@ -147,9 +147,10 @@ class RunRecorder(pl.Callback):
         is_best = score is not None and score >= self.best_score
         if is_best:
             self.best_score, self.best_epoch, self.kept_best = score, epoch, None
-        trainer.save_checkpoint(self.last_path)
+        # full checkpoints (optimiser, loops, callbacks: what a resume needs); saying so keeps Lightning quiet
+        trainer.save_checkpoint(self.last_path, weights_only=False)
         if is_best:
-            trainer.save_checkpoint(self.best_path)
+            trainer.save_checkpoint(self.best_path, weights_only=False)
         if trainer.is_global_zero:
             self.write_history()
             _log.info(

@@ -40,6 +40,7 @@ def train_and_report(
     accelerator: str = "auto",
     devices: Union[int, str] = "auto",
     progress: bool = False,
+    num_threads: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Train ``model`` on ``data`` and report to NNI; the function of :func:`make_evaluator`.
 
@@ -63,6 +64,10 @@ def train_and_report(
     out_dir : str, optional
         Run folder; default ``$NNI_OUTPUT_DIR/run`` in a trial, else a new temporary folder.
         TensorBoard goes to ``$NNI_OUTPUT_DIR/tensorboard`` in a trial (linked for the web UI).
+    num_threads : int, optional
+        torch threads of the training; default in an NNI trial ``max(1, cpus // trialConcurrency)``
+        unless ``OMP_NUM_THREADS`` is set (see :func:`~nni_bixnas.training.loop.default_num_threads`).
+        On a machine shared with other work, ``num_threads=1`` is often much faster.
 
     Returns
     -------
@@ -96,6 +101,7 @@ def train_and_report(
         resize=resize,
         split_seed=split_seed,
         val_fraction=val_fraction,
+        num_threads=num_threads,
     )
     in_channels = _in_channels(model)
     complexity = count_complexity(copy.deepcopy(model).cpu(), input_size=(512, 512), in_channels=in_channels)
@@ -163,6 +169,11 @@ def _check_devices(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive int, a string like 'auto', or a list of device ids, got {value!r}")
 
 
+def _check_threads(name: str, value: Any) -> None:
+    if value is not None:
+        positive_int(name, value)
+
+
 def _check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be true or false, got {value!r}")
@@ -184,6 +195,7 @@ _VALUE_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
     "accelerator": _check_text,
     "devices": _check_devices,
     "progress": _check_bool,
+    "num_threads": _check_threads,
 }
 
 
@@ -218,6 +230,7 @@ def make_evaluator(**kwargs: Any) -> FunctionalEvaluator:
     Examples
     --------
     >>> evaluator = make_evaluator(data="monuseg:/data/MoNuSegTrainingData", max_epochs=50, patch_size=256)
+    >>> evaluator = make_evaluator(data="default", num_threads=1)  # a CPU machine other work shares
 
     (``patch_size`` is the training crop; validation runs on the full 512 x 512 patches.)
     """

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
+import os
 import platform
+import sqlite3
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +23,7 @@ from nni_bixnas._checks import is_int, positive_int
 from nni_bixnas.training.callbacks import FiniteLossGuard, RunRecorder
 from nni_bixnas.training.checkpoint import AtomicCheckpointIO
 from nni_bixnas.training.input_size import check_input_size
+from nni_bixnas.training.nni_reporting import _experiment_dir, in_nni_trial
 from nni_bixnas.training.run_folder import (
     RESTART,
     RUN_NAME,
@@ -33,6 +37,82 @@ from nni_bixnas.training.task import SegmentationTask
 from nni_bixnas.utils import PathLike, atomic_write
 
 _log = logging.getLogger("nni_bixnas.training")
+
+
+class _DropLightningTips(logging.Filter):
+    """Drop Lightning's advertisement for its cloud logger, printed by every ``pl.Trainer``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropLightningTips())
+
+# torch deprecations met inside Lightning, printed once per run: nothing a user of nni_bixnas can act on
+_LIBRARY_WARNINGS = (
+    r"The number of training batches .* is smaller than the logging interval",
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def trial_concurrency() -> Optional[int]:
+    """``trialConcurrency`` of the NNI experiment running this trial, or ``None`` when it cannot be known.
+
+    NNI tells a trial nothing about its siblings; the local training service runs it inside
+    ``<experiment dir>/environments/<env>/trials/<id>``, whose ``db/nni.sqlite`` holds the experiment's
+    current profile (``nnictl update concurrency`` included). Other training services: ``None``.
+    """
+    output = os.environ.get("NNI_OUTPUT_DIR")
+    expdir = _experiment_dir(Path(output)) if output and in_nni_trial() else None
+    database = expdir / "db" / "nni.sqlite" if expdir is not None else None
+    if database is None or not database.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as db:
+            row = db.execute("SELECT params FROM ExperimentProfile ORDER BY revision DESC LIMIT 1").fetchone()
+        value = json.loads(row[0]).get("trialConcurrency") if row else None
+    except (sqlite3.Error, ValueError, TypeError, AttributeError):
+        return None
+    return value if is_int(value) and value >= 1 else None
+
+
+def default_num_threads() -> Optional[int]:
+    """The torch thread count :func:`fit` sets when it is given none.
+
+    ``None`` (torch's own default: one thread per core) outside NNI trials, and wherever
+    ``OMP_NUM_THREADS`` is set (the user chose). In an NNI trial: ``max(1, cpus // trialConcurrency)``,
+    so that concurrent trials do not oversubscribe the cores (``trialConcurrency`` read as
+    :func:`trial_concurrency` does; 1 when it cannot be read).
+    """
+    if os.environ.get("OMP_NUM_THREADS") or not in_nni_trial():
+        return None
+    return max(1, available_cpus() // (trial_concurrency() or 1))
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: Optional[int]):
+    """Run the block with ``torch.set_num_threads(num_threads)`` (``None``: :func:`default_num_threads`,
+    and nothing is changed when that is ``None`` too); the previous count is restored afterwards."""
+    if num_threads is not None:
+        positive_int("num_threads", num_threads)
+    wanted = default_num_threads() if num_threads is None else num_threads
+    previous = torch.get_num_threads()
+    if wanted is not None and wanted != previous:
+        torch.set_num_threads(wanted)
+        _log.debug("torch uses %d thread(s)", wanted)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 @dataclass
@@ -125,6 +205,7 @@ def fit(
     model_kwargs: Optional[Mapping[str, Any]] = None,
     tensorboard_dir: Optional[PathLike] = None,
     deterministic: Union[bool, str, None] = None,
+    num_threads: Optional[int] = None,
     **data_kwargs: Any,
 ) -> TrainResult:
     """Train a segmentation network, keeping the best-validation-IoU and the last checkpoint.
@@ -166,6 +247,10 @@ def fit(
         Where TensorBoard events go; default ``out_dir/tensorboard``.
     deterministic : bool or 'warn', optional
         Passed to ``pl.Trainer``; default ``'warn'`` on CPU (cheap there) and off on GPUs.
+    num_threads : int, optional
+        ``torch.set_num_threads`` for the training (restored afterwards). Default: torch's own (one per
+        core), except in an NNI trial without ``OMP_NUM_THREADS``: ``max(1, cpus // trialConcurrency)``
+        (:func:`default_num_threads`). On a machine that other work shares, 1 is often much faster.
 
     Returns
     -------
@@ -184,6 +269,8 @@ def fit(
         an unreadable ``last.ckpt`` on resume, or when ``out_dir`` holds a run with a different configuration.
     """
     positive_int("max_epochs", max_epochs)
+    if num_threads is not None:
+        positive_int("num_threads", num_threads)
     if not is_int(seed):
         raise ValueError(f"seed must be an int, got {seed!r}")
     out_dir = Path(out_dir)
@@ -191,8 +278,10 @@ def fit(
     pl.seed_everything(seed, workers=True, verbose=False)
     task = _task(model_or_task, datamodule, lr, model_kwargs)
     if not task.hparams.get("model_name"):
-        # e.g. a search SuperNet: its checkpoints are for resuming, not for `bixnas evaluate`/`predict`
-        _log.info("the model has no registry name: its checkpoints cannot be rebuilt by evaluate/predict")
+        # e.g. a search SuperNet (normal in every NAS trial): its checkpoints are for resuming, not for
+        # `bixnas evaluate`/`predict`
+        _log.log(logging.DEBUG if in_nni_trial() else logging.INFO,
+                 "the model has no registry name: its checkpoints cannot be rebuilt by evaluate/predict")
 
     info = _data_info(datamodule)
     check_input_size(task, datamodule, info)
@@ -215,7 +304,7 @@ def fit(
         on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
         deterministic = False if on_gpu else "warn"
     tb_dir = Path(tensorboard_dir or out_dir / "tensorboard")
-    with run_folder_errors(out_dir):
+    with torch_threads(num_threads), run_folder_errors(out_dir):
         check_writable([out_dir, recorder.checkpoint_dir, tb_dir])
         with atomic_write(out_dir / RUN_NAME) as handle:
             json.dump(config, handle, indent=2)
@@ -239,8 +328,8 @@ def fit(
             deterministic=deterministic,
         )
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore",
-                                    message=r"The number of training batches .* is smaller than the logging interval")
+            for message in _LIBRARY_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
             trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
         if recorder.history and trainer.is_global_zero:
             recorder.write_history()  # again: a resume after a failed history.json write trains no epoch
