@@ -1,8 +1,11 @@
 """The BiX-NAS chain as a real NNI experiment: ``nnictl create`` on a tiny ``examples/bixnas.yml``, stopped
-after a Phase 2 stage, ``nnictl resume``d to DONE; finished units are not trained again."""
+after a Phase 2 stage, ``nnictl resume``d to DONE; finished units are not trained again. What the web UI gets:
+each trial's unit in its parameters, the headline metrics on the last retraining, the found net as the
+dispatcher log's last line."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -55,6 +58,7 @@ def test_bixnas_yml_stops_after_a_phase2_stage_and_resumes_to_done(tmp_path, nni
         assert client.wait_status(timeout=400) == "DONE", client.status()
         trials = client.trial_jobs()
         metrics = client.metric_data()
+        profile = client.get("/experiment")
     finally:
         stop([exp_id], env)
 
@@ -67,3 +71,45 @@ def test_bixnas_yml_stops_after_a_phase2_stage_and_resumes_to_done(tmp_path, nni
     assert "Resumed BiXNAS from" in log
     result = tmp_path / "experiments" / exp_id / "strategy" / "result.json"
     assert result.is_file()
+    _check_web_ui_view(trials, profile)
+    _check_summary_line(log, json.loads(result.read_text()))
+
+
+def _parameters(trial: dict) -> dict:
+    return json.loads(trial["hyperParameters"][0])["parameters"]
+
+
+def _check_web_ui_view(trials, profile) -> None:
+    """Labels in every trial's parameters (what the web UI shows), headline metrics on the retraining."""
+    from nni_bixnas.experiment.launch import decode_metric
+
+    succeeded = sorted((t for t in trials if t["status"] == "SUCCEEDED"), key=lambda t: t["sequenceId"])
+    retrain = next(t for t in succeeded if _parameters(t)["mutation_summary"]["unit"] == "retrain")
+    print("retraining trial hyperParameters[0]:", json.dumps({**json.loads(retrain["hyperParameters"][0]),
+          "parameters": {k: "..." if k != "mutation_summary" else v for k, v in _parameters(retrain).items()}}))
+    summaries = [_parameters(t)["mutation_summary"] for t in succeeded]
+    assert [s["unit"] for s in summaries] == ["phase1"] + [f"stage {k}" for k in (5, 4, 3, 2, 1)] + ["retrain"]
+    assert all(isinstance(s["seed"], int) for s in summaries)
+    assert [s.get("stage") for s in summaries] == [None, 5, 4, 3, 2, 1, None]
+    assert all("sample" in _parameters(t) for t in trials)  # the model itself is still there
+    space = profile["params"]["searchSpace"]  # the search-space view: the architecture choices only
+    assert space and all(label.startswith(("enc_", "dec_")) for label in space), sorted(space)
+
+    finals = [decode_metric(t["finalMetricData"][0]["data"]) for t in succeeded]
+    assert [f["iou_kind"] for f in finals] == ["shared weights"] * 6 + ["retrained"]
+    headline = finals[-1]
+    assert headline["retrained_seeds"] == 1 and headline["retrained_iou_std"] == 0.0
+    assert headline["retrained_iou_mean"] == headline["default"]
+    assert headline["macs"] > 0 and headline["params"] > 0
+
+
+def _check_summary_line(log: str, result: dict) -> None:
+    """The dispatcher log's last line before the stop names the found net, its MACs, params and IoU."""
+    lines = log.splitlines()
+    found = [i for i, line in enumerate(lines) if "BiX-NAS found: " in line]
+    assert len(found) == 1, found
+    line, after = lines[found[0]], lines[found[0] + 1:]
+    assert not after or "Terminate command received" in after[0], after[:3]
+    assert " ".join(result["genes"][0].split()) in line
+    assert f"{result['params']:,} params" in line and f"{result['macs'] / 1e9:.3f} GMACs" in line
+    assert f"retrained IoU {result['retrained_iou_mean']:.4f} ± 0.0000 over 1 seed" in line

@@ -121,6 +121,9 @@ class NasStrategyAdvisor(MsgDispatcherBase):
     On ``nnictl resume`` the strategy gets back the ``state_dict()`` saved in
     ``<experiment dir>/checkpoint/strategy_state.json`` after every change (see :mod:`.state`).
 
+    When the search is done, the log ends with the strategy's ``summary_line()`` if it has one
+    (:meth:`~nni_bixnas.strategy.BiXNAS.summary_line`: the found net, its MACs, params and retrained IoU).
+
     Parameters
     ----------
     model_space : str
@@ -206,6 +209,7 @@ class NasStrategyAdvisor(MsgDispatcherBase):
             _logger.info("Strategy %s finished after %d trials; no more trials", type(strategy).__name__, submitted)
             binding.update_max_trial_number(max(submitted, 1))
             channel.send_no_more_trial_jobs()
+            _log_summary(strategy)
             # Stay connected, as a tuner does, until `nnictl stop`.
             self.terminated.wait()
         engine.shutdown()
@@ -298,6 +302,20 @@ class NasStrategyAdvisor(MsgDispatcherBase):
 
     def save_checkpoint(self) -> None:  # pragma: no cover
         pass
+
+
+def _log_summary(strategy: Any) -> None:
+    """End the run's log with the strategy's ``summary_line()`` (the found net), if it has one."""
+    summary_line = getattr(strategy, "summary_line", None)
+    if not callable(summary_line):
+        return
+    try:
+        line = summary_line()
+    except Exception:  # a report detail: the experiment is DONE either way
+        _logger.exception("Cannot summarise the result of %s", type(strategy).__name__)
+        return
+    if line:
+        _logger.info("%s", line)
 
 
 def _checkpoint_dir() -> Path:

@@ -190,11 +190,16 @@ class BiXNAS(Strategy):
         settings = training_settings(self.model_space, self.training)
         settings.pop("seed", None)
         # on the space Phase 2 searched (narrowed)
+        seeds = self.retrain_kwargs["seeds"]
         with UnitRunner(self.phase2.model_space, self.engine, retries=self.unit_retries) as runner:
-            for seed in self.retrain_kwargs["seeds"][len(self.retrained):]:
+            for index in range(len(self.retrained), len(seeds)):
+                seed = seeds[index]
                 out_dir = self._sub_dir(f"retrain/seed_{seed}")
                 _logger.info("Retraining the winner with seed %d", seed)
-                result = runner.run(units.retrain_unit, winner, **{**settings, **kwargs}, seed=seed, out_dir=out_dir)
+                # The last seed's trial also reports the mean and std over all seeds (the web UI's headline).
+                last = {"earlier_ious": [r.get("default") for r in self.retrained]} if index == len(seeds) - 1 else {}
+                result = runner.run(units.retrain_unit, winner, **{**settings, **kwargs}, seed=seed, out_dir=out_dir,
+                                    **last)
                 checkpoint = None if out_dir is None else str(Path(out_dir) / "checkpoints" / "best.ckpt")
                 self.retrained.append({"seed": seed, **result, "checkpoint": checkpoint})
 
@@ -212,9 +217,8 @@ class BiXNAS(Strategy):
             result["genes"] = [g.to_text() for g in genes]
         except TypeError:
             genes = []
-        if self.retrained:
-            ious = [r["default"] for r in self.retrained]
-            result["retrained_iou_mean"] = sum(ious) / len(ious)
+        result.update(units.retrained_headline([r.get("default") for r in self.retrained]))
+        result.update(self._final_complexity())
         self.result = result
         if self.out_dir is not None:
             out = Path(self.out_dir)
@@ -226,6 +230,39 @@ class BiXNAS(Strategy):
                 with atomic_write(out / "gene.txt") as f:
                     f.write(genes[0].to_text())
         _logger.info("BiX-NAS finished: best sample %s", samples[0])
+
+    def _final_complexity(self) -> Dict[str, int]:
+        """``{'macs', 'params'}`` of the final net at 512 x 512: as its retraining measured them, else counted."""
+        for record in self.retrained:
+            if isinstance(record.get("macs"), (int, float)) and isinstance(record.get("params"), (int, float)):
+                return {"macs": int(record["macs"]), "params": int(record["params"])}
+        from nni_bixnas.profile import count_complexity
+
+        try:
+            model = self.phase2.model_space.freeze(self.phase2.final_samples[0]).executable_model()
+            complexity = count_complexity(model.cpu(), input_size=(512, 512))
+        except Exception as err:  # a report detail: never fail the finished search for it
+            _logger.warning("Cannot count the final net's MACs and params: %s", err)
+            return {}
+        return {"macs": int(complexity.macs), "params": int(complexity.params)}
+
+    def summary_line(self) -> Optional[str]:
+        """One line naming the found net: its gene (else its sample), MACs, params and retrained IoU mean ± std;
+        ``None`` before the search finished. The nnictl bridge ends the dispatcher log with it."""
+        if self.result is None:
+            return None
+        result = self.result
+        genes = result.get("genes")
+        net = " ".join(genes[0].split()) if genes else json.dumps(result["final_samples"][0])
+        macs = f"{result['macs'] / 1e9:.3f} GMACs" if "macs" in result else "GMACs n/a"
+        params = f"{result['params']:,} params" if "params" in result else "params n/a"
+        if "retrained_iou_mean" in result:
+            seeds = result["retrained_seeds"]
+            iou = (f"retrained IoU {result['retrained_iou_mean']:.4f} ± {result['retrained_iou_std']:.4f} "
+                   f"over {seeds} seed{'s' if seeds != 1 else ''}")
+        else:
+            iou = "not retrained"
+        return f"BiX-NAS found: {net} | {macs} (512 x 512), {params}, {iou}"
 
     def _split(self) -> Dict[str, Any]:
         """The train/validation split every unit used (``split_seed``, and the validation items Phase 1 saw)."""

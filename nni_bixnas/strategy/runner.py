@@ -10,26 +10,39 @@ bodies are in :mod:`nni_bixnas.strategy.units`). The same strategy therefore run
 
 Keyword arguments must stay small and plain (numbers, strings, lists, dicts; classes and functions by
 reference): they travel as trial parameters (``shared/notes/nni-3.0.md``, bug (a)).
+
+A unit of a :class:`~nni.nas.space.SimplifiedModelSpace` (what NNI's training services send) is a
+:class:`LabelledModelSpace`: its trial parameters also carry :func:`unit_summary` (``unit``, ``stage``,
+``seed``), which NNI's web UI shows in place of the whole serialised model.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import numbers
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Mapping
 
 from nni.mutable import Sample
 from nni.nas.evaluator import FunctionalEvaluator
 from nni.nas.execution import ExecutionEngine
 from nni.nas.execution.event import FinalMetricEvent, ModelEventType
-from nni.nas.space import ExecutableModelSpace, ModelStatus
+from nni.nas.space import ExecutableModelSpace, ModelStatus, SimplifiedModelSpace
 
 from nni_bixnas._checks import non_negative_int
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["UnitRunner", "UnitFailed", "NoBudget", "add_unit_listener"]
+__all__ = ["UnitRunner", "UnitFailed", "NoBudget", "add_unit_listener", "LabelledModelSpace", "unit_summary",
+           "SUMMARY_KEY"]
+
+#: Key of a unit's summary in its trial parameters. NNI's web UI (its Retiarii convention) shows this dict, when
+#: present, instead of the whole parameters: as trial-table columns, Hyper-parameter axes, the trial's
+#: Parameters tab (the full tree behind "Original parameters") and the Top trials tooltip.
+SUMMARY_KEY = "mutation_summary"
+#: Integer keyword arguments of a unit that its summary repeats.
+SUMMARY_NUMBERS = ("stage", "seed")
 
 # Callbacks run before any unit starts on an engine (keyed by ``id(engine)``). A strategy's state is
 # consistent at that moment (every finished unit recorded), so a chain can checkpoint there.
@@ -48,6 +61,51 @@ def add_unit_listener(engine: ExecutionEngine, callback: Callable[[], None]) -> 
             _UNIT_LISTENERS.pop(id(engine), None)
 
     return remove
+
+
+def unit_summary(function: Callable[..., Any], kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+    """The short labels of a unit: ``unit`` and the integer ``stage`` / ``seed`` among its keyword arguments.
+
+    ``unit`` is the function's ``trial_label`` formatted with ``kwargs`` (e.g. ``'stage {stage}'`` ->
+    ``'stage 4'``), else its name. Arguments a unit lacks are left out rather than set to ``None``, so
+    the web UI sees ``stage`` as a number column.
+    """
+    template = getattr(function, "trial_label", None) or getattr(function, "__name__", "unit")
+    summary: Dict[str, Any] = {"unit": str(template).format_map(dict(kwargs))}
+    for key in SUMMARY_NUMBERS:
+        value = kwargs.get(key)
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            summary[key] = int(value)
+    return summary
+
+
+class LabelledModelSpace(SimplifiedModelSpace):
+    """A frozen unit whose serialised form (its trial parameters) also holds ``summary`` under
+    :data:`SUMMARY_KEY`.
+
+    The trial command (``python -m nni.nas.execution.training_service trial``) loads the parameters with
+    :meth:`_load`, which sets the summary aside: the trial rebuilds and runs the model as before.
+    """
+
+    summary: Dict[str, Any] = {}
+
+    @classmethod
+    def of(cls, job: SimplifiedModelSpace, summary: Mapping[str, Any]) -> "LabelledModelSpace":
+        """``job`` (frozen, not yet run) with ``summary``."""
+        labelled = cls(job.model, job.mutables, job.evaluator)
+        labelled.status, labelled.sample = job.status, job.sample
+        labelled.summary = dict(summary)
+        return labelled
+
+    def _dump(self) -> dict:
+        return {SUMMARY_KEY: dict(self.summary), **super()._dump()}
+
+    @classmethod
+    def _load(cls, **attrs) -> "LabelledModelSpace":
+        summary = attrs.pop(SUMMARY_KEY, {})
+        model = super()._load(**attrs)
+        model.summary = dict(summary)
+        return model
 
 
 class UnitFailed(RuntimeError):
@@ -96,11 +154,15 @@ class UnitRunner:
         self._results[id(event.model)] = event.metric
 
     def make_job(self, function: Callable[..., Any], sample: Sample, **kwargs) -> ExecutableModelSpace:
-        """The job ``function(frozen_model, **kwargs)``, frozen at ``sample``."""
+        """The job ``function(frozen_model, **kwargs)``, frozen at ``sample``; labelled with
+        :func:`unit_summary` when the space is a plain :class:`~nni.nas.space.SimplifiedModelSpace`."""
         template = copy.copy(self.model_space)
         template.evaluator = FunctionalEvaluator(function, **kwargs)
         template.status = ModelStatus.Initialized
-        return template.freeze(sample)
+        job = template.freeze(sample)
+        if type(job) is SimplifiedModelSpace:  # raw spaces run in-process only; subclasses keep their type
+            job = LabelledModelSpace.of(job, unit_summary(function, kwargs))
+        return job
 
     def wait_for_resource(self) -> bool:
         """Wait for an idle worker; ``False`` when the budget is spent (as ``Strategy.wait_for_resource``)."""

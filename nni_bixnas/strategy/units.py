@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -35,8 +36,8 @@ from nni_bixnas.utils import atomic_torch_save, atomic_write, seed_everything
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["selection_matrix_unit", "phase2_stage_unit", "retrain_unit", "CANDIDATES_FILE", "HEATMAP_FILE",
-           "WEIGHTS_FILE"]
+__all__ = ["selection_matrix_unit", "phase2_stage_unit", "retrain_unit", "retrained_headline", "CANDIDATES_FILE",
+           "HEATMAP_FILE", "WEIGHTS_FILE"]
 
 CANDIDATES_FILE = "candidates.json"
 HEATMAP_FILE = "selection_matrices.png"
@@ -46,11 +47,44 @@ WEIGHTS_FILE = "supernet.pt"
 Sample = Dict[str, List[int]]
 
 
-def retrain_unit(model: nn.Module, *, seed: int, **kwargs) -> Dict[str, Any]:
-    """Retrain a searched architecture with :func:`~nni_bixnas.training.train_and_report` (one unit)."""
-    from nni_bixnas.training import train_and_report
+#: ``iou_kind`` of a final result: Phase 1 and stage IoUs come from weights shared by many nets and are not
+#: comparable with the IoU of a net retrained from scratch (NNI's engine needs every result's ``default``).
+SHARED_WEIGHTS, RETRAINED = "shared weights", "retrained"
 
-    return train_and_report(model, seed=seed, **kwargs)
+
+def retrained_headline(ious: Sequence[Optional[float]]) -> Dict[str, Any]:
+    """``retrained_iou_mean``, ``retrained_iou_std`` (sample std; 0 for one seed) and ``retrained_seeds`` of
+    the retrained IoUs (``None`` entries skipped); empty if there is none."""
+    values = [float(v) for v in ious if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not values:
+        return {}
+    return {"retrained_iou_mean": statistics.fmean(values),
+            "retrained_iou_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "retrained_seeds": len(values)}
+
+
+def retrain_unit(model: nn.Module, *, seed: int, earlier_ious: Optional[List[float]] = None,
+                 **kwargs) -> Dict[str, Any]:
+    """Retrain a searched architecture with :func:`~nni_bixnas.training.train_and_report` (one unit).
+
+    The reported result also holds ``iou_kind: 'retrained'``; with ``earlier_ious`` (the IoUs of the seeds
+    retrained before this one: this is the last seed) it also holds :func:`retrained_headline` over all
+    seeds, so the web UI shows the headline beside this net's ``macs`` and ``params``.
+    """
+    from nni_bixnas.training import evaluator
+
+    def extras(final: Mapping[str, Any]) -> Dict[str, Any]:
+        headline = {} if earlier_ious is None else retrained_headline([*earlier_ious, final.get("default")])
+        return {"iou_kind": RETRAINED, **headline}
+
+    report = evaluator._report_final
+    # train_and_report reports its result itself: extend what it reports, and only for this call.
+    evaluator._report_final = lambda final: report({**final, **extras(final)})
+    try:
+        final = evaluator.train_and_report(model, seed=seed, **kwargs)
+    finally:
+        evaluator._report_final = report
+    return {**final, **extras(final)}
 
 
 # ----- Phase 1 ----------------------------------------------------------------------------------------
@@ -105,8 +139,8 @@ def selection_matrix_unit(
     Returns
     -------
     dict
-        The reported final result: ``{'default': best validation IoU, 'dice', 'best_epoch',
-        'candidates': {label: [indices]}, 'probabilities': {label: N x k rows}, 'phase': 1,
+        The reported final result: ``{'default': best validation IoU, 'iou_kind': 'shared weights', 'dice',
+        'best_epoch', 'candidates': {label: [indices]}, 'probabilities': {label: N x k rows}, 'phase': 1,
         'out_dir', 'heatmap', 'weights'}``; ``weights`` is ``supernet.pt``, the best checkpoint's weights
         without the selection matrices (a state dict Phase 2 can start from).
     """
@@ -157,6 +191,7 @@ def selection_matrix_unit(
                    title=f"Phase 1 selection matrices ({variant}, epoch {result.best_epoch}, val IoU {best_iou:.4f})")
     final = {
         "default": best_iou,
+        "iou_kind": SHARED_WEIGHTS,
         "dice": None if result.best_dice is None else float(result.best_dice),
         "best_epoch": int(result.best_epoch),
         "candidates": candidates,
@@ -214,7 +249,7 @@ def phase2_stage_unit(
     Builds a fresh SuperNet (``build_space(space, candidates=candidates)``, seeded from ``(seed, stage)``;
     ``init_weights`` loads a previous stage's weights), trains it with :class:`Phase2Task` through
     :func:`~nni_bixnas.training.fit` (per-epoch ``nni.report_intermediate_result`` via ``NNIReporter``),
-    counts every member's MACs and reports ``{'default': best IoU, 'stage', 'population': [{'sample',
+    counts every member's MACs and reports ``{'default': best IoU, 'iou_kind', 'stage', 'population': [{'sample',
     'iou', 'macs', 'best_epoch'}, ...], 'front': [indices], 'phase': 2, 'weights': path, 'seconds'}``
     with ``nni.report_final_result``.
 
@@ -303,6 +338,7 @@ def phase2_stage_unit(
     front = pareto_front([[1.0 - p["iou"], p["macs"]] for p in population])
     final = {
         "default": max(p["iou"] for p in population),
+        "iou_kind": SHARED_WEIGHTS,
         "stage": int(stage),
         "population": population,
         "front": front,
@@ -312,3 +348,9 @@ def phase2_stage_unit(
     }
     nni.report_final_result(final)
     return final
+
+
+# The ``unit`` label of each unit's trial (runner.unit_summary), formatted with the unit's keyword arguments.
+selection_matrix_unit.trial_label = "phase1"
+phase2_stage_unit.trial_label = "stage {stage}"
+retrain_unit.trial_label = "retrain"
