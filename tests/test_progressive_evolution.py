@@ -400,3 +400,10 @@ def test_a_failed_stage_job_is_submitted_again_unit_retries_times(tmp_path, monk
         evo(executable(tiny_space()), engine)
     assert [h.stage for h in evo.history] == [3, 2, 1] and evo.final_samples
     assert "unit flaky ended with status failed and no result; submitting it again (retry 1 of 1)" in caplog.text
+
+
+def test_num_threads_of_the_training_settings_reach_every_stage(tmp_path, units):
+    calls, _ = units
+    evo = strategy(tmp_path, training={"num_threads": 1})
+    evo(executable(tiny_space()), SequentialExecutionEngine())
+    assert [c["num_threads"] for c in calls] == [1, 1, 1]

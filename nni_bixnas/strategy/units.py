@@ -242,6 +242,7 @@ def phase2_stage_unit(
     precision: Optional[str] = None,
     accelerator: str = "auto",
     devices: Any = "auto",
+    num_threads: Optional[int] = None,
     progress: bool = False,
 ) -> Dict[str, Any]:
     """Train one Phase 2 stage, score its population and report the result to NNI.
@@ -274,8 +275,10 @@ def phase2_stage_unit(
         Parent folder of the stage's run folder (default ``$NNI_OUTPUT_DIR/phase2`` or a temporary one).
     recalibration_batches
         Training batches per member for ``member_bn='recalibrate'``.
-    data, batch_size, seed, split_seed, patch_size, resize, val_fraction, precision, accelerator, devices, progress
+    data, batch_size, seed, split_seed, patch_size, resize, val_fraction, precision, accelerator, devices
         As in :func:`~nni_bixnas.training.fit` (``data`` is required). Phase 2 steps run on one device.
+    num_threads, progress
+        As in :func:`~nni_bixnas.training.fit`.
 
     Returns
     -------
@@ -322,7 +325,8 @@ def phase2_stage_unit(
     _logger.info("Phase 2 stage %d: %d members, %d epochs, lr %.3g, step %s, mode %s -> %s",
                  stage, len(members), epochs, lr, step, mode, run_dir)
     fit(task, datamodule, max_epochs=epochs, out_dir=run_dir, seed=seed, precision=precision, accelerator=accelerator,
-        devices=1, callbacks=[NNIReporter()], progress=progress, tensorboard_dir=nni_tensorboard_dir())
+        devices=1, callbacks=[NNIReporter()], progress=progress, tensorboard_dir=nni_tensorboard_dir(),
+        num_threads=num_threads)
 
     weights = run_dir / WEIGHTS_FILE
     atomic_torch_save(supernet.state_dict(), weights)
