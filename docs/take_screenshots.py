@@ -1,7 +1,9 @@
-"""Screenshots of the NNI web UI for the docs: overview and trial detail of a tiny bridge experiment.
+"""Screenshots of the NNI web UI for the docs: overview and trial detail of a tiny BiX-NAS experiment.
 
-    python docs/take_screenshots.py                 # runs examples/evolution_baseline.yml, then stops it
+    python docs/take_screenshots.py                 # runs examples/bixnas.yml at tiny sizes, then stops it
     python docs/take_screenshots.py --port 8080     # attaches to a running experiment instead
+
+The web UI fetches its icon font from a CDN: on a machine without internet the icons are blank squares.
 
 Needs headless Chromium (``apt-get install -y chromium``). Writes ``docs/webui_overview.png`` and
 ``docs/webui_trials.png`` (palette-quantised to stay small).
@@ -23,7 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nni_bixnas.experiment.launch import (  # noqa: E402
-    ManagerClient, experiment_id_from_output, free_port, nnictl, nnictl_env, stop,
+    ManagerClient,
+    experiment_id_from_output,
+    free_port,
+    nnictl,
+    nnictl_env,
+    stop,
 )
 
 PAGES = {"webui_overview.png": "/oview", "webui_trials.png": "/detail"}
@@ -46,10 +53,15 @@ def screenshot(url: str, out: Path, chromium: str) -> None:
 
 
 def run_example(workdir: Path, port: int):
-    """Start the evolution baseline in ``workdir`` (temporary HOME and working directory); wait for DONE."""
-    config = yaml.safe_load((ROOT / "examples" / "evolution_baseline.yml").read_text())
+    """Start ``examples/bixnas.yml`` at tiny sizes in ``workdir`` (temporary HOME and working directory)."""
+    config = yaml.safe_load((ROOT / "examples" / "bixnas.yml").read_text())
     config["experimentWorkingDirectory"] = str(workdir / "experiments")
-    path = workdir / "evolution_baseline.yml"
+    args = config["tuner"]["classArgs"]
+    args["model_space_kwargs"] = {"width": 4, "stem_width": 4}
+    args["strategy_kwargs"].update(phase1={"epochs": 2}, phase2={"samples": 3, "epochs": 2, "keep": [2, 1]},
+                                   retrain={"seeds": [0, 1, 2], "max_epochs": 2})
+    args["evaluator_kwargs"].update(data="default:n=8,size=64", max_epochs=2)
+    path = workdir / "bixnas.yml"
     path.write_text(yaml.safe_dump(config))
     env = nnictl_env(workdir / "home")
     (workdir / "home").mkdir(exist_ok=True)
@@ -72,7 +84,7 @@ def main(argv=None) -> int:
             workdir = Path(tempfile.mkdtemp(prefix="bixnas-screens-"))
             port = free_port()
             exp_id, env = run_example(workdir, port)
-            print(f"experiment {exp_id} on port {port}: {ManagerClient(port).wait_status(timeout=300)}")
+            print(f"experiment {exp_id} on port {port}: {ManagerClient(port).wait_status(timeout=900)}")
         for name, page in PAGES.items():
             screenshot(f"http://127.0.0.1:{port}{page}", args.out / name, args.chromium)
     finally:

@@ -120,3 +120,43 @@ def test_profile_cli_options(capsys, tmp_path):
     assert rows[0]["model"] == f"gene:{gene}" and rows[0]["paper_params"] is None
     assert main(["profile", "--model", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_profile_builds_a_gene_at_its_header_model_arguments(capsys, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from PIL import Image
+
+    gene = tmp_path / "g.txt"
+    gene.write_text("# model: bixnet width=4 stem_width=4 in_channels=1\n" + create_model("bixnet").gene.to_text())
+    assert main(["profile", "--gene", str(gene), "--format", "json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    expected = count_complexity(create_model("bixnet", width=4, stem_width=4, in_channels=1), in_channels=1)
+    assert (row["params"], row["macs"], row["in_channels"]) == (expected.params, expected.macs, 1)
+    assert row["model_args"] == {"width": 4, "stem_width": 4}
+    # --model-arg over the header (JSON values, as `bixnas train --model-arg`), and the wiring with --plot
+    argv = ["profile", "--gene", str(gene), "--model-arg", "stem_width=8", "--plot", str(tmp_path / "net.svg")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    wider = create_model("bixnet", width=4, stem_width=8, in_channels=1)
+    assert f"| gene:{gene} | {count_complexity(wider, in_channels=1).params:,} |" in printed
+    assert "width=4 stem_width=8" in printed and "net.svg" in printed
+    ET.parse(tmp_path / "net.svg")
+    assert main(["profile", "--gene", str(gene), "--plot", str(tmp_path / "net.png"), "--format", "json"]) == 0
+    with Image.open(tmp_path / "net.png") as image:
+        assert image.format == "PNG"
+
+
+def test_profile_argument_errors(capsys, tmp_path):
+    assert main(["profile", "--model", "unet", "--plot", str(tmp_path / "x.png")]) == 2
+    assert "--plot draws a gene's wiring" in capsys.readouterr().err
+    assert main(["profile", "--model", "unet", "--model-arg", "base"]) == 2
+    assert "--model-arg expects key=value" in capsys.readouterr().err
+
+
+def test_the_profile_command_module_imports_neither_torch_nor_nni():
+    import subprocess
+    import sys
+
+    code = "import sys, nni_bixnas.cli.profile; assert not {'torch', 'nni'} & set(sys.modules), 'heavy import'"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120).returncode == 0

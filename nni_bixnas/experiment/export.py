@@ -27,10 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from nni_bixnas.space.gene_header import model_header, with_model_header
 from nni_bixnas.utils import PathLike, atomic_write
 
+from .found_net import NetCounter, checkpoint_model_args, searched_model_args
 from .launch import decode_metric
+from .stage_plot import Panel, panels_png
+from .stages import StageView, retrained_runs, stage_title, stage_views, unit_label
 from .state import STATE_FILE, read_state_data
+from .summary import Report, summary_markdown
 
 #: Where the bridge puts a strategy's ``out_dir`` when the config names none.
 STRATEGY_DIR = "strategy"
@@ -51,6 +56,7 @@ class Candidate:
     dice: Optional[float] = None
     stage: Optional[Any] = None
     trial: Optional[str] = None
+    unit: Optional[str] = None
 
 
 @dataclass
@@ -61,6 +67,12 @@ class TrialRecord:
     sample: Optional[Dict[str, List[int]]]
     final: Any = None
     intermediate: List[Any] = field(default_factory=list)
+    unit: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``'Phase 1'``, ``'stage k'``, ``'retrain seed s'`` or ``'trial'`` (see :func:`.stages.unit_label`)."""
+        return unit_label(self.unit, self.final)
 
 
 @dataclass
@@ -119,7 +131,7 @@ def read_experiment(experiment_id: str, experiment_dir: Optional[PathLike] = Non
             if event not in ("ADD_CUSTOMIZED", "ADD_HYPERPARAMETER", "ADD_RESUMED"):
                 record.status = event
             if data and record.parameter_id is None:
-                record.parameter_id, record.sample = _parameters(data)
+                record.parameter_id, record.sample, record.unit = _parameters(data)
         for trial_id, kind, data in db.execute("SELECT trialJobId, type, data FROM MetricData ORDER BY timestamp"):
             record = trials.setdefault(trial_id, TrialRecord(trial_id, "UNKNOWN", None, None))
             value = decode_metric(data)
@@ -146,20 +158,22 @@ def _class_args(params_json: Optional[str]) -> Dict[str, Any]:
         return {}
 
 
-def complexity_vs_supernet(results: ExperimentResults, gene_text: Optional[str]) -> Optional[Dict[str, int]]:
+def complexity_vs_supernet(results: ExperimentResults, gene_text: Optional[str],
+                           model_args: Optional[Mapping[str, Any]] = None) -> Optional[Dict[str, int]]:
     """Params/MACs (1 x C x 512 x 512) of the final gene and of the dense BiO-Net++ SuperNet it came from.
 
-    ``None`` unless the experiment searched :class:`~nni_bixnas.space.BiONetPlusPlus`.
+    Built with ``model_args`` (default: :func:`~.found_net.searched_model_args` of the experiment's
+    ``classArgs``); ``None`` when they are unknown (the experiment did not search
+    :class:`~nni_bixnas.space.BiONetPlusPlus`).
     """
-    if gene_text is None or results.class_args.get("model_space") != "nni_bixnas.space.BiONetPlusPlus":
+    model_args = searched_model_args(results.class_args) if model_args is None else model_args
+    if gene_text is None or model_args is None:
         return None
     from nni_bixnas.models import create_model
     from nni_bixnas.profile import count_complexity
 
-    kwargs = {k: v for k, v in (results.class_args.get("model_space_kwargs") or {}).items()
-              if k not in ("candidates", "max_k", "gene")}
-    searched = count_complexity(create_model("bixnet", gene=gene_text, **kwargs))
-    dense = count_complexity(create_model("bionet_pp", **kwargs))
+    searched = count_complexity(create_model("bixnet", gene=gene_text, **model_args))
+    dense = count_complexity(create_model("bionet_pp", **model_args))
     return {"params": searched.params, "macs": searched.macs,
             "supernet_params": dense.params, "supernet_macs": dense.macs}
 
@@ -188,16 +202,35 @@ def _strategy_result(params_json: Optional[str], directory: Optional[Path] = Non
         return None
 
 
-def _parameters(data: str) -> Tuple[Optional[int], Optional[Dict[str, List[int]]]]:
+def _parameters(data: str) -> Tuple[Optional[int], Optional[Dict[str, List[int]]], Dict[str, Any]]:
+    """``(parameter id, sample, unit)`` of a trial's parameters; ``unit`` has the unit function's name
+    (``function``) and its ``stage`` / ``seed`` arguments, where the parameters give them."""
     try:
         payload = json.loads(data)
     except ValueError:
-        return None, None
+        return None, None, {}
     if not isinstance(payload, dict):
-        return None, None
+        return None, None, {}
     parameters = payload.get("parameters")
     sample = parameters.get("sample") if isinstance(parameters, dict) else None
-    return payload.get("parameter_id"), sample if isinstance(sample, dict) else None
+    return (payload.get("parameter_id"), sample if isinstance(sample, dict) else None,
+            _unit(parameters) if isinstance(parameters, dict) else {})
+
+
+def _unit(parameters: Mapping[str, Any]) -> Dict[str, Any]:
+    evaluator = parameters.get("evaluator")
+    kwargs = evaluator.get("__kwargs__") if isinstance(evaluator, dict) else None
+    kwargs = kwargs if isinstance(kwargs, dict) else {}
+    unit: Dict[str, Any] = {}
+    function = kwargs.get("function")
+    name = function.get("__nni_type__") if isinstance(function, dict) else function
+    if isinstance(name, str):
+        unit["function"] = name.rsplit(".", 1)[-1]
+    for key in ("stage", "seed"):
+        value = kwargs.get(key, parameters.get(key))
+        if isinstance(value, int) and not isinstance(value, bool):
+            unit[key] = value
+    return unit
 
 
 def _number(value: Any) -> Optional[float]:
@@ -216,12 +249,13 @@ def candidates(results: ExperimentResults) -> List[Candidate]:
                         sample=member.get("sample"), iou=_number(member.get("iou", member.get("default"))),
                         macs=_number(member.get("macs")), params=_number(member.get("params")),
                         dice=_number(member.get("dice")), stage=final.get("stage"), trial=trial.trial_id,
+                        unit=trial.label,
                     ))
         elif "default" in final:
             found.append(Candidate(
                 sample=trial.sample, iou=_number(final.get("default")), macs=_number(final.get("macs")),
                 params=_number(final.get("params")), dice=_number(final.get("dice")), stage=final.get("stage"),
-                trial=trial.trial_id,
+                trial=trial.trial_id, unit=trial.label,
             ))
     return found
 
@@ -287,7 +321,8 @@ def _state_choice(state: Any) -> Optional[Tuple[Optional[Dict], Optional[str], s
     return None
 
 
-def _gene_text(sample: Optional[Mapping], gene_text: Optional[str]) -> Tuple[Optional[str], Optional[Dict]]:
+def _gene_text(sample: Optional[Mapping], gene_text: Optional[str],
+               model_args: Optional[Mapping[str, Any]] = None) -> Tuple[Optional[str], Optional[Dict]]:
     from nni_bixnas.space.gene import Gene, parse_label
 
     if gene_text:
@@ -298,47 +333,169 @@ def _gene_text(sample: Optional[Mapping], gene_text: Optional[str]) -> Tuple[Opt
     stages_levels = [parse_label(label) for label in sample if label.startswith(("enc_", "dec_"))]
     if not stages_levels:
         return None, dict(sample)
-    iterations = max(stage for stage, _ in stages_levels) // 2 + 1
-    levels = max(level for _, level in stages_levels) + 1
+    args = model_args or {}
+    iterations = args.get("iterations") or max(stage for stage, _ in stages_levels) // 2 + 1
+    levels = args.get("levels") or max(level for _, level in stages_levels) + 1
     return Gene.from_sample(sample, iterations, levels).to_text(), dict(sample)
 
 
 def export_experiment(experiment_id: str, out_dir: Optional[PathLike] = None,
-                      experiment_dir: Optional[PathLike] = None) -> Dict[str, Path]:
-    """Write ``gene.txt``, ``gene.json``, ``pareto.png``, ``summary.md`` (and ``best.ckpt`` if a retrained
-    checkpoint is reported) to ``out_dir`` (default ``<experiment dir>/export``); return the paths."""
-    from .plot import pareto_png
+                      experiment_dir: Optional[PathLike] = None, program: bool = True) -> Dict[str, Path]:
+    """Export an experiment's results to ``out_dir`` (default ``<experiment dir>/export``); return the paths.
 
+    Writes ``gene.txt`` (the final gene; first line ``# model: bixnet width=... ...``, the model arguments
+    of the search), ``gene.json`` (the NNI sample, the gene text and the model arguments), ``pareto.png``
+    (one panel per stage), ``architecture.png``/``.svg`` (the found net's wiring) and ``summary.md``; with a
+    retrained checkpoint reported, ``best.ckpt`` and (unless ``program=False``) ``model.pt2``, the
+    retrained net as a ``torch.export`` program that loads without nni_bixnas, with ``model.json``.
+    """
     results = read_experiment(experiment_id, experiment_dir)
     out = Path(out_dir) if out_dir is not None else results.directory / "export"
     out.mkdir(parents=True, exist_ok=True)
     points = candidates(results)
-    front = pareto_front(points)
     sample, gene_text, source = final_choice(results, points)
-    text, sample = _gene_text(sample, gene_text)
+    checkpoint = _reported_checkpoint(results)
+    model_args = searched_model_args(results.class_args) or _checkpoint_model_args(checkpoint)
+    text, sample = _gene_text(sample, gene_text, model_args)
+    written = _write_gene(out, text, sample, source, model_args)
+    complexity = complexity_vs_supernet(results, text, model_args) if model_args else None
+    if text is not None:
+        written.update(_write_architecture(out, text, experiment_id, complexity))
+    if checkpoint is not None:
+        written["checkpoint"] = _copy(checkpoint, out / checkpoint.name)
+        if program:
+            written.update(_write_program(checkpoint, out))
+    counter = NetCounter(model_args)
+    views = _stage_views(results, counter)
+    runs = _retrained_runs(results)
+    plain = [c for c in points if c.stage is None and not (c.unit or "").startswith("retrain")]
+    with atomic_write(out / "pareto.png", "wb") as handle:
+        panels_png(_panels(views, runs, plain), handle, title=f"{experiment_id}: IoU vs MACs")
+    written["plot"] = out / "pareto.png"
+    report = Report(
+        experiment_id, results.directory, results.trials, {t.trial_id: t.label for t in results.trials}, views,
+        runs, text, source, model_header(model_args) if text and model_args else None, complexity,
+        pareto_front(plain), len(plain), dict(written), counter.stage_choices,
+    )
+    with atomic_write(out / "summary.md") as handle:
+        handle.write(summary_markdown(report))
+    written["summary"] = out / "summary.md"
+    return written
+
+
+def _write_gene(out: Path, text: Optional[str], sample: Optional[Dict], source: str,
+                model_args: Optional[Dict[str, Any]]) -> Dict[str, Path]:
     written: Dict[str, Path] = {}
     if text is not None:
         with atomic_write(out / "gene.txt") as handle:
-            handle.write(text)
+            handle.write(with_model_header(text, model_args))
         written["gene"] = out / "gene.txt"
     if sample is not None:
+        record: Dict[str, Any] = {"sample": sample, "source": source}
+        if text is not None:
+            record.update(gene=text, model="bixnet")
+        if model_args:
+            record["model_args"] = model_args
         with atomic_write(out / "gene.json") as handle:
-            json.dump({"sample": sample, "source": source}, handle, indent=2, sort_keys=True)
+            json.dump(record, handle, indent=2, sort_keys=True)
         written["sample"] = out / "gene.json"
-    checkpoint = _reported_checkpoint(results)
-    if checkpoint is not None:
-        target = out / checkpoint.name
-        with atomic_write(target, "wb") as handle, open(checkpoint, "rb") as src:
-            shutil.copyfileobj(src, handle)
-        written["checkpoint"] = target
-    with atomic_write(out / "pareto.png", "wb") as handle:
-        pareto_png(points, front, handle, title=f"{experiment_id}: IoU vs MACs")
-    written["plot"] = out / "pareto.png"
-    complexity = complexity_vs_supernet(results, text)
-    with atomic_write(out / "summary.md") as handle:
-        handle.write(summary_markdown(results, points, front, text, source, complexity))
-    written["summary"] = out / "summary.md"
     return written
+
+
+def _write_architecture(out: Path, text: str, experiment_id: str,
+                        complexity: Optional[Mapping[str, int]]) -> Dict[str, Path]:
+    from nni_bixnas.space.gene import Gene
+    from nni_bixnas.space.wiring_plot import write_architecture
+
+    title = f"{experiment_id}: the found net"
+    subtitle = ""
+    if complexity is not None:
+        subtitle = (f"{complexity['params']:,} params, {complexity['macs'] / 1e9:.3f} GMACs at 512 x 512 "
+                    f"(SuperNet {complexity['supernet_params']:,} params, "
+                    f"{complexity['supernet_macs'] / 1e9:.3f} GMACs)")
+    gene = Gene.parse(text)
+    return {"architecture": write_architecture(gene, out / "architecture.png", title, subtitle),
+            "architecture_svg": write_architecture(gene, out / "architecture.svg", title, subtitle)}
+
+
+def _copy(source: Path, target: Path) -> Path:
+    with atomic_write(target, "wb") as handle, open(source, "rb") as src:
+        shutil.copyfileobj(src, handle)
+    return target
+
+
+def _checkpoint_model_args(checkpoint: Optional[Path]) -> Optional[Dict[str, Any]]:
+    if checkpoint is None:
+        return None
+    from nni_bixnas.training.checkpoint import load_checkpoint
+
+    return checkpoint_model_args(load_checkpoint(checkpoint).get("hyper_parameters"))
+
+
+def _write_program(checkpoint: Path, out: Path) -> Dict[str, Path]:
+    """``model.pt2`` + ``model.json`` of the retrained net (nothing, with a warning, if it cannot be built)."""
+    from nni_bixnas.training.checkpoint import load_task
+
+    from .deploy import export_program, max_difference, size_multiple, training_input_size
+
+    try:
+        task = load_task(checkpoint)
+        hparams = dict(task.hparams)
+        info = {"checkpoint": checkpoint.name, "model_name": hparams.get("model_name"),
+                "model_kwargs": hparams.get("model_kwargs"), "threshold": hparams.get("threshold")}
+        export_program(task.model, out / "model.pt2", training_input_size(checkpoint), info)
+    except ValueError as err:
+        _logger.warning("model.pt2 not written: %s", err)
+        return {}
+    import torch
+
+    side = 2 * size_multiple(task.model)
+    channels = getattr(task.model, "in_channels", 3)
+    images = torch.rand(1, channels, side, side, generator=torch.Generator().manual_seed(0))
+    difference = max_difference(out / "model.pt2", task.model, images)
+    if difference > 1e-4:
+        _logger.warning("model.pt2 differs from the PyTorch net by up to %.3g on a test input", difference)
+    return {"program": out / "model.pt2", "program_info": out / "model.json"}
+
+
+def _stage_views(results: ExperimentResults, counter: NetCounter) -> List[StageView]:
+    def make(member: Mapping[str, Any], stage: Any, trial: Optional[str]) -> Candidate:
+        sample = member.get("sample") if isinstance(member.get("sample"), dict) else None
+        params = _number(member.get("params"))
+        return Candidate(sample=sample, iou=_number(member.get("iou", member.get("default"))),
+                         macs=_number(member.get("macs")),
+                         params=params if params is not None or sample is None else counter.params(sample),
+                         dice=_number(member.get("dice")), stage=stage, trial=trial, unit=f"stage {stage}")
+
+    stage_trials = [(t.trial_id, final) for t, final in results.final_dicts()
+                    if isinstance(final.get("population"), list)]
+    history = (results.strategy_result or {}).get("phase2_history")
+    return stage_views(history, stage_trials, make, counter.identity)
+
+
+def _retrained_runs(results: ExperimentResults) -> List[Dict[str, Any]]:
+    trials = [(t.trial_id, t.unit.get("seed"), final) for t, final in results.final_dicts()
+              if t.label.startswith("retrain")]
+    runs = retrained_runs(results.strategy_result, trials)
+    by_seed = {seed: trial_id for trial_id, seed, _ in trials if seed is not None}
+    for run in runs:
+        run.setdefault("trial", by_seed.get(run.get("seed")))
+    return runs
+
+
+def _panels(views: Sequence[StageView], runs: Sequence[Mapping[str, Any]], plain: Sequence[Candidate]) -> List[Panel]:
+    panels = [Panel(stage_title(v.stage, len(v.members)), v.members, v.front, v.kept or ()) for v in views]
+    retrained = [Candidate(None, _number(r.get("default")), _number(r.get("macs")),
+                           unit=f"retrain seed {r.get('seed')}") for r in runs]
+    if retrained:
+        panels.append(Panel(f"retrained: {len(retrained)} seed{'s' if len(retrained) != 1 else ''}", retrained,
+                            y_label="IoU (validation, fixed net)"))
+    if plain:
+        usable = [c for c in plain if c.iou is not None and c.macs is not None]
+        front = {id(c) for c in pareto_front(usable)}
+        panels.append(Panel("other trials", plain, [i for i, c in enumerate(plain) if id(c) in front],
+                            y_label="IoU"))
+    return panels
 
 
 def _reported_checkpoint(results: ExperimentResults) -> Optional[Path]:
@@ -372,42 +529,3 @@ def _loads_weights_only(path: Path, source: str) -> bool:
         _logger.warning("%s reports checkpoint %s, which is not exported: %s", source, path, err)
         return False
     return True
-
-
-def _fmt(value: Optional[float], scale: float = 1.0, digits: int = 4) -> str:
-    return "–" if value is None else f"{value / scale:.{digits}f}"
-
-
-def summary_markdown(results: ExperimentResults, points: Sequence[Candidate], front: Sequence[Candidate],
-                     gene_text: Optional[str], source: str, complexity: Optional[Dict[str, int]] = None) -> str:
-    """The ``summary.md`` report: trials, Pareto front and the final gene."""
-    lines = [f"# Experiment {results.experiment_id}", "", f"Folder: `{results.directory}`", ""]
-    counts: Dict[str, int] = {}
-    for trial in results.trials:
-        counts[trial.status] = counts.get(trial.status, 0) + 1
-    by_status = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
-    lines += [f"Trials: {len(results.trials)} ({by_status})", ""]
-    lines += ["## Trials", "",
-              "| trial | status | stage | IoU | Dice | GMACs | params |", "|---|---|---:|---:|---:|---:|---:|"]
-    for trial in results.trials:
-        final = trial.final if isinstance(trial.final, dict) else {"default": trial.final}
-        lines.append(
-            f"| {trial.trial_id} | {trial.status} | {final.get('stage', '–')} | {_fmt(_number(final.get('default')))} "
-            f"| {_fmt(_number(final.get('dice')))} | {_fmt(_number(final.get('macs')), 1e9, 3)} "
-            f"| {_fmt(_number(final.get('params')), 1, 0)} |"
-        )
-    lines += ["", f"## Pareto front (IoU vs MACs, {len(points)} candidates)", "",
-              "| stage | trial | IoU | GMACs |", "|---:|---|---:|---:|"]
-    lines += [f"| {c.stage if c.stage is not None else '–'} | {c.trial} | {_fmt(c.iou)} | {_fmt(c.macs, 1e9, 3)} |"
-              for c in front]
-    lines += ["", f"## Final gene ({source})", ""]
-    lines += ["```", gene_text.rstrip(), "```"] if gene_text else ["No architecture found."]
-    if complexity is not None:
-        lines += ["", "At 1 x C x 512 x 512 (the paper's convention):", "",
-                  "| network | params | GMACs |", "|---|---:|---:|",
-                  f"| final gene | {complexity['params']:,} | {complexity['macs'] / 1e9:.3f} |",
-                  f"| BiO-Net++ SuperNet (dense) | {complexity['supernet_params']:,} "
-                  f"| {complexity['supernet_macs'] / 1e9:.3f} |",
-                  "", f"MACs of the final gene: {100 * (complexity['macs'] / complexity['supernet_macs'] - 1):+.1f}% "
-                  "vs the SuperNet."]
-    return "\n".join(lines) + "\n"
