@@ -276,3 +276,26 @@ def test_predict_and_evaluate_a_multi_class_checkpoint(tmp_path, capsys):
     note = format_predictions([{"image": "x.png", "mask": "m.png", "empty": True, "highest_probability": 0.4,
                                 "threshold": None}])
     assert "x.png: the prediction is empty: every pixel is background" in note
+
+
+@pytest.mark.parametrize("extra, expected_width", [([], 4), (["--model-arg", "width=8"], 8)])
+def test_train_gene_takes_the_model_arguments_of_its_header(extra, expected_width, monkeypatch, tmp_path):
+    """A gene exported with `# model: bixnet width=4 ...` retrains at the searched width; --model-arg wins."""
+    import nni_bixnas.training as training
+    from nni_bixnas.space.gene import published_gene
+    from nni_bixnas.space.gene_header import model_header
+
+    gene = tmp_path / "gene.txt"
+    header = model_header({"width": 4, "stem_width": 4, "in_channels": 3, "num_classes": 1})
+    gene.write_text(header + "\n" + published_gene("bixnet").to_text())
+    calls = []
+
+    def fake_fit(*args, **kwargs):
+        calls.append(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(training, "fit", fake_fit)
+    assert main(["train", "--model", "bixnet", "--gene", str(gene), "--out", str(tmp_path / "r"), *extra]) == 2
+    kwargs = calls[0]["model_kwargs"]
+    assert kwargs["width"] == expected_width and kwargs["stem_width"] == 4
+    assert "in_channels" not in kwargs and "num_classes" not in kwargs  # they come from the data

@@ -86,6 +86,15 @@ def _positive(text: str) -> int:
 # train
 
 
+def _header_args(gene_path: Path) -> dict:
+    """The model arguments of a gene file's ``# model:`` header (``bixnas export``), but the channels and
+    classes, which come from the data."""
+    from nni_bixnas.space.gene_header import read_model_header
+
+    _, header = read_model_header(gene_path.read_text(errors="replace"))
+    return {k: v for k, v in header.items() if k not in ("in_channels", "num_classes")}
+
+
 def run_train(args: argparse.Namespace) -> int:
     from nni_bixnas.models import list_models
     from nni_bixnas.training import fit
@@ -102,6 +111,7 @@ def run_train(args: argparse.Namespace) -> int:
         if args.model != "bixnet":
             raise ValueError(f"--gene applies to the bixnet model, not {args.model!r}")
         model_kwargs["gene"] = Gene.load(gene_path).to_text()
+        model_kwargs = {**_header_args(gene_path), **model_kwargs}  # --model-arg wins over the gene's header
     _show_training_log()
     out_dir = Path(args.out or f"runs/{args.model}_s{args.seed}")
     result = fit(
