@@ -1,6 +1,7 @@
 """Registry (every model builds and runs), the MACs counter, and ``bixnas profile``."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -160,3 +161,16 @@ def test_the_profile_command_module_imports_neither_torch_nor_nni():
 
     code = "import sys, nni_bixnas.cli.profile; assert not {'torch', 'nni'} & set(sys.modules), 'heavy import'"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120).returncode == 0
+
+
+def test_the_complexity_results_file_holds_every_registered_model_at_our_counts():
+    """``benchmarks/results/complexity.md`` (written by benchmarks/complexity.py) matches :data:`PAPER`."""
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "complexity.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 8 and cells[1].replace(",", "").isdigit():
+            rows[cells[0]] = (int(cells[1].replace(",", "")), float(cells[4]))
+    assert set(rows) == set(list_models()) == set(PAPER)
+    for name, (params, macs) in PAPER.items():
+        assert rows[name] == (params, round(macs / 1e9, 3)), name
