@@ -78,6 +78,7 @@ def test_search_runs_every_stage_and_selects_from_the_front(tmp_path, units):
         assert 1 <= len(population) <= 2 * len(parents)  # s skip sets x parents, less duplicate nets
         assert kwargs["lr"] == pytest.approx(1e-3 / len(population))  # lr_per_member
         assert kwargs["members"] == [p.sample for p in population]
+        assert kwargs["member_macs"] == [p.macs for p in population]  # counted by the strategy, not the trial
         for member in kwargs["members"]:
             assert space.contains(member)
         # every member computes its own net, none a parent's
@@ -407,3 +408,19 @@ def test_num_threads_of_the_training_settings_reach_every_stage(tmp_path, units)
     evo = strategy(tmp_path, training={"num_threads": 1})
     evo(executable(tiny_space()), SequentialExecutionEngine())
     assert [c["num_threads"] for c in calls] == [1, 1, 1]
+
+
+def test_a_stage_unit_given_member_macs_counts_none_and_reports_them(tmp_path, monkeypatch):
+    space = tiny_space()
+    members = [dict(m) for m in [{l: [0] for l in space.skip_choices()}, {l: [0, 1] for l in space.skip_choices()}]]
+    ref = space_reference(executable(space))
+    counted = phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, data=DATA, macs_input_size=(32, 32),
+                                out_dir=str(tmp_path / "a"), progress=False)
+    monkeypatch.setattr(units_module, "count_member_macs", lambda *a, **k: pytest.fail("the unit counted MACs"))
+    given = phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, data=DATA, macs_input_size=(32, 32),
+                              member_macs=[p["macs"] for p in counted["population"]], out_dir=str(tmp_path / "b"),
+                              progress=False)
+    assert given["population"] == counted["population"] and given["front"] == counted["front"]
+    with pytest.raises(ValueError, match="member_macs has 1 values for 2 members"):
+        phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, data=DATA, member_macs=[1],
+                          out_dir=str(tmp_path / "c"), progress=False)

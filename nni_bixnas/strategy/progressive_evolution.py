@@ -30,6 +30,7 @@ from numpy.random import RandomState
 from nni_bixnas._checks import is_int, non_negative_int, non_negative_number, optional_path, positive_int, positive_ints
 from nni_bixnas.space.gene import Gene
 from nni_bixnas.strategy import units
+from nni_bixnas.strategy.member_macs import member_macs
 from nni_bixnas.strategy.pareto import select_parents
 from nni_bixnas.strategy.phase2_task import check_step_mode_bn
 from nni_bixnas.strategy.records import Member, Sample, StageRecord
@@ -198,9 +199,10 @@ class ProgressiveEvolution(Strategy):
         if self._stages and self._stages != stages:
             raise ValueError(f"the loaded state searched stages {self._stages}, but this space has stages {stages}")
         self._stages = stages
+        self._module = phase2_module(model_space)
         self._sampler = SkipSetSampler.from_skips(
             skips, samples=self.samples, keep_sequential_last=self.keep_sequential_last, max_redraws=self.max_redraws,
-            effective=getattr(phase2_module(model_space), "effective_sample", None),
+            effective=getattr(self._module, "effective_sample", None),
         )
         self._space_ref = space_reference(model_space)
         self._settings = training_settings(model_space, self.training)
@@ -246,12 +248,14 @@ class ProgressiveEvolution(Strategy):
         lr = base_lr / len(members) if self.lr_per_member else base_lr
         _logger.info("[stage %d] %d skip sets x %d parents -> %d distinct members, lr %.3g",
                      stage, len(skip_sets), len(self.parents), len(members), lr)
+        # MACs depend on the architecture only: counted here once per net (cached), not in the training trial
+        macs = [member_macs(self._module, self._space_ref, m, self.macs_input_size) for m in members]
         result = runner.run(
             units.phase2_stage_unit, self.parents[0],
             space=self._space_ref, stage=stage, members=members, candidates=self.candidates,
             epochs=self.epochs, milestones=self.milestones, gamma=self.gamma, lr=lr, step=self.step,
             mode=self.mode, member_bn=self.member_bn, recalibration_batches=self.recalibration_batches,
-            macs_input_size=self.macs_input_size,
+            macs_input_size=self.macs_input_size, member_macs=macs,
             init_weights=self._stage_weights(), out_dir=self.out_dir, **settings,
         )
         population = [Member.from_dict(p, stage) for p in result["population"]]

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from nni_bixnas._checks import positive_int
-from nni_bixnas.strategy.member_macs import member_macs
+from nni_bixnas.strategy.member_macs import member_macs as count_member_macs
 from nni_bixnas.strategy.pareto import pareto_front
 from nni_bixnas.strategy.phase2_task import Phase2Task, default_milestones
 from nni_bixnas.strategy.settings import check_training, require_data
@@ -230,6 +230,7 @@ def phase2_stage_unit(
     member_bn: str = "recalibrate",
     recalibration_batches: int = 8,
     macs_input_size: Sequence[int] = (512, 512),
+    member_macs: Optional[List[int]] = None,
     init_weights: Optional[str] = None,
     out_dir: Optional[str] = None,
     data: Optional[str] = None,
@@ -269,6 +270,9 @@ def phase2_stage_unit(
         Training of the stage (``milestones`` default: :func:`default_milestones`).
     macs_input_size
         ``(H, W)`` at which MACs are counted (the paper: 512 x 512).
+    member_macs
+        Every member's MACs, counted by the strategy (:class:`ProgressiveEvolution` does, once per net);
+        ``None`` counts them here, after training.
     init_weights
         A ``.pt`` state dict to start from (``inherit_weights=True``); default: fresh weights.
     out_dir
@@ -294,6 +298,8 @@ def phase2_stage_unit(
     if devices not in ("auto", 1, [0], "1"):
         _logger.warning("Phase 2 steps run on one device; ignoring devices=%r", devices)
     data = require_data({"data": data}, "phase2_stage_unit")
+    if member_macs is not None and len(member_macs) != len(members):
+        raise ValueError(f"member_macs has {len(member_macs)} values for {len(members)} members")
     identity = dict(space=space, stage=stage, members=members, candidates=candidates, epochs=epochs,
                     milestones=milestones, gamma=gamma, lr=lr, step=step, mode=mode, member_bn=member_bn,
                     recalibration_batches=recalibration_batches, init_weights=init_weights, data=data,
@@ -330,14 +336,14 @@ def phase2_stage_unit(
 
     weights = run_dir / WEIGHTS_FILE
     atomic_torch_save(supernet.state_dict(), weights)
-    supernet = supernet.cpu()
+    macs = member_macs or [count_member_macs(supernet.cpu(), space, m, macs_input_size) for m in members]
     population = []
     for i, member in enumerate(members):
         population.append({
             "sample": member,
             "iou": float(task.best_member_iou[i]),
             "best_epoch": int(task.best_member_epoch[i]),
-            "macs": int(member_macs(supernet, space, member, macs_input_size)),
+            "macs": int(macs[i]),
         })
     front = pareto_front([[1.0 - p["iou"], p["macs"]] for p in population])
     final = {
