@@ -72,6 +72,15 @@ def _show_training_log() -> None:
         logger.setLevel(logging.INFO)
 
 
+def _add_num_threads(parser, progress: bool = False) -> None:
+    """``--num-threads`` (and with ``progress`` the ``--no-progress`` of evaluate and predict)."""
+    if progress:
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--num-threads", type=_positive, metavar="N",
+                        help="torch CPU threads (default: torch's, one per core); on a machine other work shares "
+                             "1 is often much faster")
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -347,9 +356,7 @@ def add_parser(subparsers) -> None:
     train.add_argument("--accelerator", default="auto")
     train.add_argument("--devices", default="auto", help="number of devices, or a comma list of ids")
     train.add_argument("--num-workers", type=int, default=0)
-    train.add_argument("--num-threads", type=_positive, metavar="N",
-                        help="torch CPU threads (default: torch's, one per core); on a machine other work shares "
-                             "1 is often much faster")
+    _add_num_threads(train)
     train.add_argument("--no-resume", action="store_true", help="start afresh even if OUT has a last.ckpt")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (the per-epoch log line stays)")
     train.add_argument("--model-arg", action="append", metavar="KEY=VALUE", default=[],
@@ -375,10 +382,7 @@ def add_parser(subparsers) -> None:
                           help="all images (default), or only those the checkpoint's run held out for validation "
                                "(needs the run.json of its run folder, and the data it was trained on)")
     evaluate.add_argument("--format", choices=("text", "json"), default="text")
-    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    evaluate.add_argument("--num-threads", type=_positive, metavar="N",
-                        help="torch CPU threads (default: torch's, one per core); on a machine other work shares "
-                             "1 is often much faster")
+    _add_num_threads(evaluate, progress=True)
     evaluate.set_defaults(func=run_evaluate)
 
     predict = subparsers.add_parser(
@@ -400,10 +404,7 @@ def add_parser(subparsers) -> None:
     predict.add_argument("--gt", metavar="MASK|DIR|SPEC",
                          help="ground truth: a mask file (one image), a folder of masks named <stem>.png or "
                               "<stem>_mask.png, or a data spec (e.g. monuseg:PATH) with items named like the images")
-    predict.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    predict.add_argument("--num-threads", type=_positive, metavar="N",
-                        help="torch CPU threads (default: torch's, one per core); on a machine other work shares "
-                             "1 is often much faster")
+    _add_num_threads(predict, progress=True)
     predict.set_defaults(func=run_predict)
 
     compare = subparsers.add_parser(
