@@ -26,7 +26,7 @@ from nni.runtime.tuner_command_channel import TunerCommandChannel
 from nni_bixnas.experiment import replay
 from nni_bixnas.experiment.bridge import _log_summary
 from nni_bixnas.space import BiONetPlusPlus, Gene
-from nni_bixnas.strategy import units
+from nni_bixnas.strategy import records, units
 from nni_bixnas.strategy.bixnas import BiXNAS
 from nni_bixnas.strategy.runner import SUMMARY_KEY, LabelledModelSpace, UnitRunner, unit_summary
 from nni_bixnas.strategy.spaces import space_reference
@@ -146,10 +146,10 @@ def test_raw_format_spaces_are_not_relabelled():
 
 
 def test_retrained_headline_is_mean_and_sample_std():
-    assert units.retrained_headline([]) == {}
-    assert units.retrained_headline([0.5, None]) == {"retrained_iou_mean": 0.5, "retrained_iou_std": 0.0,
+    assert records.retrained_headline([]) == {}
+    assert records.retrained_headline([0.5, None]) == {"retrained_iou_mean": 0.5, "retrained_iou_std": 0.0,
                                                      "retrained_seeds": 1}
-    headline = units.retrained_headline([0.6, 0.8])
+    headline = records.retrained_headline([0.6, 0.8])
     assert headline["retrained_iou_mean"] == pytest.approx(0.7)
     assert headline["retrained_iou_std"] == pytest.approx(0.1414213, abs=1e-6)
 
@@ -176,7 +176,7 @@ def finished_bixnas(retrained) -> BiXNAS:
                       training={"data": DATA})
     gene = Gene.dense()
     strategy.result = {"final_samples": [gene.to_sample()], "genes": [gene.to_text()],
-                       **units.retrained_headline([r["default"] for r in retrained]),
+                       **records.retrained_headline([r["default"] for r in retrained]),
                        "macs": retrained[0]["macs"], "params": retrained[0]["params"]}
     return strategy
 

@@ -17,7 +17,7 @@ from numpy.random import RandomState
 from nni_bixnas._checks import non_negative_int
 from nni_bixnas.utils import atomic_torch_save, atomic_write
 
-from . import units
+from . import records, units
 from .progressive_evolution import ProgressiveEvolution
 from .runner import NoBudget, UnitRunner, add_unit_listener
 from .selection_matrix import SelectionMatrix
@@ -217,7 +217,7 @@ class BiXNAS(Strategy):
             result["genes"] = [g.to_text() for g in genes]
         except TypeError:
             genes = []
-        result.update(units.retrained_headline([r.get("default") for r in self.retrained]))
+        result.update(records.retrained_headline([r.get("default") for r in self.retrained]))
         result.update(self._final_complexity())
         self.result = result
         if self.out_dir is not None:

@@ -7,9 +7,10 @@ back as plain dicts (:meth:`StageRecord.to_dict`) into its state and results.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Mapping
+import statistics
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["Member", "StageRecord"]
+__all__ = ["Member", "StageRecord", "SHARED_WEIGHTS", "RETRAINED", "retrained_headline"]
 
 Sample = Dict[str, List[int]]
 
@@ -88,3 +89,19 @@ class StageRecord:
         return cls(stage, [dict(s) for s in value.get("skip_sets", [])],
                    [Member.from_dict(m, stage) for m in value["population"]],
                    [int(i) for i in value["front"]], [int(i) for i in value["kept"]], float(value["seconds"]))
+
+
+#: ``iou_kind`` of a final result: Phase 1 and stage IoUs come from weights shared by many nets and are not
+#: comparable with the IoU of a net retrained from scratch (NNI's engine needs every result's ``default``).
+SHARED_WEIGHTS, RETRAINED = "shared weights", "retrained"
+
+
+def retrained_headline(ious: Sequence[Optional[float]]) -> Dict[str, Any]:
+    """``retrained_iou_mean``, ``retrained_iou_std`` (sample std; 0 for one seed) and ``retrained_seeds`` of
+    the retrained IoUs (``None`` entries skipped); empty if there is none."""
+    values = [float(v) for v in ious if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not values:
+        return {}
+    return {"retrained_iou_mean": statistics.fmean(values),
+            "retrained_iou_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "retrained_seeds": len(values)}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import statistics
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -28,6 +27,7 @@ from nni_bixnas._checks import positive_int
 from nni_bixnas.strategy.member_macs import member_macs as count_member_macs
 from nni_bixnas.strategy.pareto import pareto_front
 from nni_bixnas.strategy.phase2_task import Phase2Task, default_milestones
+from nni_bixnas.strategy.records import RETRAINED, SHARED_WEIGHTS, retrained_headline
 from nni_bixnas.strategy.settings import check_training, require_data
 from nni_bixnas.strategy.spaces import build_space
 from nni_bixnas.strategy.supermodule import check_tau, check_variant, to_supernet
@@ -36,7 +36,7 @@ from nni_bixnas.utils import atomic_torch_save, atomic_write, seed_everything
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["selection_matrix_unit", "phase2_stage_unit", "retrain_unit", "retrained_headline", "CANDIDATES_FILE",
+__all__ = ["selection_matrix_unit", "phase2_stage_unit", "retrain_unit", "CANDIDATES_FILE",
            "HEATMAP_FILE", "WEIGHTS_FILE"]
 
 CANDIDATES_FILE = "candidates.json"
@@ -45,22 +45,6 @@ HEATMAP_FILE = "selection_matrices.png"
 WEIGHTS_FILE = "supernet.pt"
 
 Sample = Dict[str, List[int]]
-
-
-#: ``iou_kind`` of a final result: Phase 1 and stage IoUs come from weights shared by many nets and are not
-#: comparable with the IoU of a net retrained from scratch (NNI's engine needs every result's ``default``).
-SHARED_WEIGHTS, RETRAINED = "shared weights", "retrained"
-
-
-def retrained_headline(ious: Sequence[Optional[float]]) -> Dict[str, Any]:
-    """``retrained_iou_mean``, ``retrained_iou_std`` (sample std; 0 for one seed) and ``retrained_seeds`` of
-    the retrained IoUs (``None`` entries skipped); empty if there is none."""
-    values = [float(v) for v in ious if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if not values:
-        return {}
-    return {"retrained_iou_mean": statistics.fmean(values),
-            "retrained_iou_std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "retrained_seeds": len(values)}
 
 
 def retrain_unit(model: nn.Module, *, seed: int, earlier_ious: Optional[List[float]] = None,
