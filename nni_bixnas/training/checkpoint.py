@@ -109,7 +109,7 @@ def load_task(path: PathLike):
     checkpoint = load_checkpoint(path)
     task = _rebuild(path, dict(checkpoint["hyper_parameters"]))
     state_dict = checkpoint["state_dict"]
-    problems = _mismatches(task.state_dict(), state_dict)
+    problems = weight_mismatches(task.state_dict(), state_dict)
     if problems:
         raise ValueError(
             f"the weights in {path} do not fit the {task.hparams['model_name']!r} network rebuilt from its "
@@ -139,7 +139,11 @@ def _rebuild(path: PathLike, hparams: Dict[str, Any]):
         ) from err
 
 
-def _mismatches(expected: Mapping[str, Any], found: Mapping[str, Any], show: int = 3) -> str:
+def _shape(value: Any) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else f"({type(value).__name__}, not a tensor)"
+
+
+def weight_mismatches(expected: Mapping[str, Any], found: Mapping[str, Any], show: int = 3) -> str:
     """``''`` when ``found`` has exactly the keys and shapes of ``expected``, else a short description."""
 
     def listed(keys: List[str]) -> str:
@@ -148,9 +152,9 @@ def _mismatches(expected: Mapping[str, Any], found: Mapping[str, Any], show: int
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
     reshaped = [
-        f"{k} {tuple(found[k].shape)} in the file, {tuple(v.shape)} in the network"
+        f"{k} {_shape(found[k])} in the file, {tuple(v.shape)} in the network"
         for k, v in expected.items()
-        if k in found and isinstance(found[k], torch.Tensor) and found[k].shape != v.shape
+        if k in found and (not isinstance(found[k], torch.Tensor) or found[k].shape != v.shape)
     ]
     parts = [f"{what}: {listed(keys)}" for what, keys in
              (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", reshaped)) if keys]

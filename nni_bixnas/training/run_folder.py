@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from nni_bixnas.training.callbacks import BEST_NAME, HISTORY_NAME
-from nni_bixnas.training.checkpoint import AtomicCheckpointIO
+from nni_bixnas.training.checkpoint import AtomicCheckpointIO, weight_mismatches
 from nni_bixnas.training.task import SegmentationTask
 
 __all__ = ["RUN_NAME", "RESUME_KEYS", "RESTART", "RunFolderError", "check_resume", "checkpoint_problem",
@@ -62,11 +62,9 @@ def checkpoint_problem(path: Path, task: SegmentationTask) -> Optional[str]:
     if not isinstance(checkpoint, dict) or not {"state_dict", "loops"} <= set(checkpoint):
         return "it is not a training checkpoint (no 'state_dict' and 'loops')"
     if getattr(task, "strict_loading", True):
-        expected, saved = task.state_dict(), checkpoint["state_dict"]
-        differ = sorted(set(expected) ^ set(saved)) or [
-            k for k in expected if getattr(saved[k], "shape", None) != expected[k].shape]
-        if differ:
-            return f"its weights do not fit the model ({len(differ)} parameter(s) differ, e.g. {differ[0]!r})"
+        problems = weight_mismatches(task.state_dict(), checkpoint["state_dict"])
+        if problems:
+            return f"its weights do not fit the model ({problems})"
     return None
 
 
