@@ -49,26 +49,20 @@ Sample = Dict[str, List[int]]
 
 def retrain_unit(model: nn.Module, *, seed: int, earlier_ious: Optional[List[float]] = None,
                  **kwargs) -> Dict[str, Any]:
-    """Retrain a searched architecture with :func:`~nni_bixnas.training.train_and_report` (one unit).
+    """Retrain a searched architecture with :func:`~nni_bixnas.training.evaluator.train_and_score` and report
+    the result (one unit).
 
     The reported result also holds ``iou_kind: 'retrained'``; with ``earlier_ious`` (the IoUs of the seeds
     retrained before this one: this is the last seed) it also holds :func:`retrained_headline` over all
     seeds, so the web UI shows the headline beside this net's ``macs`` and ``params``.
     """
-    from nni_bixnas.training import evaluator
+    from nni_bixnas.training.evaluator import train_and_score
 
-    def extras(final: Mapping[str, Any]) -> Dict[str, Any]:
-        headline = {} if earlier_ious is None else retrained_headline([*earlier_ious, final.get("default")])
-        return {"iou_kind": RETRAINED, **headline}
-
-    report = evaluator._report_final
-    # train_and_report reports its result itself: extend what it reports, and only for this call.
-    evaluator._report_final = lambda final: report({**final, **extras(final)})
-    try:
-        final = evaluator.train_and_report(model, seed=seed, **kwargs)
-    finally:
-        evaluator._report_final = report
-    return {**final, **extras(final)}
+    final = train_and_score(model, seed=seed, **kwargs)
+    headline = {} if earlier_ious is None else retrained_headline([*earlier_ious, final.get("default")])
+    final = {**final, "iou_kind": RETRAINED, **headline}
+    nni.report_final_result(final)
+    return final
 
 
 # ----- Phase 1 ----------------------------------------------------------------------------------------

@@ -20,11 +20,7 @@ from nni_bixnas.utils import seed_everything
 _log = logging.getLogger(__name__)
 
 
-def _report_final(metric: Dict[str, Any]) -> None:
-    nni.report_final_result(metric)
-
-
-def train_and_report(
+def train_and_score(
     model: nn.Module,
     data: str = "default",
     max_epochs: int = 10,
@@ -42,10 +38,10 @@ def train_and_report(
     progress: bool = False,
     num_threads: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """Train ``model`` on ``data`` and report to NNI; the function of :func:`make_evaluator`.
+    """Train ``model`` on ``data`` and return its final result (:func:`train_and_report` reports it to NNI).
 
     Every validation epoch sends ``{'default': val_iou, 'dice': val_dice, 'loss': val_loss}`` with
-    ``nni.report_intermediate_result``; at the end ``nni.report_final_result`` gets
+    ``nni.report_intermediate_result``; the final result is
     ``{'default': best val IoU, 'dice', 'iou_batch_pooled', 'dice_batch_pooled', 'best_epoch',
     'params', 'macs'}``, params and MACs counted at 1 x C x 512 x 512 (the paper's convention).
     Outside an NNI trial the reports are only logged.
@@ -72,7 +68,7 @@ def train_and_report(
     Returns
     -------
     dict
-        The final result that was reported.
+        The final result.
     """
     from nni_bixnas.profile import count_complexity
 
@@ -115,8 +111,18 @@ def train_and_report(
         "params": complexity.params,
         "macs": complexity.macs,
     }
-    _report_final(final)
     return final
+
+
+def train_and_report(model: nn.Module, **kwargs: Any) -> Dict[str, Any]:
+    """:func:`train_and_score` and ``nni.report_final_result`` of its result: the function of
+    :func:`make_evaluator` (keyword arguments those of :func:`train_and_score`)."""
+    final = train_and_score(model, **kwargs)
+    nni.report_final_result(final)
+    return final
+
+
+train_and_report.__signature__ = inspect.signature(train_and_score)  # its arguments, for users and NNI
 
 
 def _in_channels(model: nn.Module) -> int:
