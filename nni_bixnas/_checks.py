@@ -7,13 +7,26 @@ import math
 import os
 from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
-__all__ = ["positive_int", "non_negative_int", "optional_int", "positive_ints", "positive_number",
+__all__ = ["an_int", "fraction", "positive_int", "non_negative_int", "optional_int", "positive_ints", "positive_number",
            "non_negative_number", "one_of", "optional_path", "known_keys", "is_int"]
 
 
 def is_int(value: Any) -> bool:
     """``True`` for an ``int`` that is not a ``bool``."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def an_int(name: str, value: Any) -> int:
+    if not is_int(value):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    return int(value)
+
+
+def fraction(name: str, value: Any) -> float:
+    """A number in ``[0, 1)`` (e.g. the validation share of a split)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
 
 
 def positive_int(name: str, value: Any) -> int:

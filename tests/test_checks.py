@@ -5,6 +5,8 @@ import pytest
 from nni_bixnas import _checks as checks
 
 VALID = [
+    (checks.an_int, ("seed", -3), -3),
+    (checks.fraction, ("val_fraction", 0), 0.0),
     (checks.positive_int, ("n", 3), 3),
     (checks.non_negative_int, ("n", 0), 0),
     (checks.optional_int, ("seed", None), None),
@@ -17,6 +19,9 @@ VALID = [
 ]
 
 INVALID = [
+    (checks.an_int, ("seed", "0"), "seed must be an int, got '0'"),
+    (checks.an_int, ("seed", False), "seed must be an int, got False"),
+    (checks.fraction, ("val_fraction", 1), r"val_fraction must be a number in \[0, 1\), got 1"),
     (checks.positive_int, ("epochs", 0), "epochs must be a positive int, got 0"),
     (checks.positive_int, ("epochs", True), "epochs must be a positive int, got True"),
     (checks.positive_int, ("epochs", 2.0), "epochs must be a positive int, got 2.0"),

@@ -24,6 +24,7 @@ from nni_bixnas.training import SegmentationTask, fit
 from nni_bixnas.training.callbacks import FiniteLossGuard, TrainingDiverged
 
 sys.path.insert(0, str(Path(__file__).parent))
+from test_experiment_spec import GOOD  # noqa: E402  (the valid classArgs the bridge tests use)
 from test_training_fixtures import BlobData, TinyNet  # noqa: E402
 
 TINY = ["--model", "unet", "--model-arg", "base=4", "--model-arg", "levels=2", "--data", "default:n=8,size=32",
@@ -293,14 +294,6 @@ def test_input_size_is_checked_before_the_run_folder_is_made(argv, message, tmp_
 # ---------------------------------------------------------------------------------------------------
 # 6. evaluator_kwargs values, checked when an experiment starts
 
-GOOD = {
-    "model_space": "nni_bixnas.space.BiONetPlusPlus",
-    "model_space_kwargs": {"width": 4, "stem_width": 4},
-    "strategy": "nni.nas.strategy.RegularizedEvolution",
-    "strategy_kwargs": {"population_size": 2, "sample_size": 1},
-    "evaluator": "nni_bixnas.training.make_evaluator",
-    "evaluator_kwargs": {"data": "default:n=8,size=32", "max_epochs": 1},
-}
 
 TEST_CASES_EVALUATOR_KWARGS = [
     ["max_epochs", 0, "max_epochs must be a positive int, got 0"],

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nni_bixnas._checks import is_int
+from nni_bixnas._checks import fraction, is_int
 
 from .augment import AugmentedDataset
 from .collection import Collection, PatchDataset, PatchSize, normalize_size
@@ -81,17 +81,12 @@ def load_collection(spec: str, strict: bool = True) -> Collection:
     return getattr(importlib.import_module(module), function)(parsed, strict=strict)
 
 
-def _check_fraction(val_fraction: float) -> None:
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-
-
 def split_sources(sources: Sequence[str], val_fraction: float, seed: int) -> Tuple[List[str], List[str]]:
     """Seeded split of split units: ``round(val_fraction * n)`` of them, at least 1, at most n-1.
 
     ``seed`` is the ``split_seed`` of :func:`build_datasets`; the result depends on nothing else.
     """
-    _check_fraction(val_fraction)
+    fraction("val_fraction", val_fraction)
     sources = sorted(sources)
     if val_fraction == 0:
         return sources, []
@@ -198,7 +193,7 @@ def build_datasets(
         than the items.
     """
     crop, resize = normalize_size(patch_size, "patch_size"), normalize_size(resize, "resize")
-    _check_fraction(val_fraction)
+    fraction("val_fraction", val_fraction)
     _check_fold(fold, n_folds)
     _check_int(seed, "seed")
     _check_int(split_seed, "split_seed", minimum=0)

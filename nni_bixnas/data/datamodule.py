@@ -8,7 +8,7 @@ import nni
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from nni_bixnas._checks import is_int, non_negative_int, positive_int
+from nni_bixnas._checks import an_int, non_negative_int, positive_int
 
 from .augment import EpochSampler
 from .build import DatasetInfo, build_datasets
@@ -58,8 +58,7 @@ class SegDataModule(pl.LightningDataModule):
         super().__init__()
         self.data, self.batch_size = data, positive_int("batch_size", batch_size)
         self.num_workers = non_negative_int("num_workers", num_workers)
-        if not is_int(seed):
-            raise ValueError(f"seed must be an int, got {seed!r}")
+        an_int("seed", seed)
         self.seed, self.split_seed, self.val_fraction = seed, split_seed, val_fraction
         self.patch_size, self.resize, self.augment = patch_size, resize, augment
         self.fold, self.n_folds = fold, n_folds

@@ -11,7 +11,7 @@ import nni
 import torch.nn as nn
 from nni.nas.evaluator import FunctionalEvaluator
 
-from nni_bixnas._checks import is_int, non_negative_int, optional_path, positive_int, positive_number
+from nni_bixnas._checks import an_int, fraction, is_int, non_negative_int, optional_path, positive_int, positive_number
 from nni_bixnas.data.collection import normalize_size
 from nni_bixnas.training.loop import fit
 from nni_bixnas.training.nni_reporting import NNIReporter, nni_tensorboard_dir, trial_out_dir
@@ -149,16 +149,6 @@ def _check_size(name: str, value: Any) -> None:
     normalize_size(value, name)
 
 
-def _check_fraction(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-
-
-def _check_seed(name: str, value: Any) -> None:
-    if not is_int(value):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-
-
 def _check_text(name: str, value: Any) -> None:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string, got {value!r}")
@@ -190,13 +180,13 @@ _VALUE_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
     "data": _check_text,
     "max_epochs": positive_int,
     "batch_size": positive_int,
-    "seed": _check_seed,
+    "seed": an_int,
     "lr": _check_lr,
     "patch_size": _check_size,
     "out_dir": optional_path,
     "split_seed": non_negative_int,
     "resize": _check_size,
-    "val_fraction": _check_fraction,
+    "val_fraction": fraction,
     "precision": _check_precision,
     "accelerator": _check_text,
     "devices": _check_devices,

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from nni_bixnas._checks import is_int, positive_int
+from nni_bixnas._checks import an_int, is_int, positive_int
 from nni_bixnas.training.callbacks import FiniteLossGuard, RunRecorder
 from nni_bixnas.training.checkpoint import AtomicCheckpointIO
 from nni_bixnas.training.input_size import check_input_size
@@ -271,8 +271,7 @@ def fit(
     positive_int("max_epochs", max_epochs)
     if num_threads is not None:
         positive_int("num_threads", num_threads)
-    if not is_int(seed):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    an_int("seed", seed)
     out_dir = Path(out_dir)
     datamodule = _data_module(data, seed, batch_size, data_kwargs)
     pl.seed_everything(seed, workers=True, verbose=False)
