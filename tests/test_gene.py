@@ -85,3 +85,12 @@ def test_head_reachability_drops_a_decoder_the_head_never_reads():
     choices["dec_2_3"] = (1,)  # the last decoder reads enc_2_0 only: dec_2_0..2 are not reached
     live = Gene(choices).live_blocks()
     assert {"dec_2_0", "dec_2_1", "dec_2_2"}.isdisjoint(live) and "dec_2_3" in live and "enc_2_0" in live
+
+
+def test_live_choices_are_the_choices_of_the_live_blocks_only():
+    from nni_bixnas.space.gene import published_gene
+
+    gene = published_gene("bixnet")
+    live = gene.live_choices()
+    assert set(live) == gene.live_blocks() and len(live) < len(gene.choices)
+    assert all(live[label] == list(gene.choices[label]) for label in live)

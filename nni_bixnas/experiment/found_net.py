@@ -85,8 +85,7 @@ class NetCounter:
         gene = self.gene(sample)
         if gene is None:
             return json.dumps(sample, sort_keys=True, default=str)
-        live = gene.live_blocks()
-        return json.dumps({k: list(v) for k, v in gene.choices.items() if k in live}, sort_keys=True)
+        return json.dumps(gene.live_choices(), sort_keys=True)
 
     def params(self, sample: Mapping) -> Optional[int]:
         """Parameters of the fixed net of ``sample`` (``None`` without model arguments or a gene)."""

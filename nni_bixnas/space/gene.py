@@ -226,6 +226,11 @@ class Gene:
         """Blocks whose output reaches the segmentation head (see :func:`live_blocks`)."""
         return live_blocks(self.choices, self.iterations, self.levels)
 
+    def live_choices(self) -> Dict[str, List[int]]:
+        """The choices of the live blocks: what the net computes (genes differing elsewhere are one net)."""
+        live = self.live_blocks()
+        return {label: list(v) for label, v in self.choices.items() if label in live}
+
 
 def _check_indices(label: str, indices: Tuple[int, ...], levels: int, allow_stage0_any: bool = False) -> None:
     if not indices:

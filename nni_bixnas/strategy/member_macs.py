@@ -19,8 +19,7 @@ def _macs_key(space: Dict[str, Any], sample: Mapping[str, Sequence[int]], frozen
               size: Sequence[int]) -> str:
     gene = getattr(frozen, "gene", None)
     if isinstance(gene, Gene):  # BiO-Net++: blocks that never reach the head do not count
-        live = gene.live_blocks()
-        arch = {label: list(v) for label, v in gene.choices.items() if label in live}
+        arch = gene.live_choices()
     else:
         arch = {label: list(v) for label, v in sample.items()}
     symbol = getattr(space["symbol"], "__qualname__", str(space["symbol"]))
