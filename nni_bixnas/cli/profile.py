@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence
 
 from .train import _parse_model_args
 
@@ -21,31 +21,6 @@ def _agrees(ours: float, paper: float, scale: float) -> bool:
     """Within 2% (the bound we hold the baselines to), or equal at the paper's printed precision (2 decimals of
     M params / G MACs)."""
     return abs(ours / paper - 1) <= 0.02 or round(ours / scale, 2) == round(paper / scale, 2)
-
-
-def gene_model_args(gene_file: str, overrides: Optional[Mapping[str, Any]] = None) -> Tuple[Any, Dict[str, Any]]:
-    """``(gene, model arguments)`` of a gene file: its ``# model:`` header, updated by ``overrides``.
-
-    Raises
-    ------
-    ValueError
-        If the header names a model other than ``bixnet``, or the gene does not parse.
-    """
-    from pathlib import Path
-
-    from ..space.gene import Gene
-    from ..space.gene_header import read_model_header
-
-    gene = Gene.load(gene_file)
-    model, header_args = read_model_header(Path(gene_file).read_text())
-    if model not in (None, "bixnet"):
-        raise ValueError(f"{gene_file}: the header names model {model!r}; a gene file describes a 'bixnet'")
-    args = {**header_args, **dict(overrides or {})}
-    args.pop("gene", None)
-    iterations, levels = args.get("iterations"), args.get("levels")
-    if (iterations, levels) != (None, None):
-        gene = Gene.load(gene_file, iterations, levels)
-    return gene, args
 
 
 def profile_rows(
@@ -67,7 +42,9 @@ def profile_rows(
     overrides = dict(model_args or {})
     targets = [(name, name, dict(overrides)) for name in (models or ([] if gene_file else list_models()))]
     if gene_file:
-        gene, args = gene_model_args(gene_file, overrides)
+        from ..space.gene_header import load_gene_file
+
+        gene, args = load_gene_file(gene_file, overrides)
         targets.append((f"gene:{gene_file}", "bixnet", {**args, "gene": gene}))
     rows = []
     for label, name, kwargs in targets:
@@ -122,9 +99,10 @@ def _args_text(args: Mapping[str, Any]) -> str:
 def plot_gene(gene_file: str, path: str, model_args: Optional[Mapping[str, Any]] = None,
               row: Optional[dict] = None) -> str:
     """Draw the wiring of ``gene_file`` to ``path`` (``.png`` or ``.svg``); return the path written."""
+    from ..space.gene_header import load_gene_file
     from ..space.wiring_plot import write_architecture
 
-    gene, _ = gene_model_args(gene_file, model_args)
+    gene, _ = load_gene_file(gene_file, model_args)
     subtitle = ""
     if row is not None:
         subtitle = f"{row['params']:,} params, {row['macs'] / 1e9:.3f} GMACs ({_args_text(row.get('model_args', {}))})"

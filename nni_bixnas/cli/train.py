@@ -95,15 +95,6 @@ def _positive(text: str) -> int:
 # train
 
 
-def _header_args(gene_path: Path) -> dict:
-    """The model arguments of a gene file's ``# model:`` header (``bixnas export``), but the channels and
-    classes, which come from the data."""
-    from nni_bixnas.space.gene_header import read_model_header
-
-    _, header = read_model_header(gene_path.read_text(errors="replace"))
-    return {k: v for k, v in header.items() if k not in ("in_channels", "num_classes")}
-
-
 def run_train(args: argparse.Namespace) -> int:
     from nni_bixnas.models import list_models
     from nni_bixnas.training import fit
@@ -112,15 +103,17 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown model {args.model!r}; available: {', '.join(list_models())}")
     model_kwargs = _parse_model_args(args.model_arg)
     if args.gene:
-        from nni_bixnas.space.gene import Gene
+        from nni_bixnas.space.gene_header import load_gene_file
 
         gene_path = Path(args.gene)
         if not gene_path.is_file():
             raise FileNotFoundError(f"gene file not found: {gene_path}")
         if args.model != "bixnet":
             raise ValueError(f"--gene applies to the bixnet model, not {args.model!r}")
-        model_kwargs["gene"] = Gene.load(gene_path).to_text()
-        model_kwargs = {**_header_args(gene_path), **model_kwargs}  # --model-arg wins over the gene's header
+        gene, merged = load_gene_file(str(gene_path), model_kwargs)  # --model-arg wins over the gene's header
+        # the channels and classes come from the data, unless given with --model-arg
+        model_kwargs = {k: v for k, v in merged.items() if k in model_kwargs or k not in ("in_channels", "num_classes")}
+        model_kwargs["gene"] = gene.to_text()
     _show_training_log()
     out_dir = Path(args.out or f"runs/{args.model}_s{args.seed}")
     result = fit(

@@ -13,9 +13,10 @@ them). Values are JSON (``width=4``, ``bn_momentum=0.1``), as ``bixnas train --m
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-__all__ = ["MODEL_ARG_KEYS", "model_header", "read_model_header", "with_model_header"]
+__all__ = ["MODEL_ARG_KEYS", "load_gene_file", "model_header", "read_model_header", "with_model_header"]
 
 #: The constructor arguments of BiO-Net++ that fix the shape of the net, in header order.
 MODEL_ARG_KEYS = ("width", "stem_width", "iterations", "levels", "in_channels", "num_classes")
@@ -83,3 +84,25 @@ def with_model_header(gene_text: str, model_args: Optional[Mapping[str, Any]], m
     if not model_args:
         return gene_text
     return model_header(model_args, model) + "\n" + gene_text
+
+
+def load_gene_file(gene_file: str, overrides: Optional[Mapping[str, Any]] = None) -> Tuple[Any, Dict[str, Any]]:
+    """``(gene, model arguments)`` of a gene file: its ``# model:`` header, updated by ``overrides``.
+
+    Raises
+    ------
+    ValueError
+        If the header names a model other than ``bixnet``, or the gene does not parse.
+    """
+    from nni_bixnas.space.gene import Gene
+
+    gene = Gene.load(gene_file)
+    model, header_args = read_model_header(Path(gene_file).read_text())
+    if model not in (None, "bixnet"):
+        raise ValueError(f"{gene_file}: the header names model {model!r}; a gene file describes a 'bixnet'")
+    args = {**header_args, **dict(overrides or {})}
+    args.pop("gene", None)
+    iterations, levels = args.get("iterations"), args.get("levels")
+    if (iterations, levels) != (None, None):
+        gene = Gene.load(gene_file, iterations, levels)
+    return gene, args
