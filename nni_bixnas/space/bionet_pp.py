@@ -266,6 +266,14 @@ class BiONetPlusPlus(SkipSpaceMixin, ModelSpace):
         out = F.interpolate(features.previous[-1], size=features.input_size, mode="bilinear", align_corners=True)
         return self.head(out)
 
+    def forward_tails(self, features: StageFeatures,
+                      members: Sequence[Mapping[str, Sequence[int]]]) -> List[torch.Tensor]:
+        """Every member's :meth:`forward_tail` logits from one batched forward (Phase 2 ``step='batched'``);
+        see :mod:`nni_bixnas.space.batched_tails`."""
+        from .batched_tails import forward_tails
+
+        return forward_tails(self, features, members)
+
     def _skipped(self) -> Set[str]:
         choices = self.current_choices()
         return set(block_labels(self.iterations, self.levels)) - live_blocks(choices, self.iterations, self.levels)

@@ -27,8 +27,17 @@ the optimiser):
     the *unfair* naive training of :class:`ProgressiveEvolution` (``mode='naive'``) steps the optimiser
     after every member, so later members see a head that earlier members already changed.
 
-A batched variant (all tails in one forward with per-member fusion masks and per-member BatchNorm) is
-not provided: it needs model internals beyond the protocol.
+``'batched'``
+    Head once, then every member's tail in one batched forward (``model.forward_tails(features,
+    members)``: members stacked along the batch, per-member fusion weights, per-member BatchNorm
+    statistics; :mod:`nni_bixnas.space.batched_tails`), the mean loss, one backward. The same gradients
+    as ``'low_memory'``, at the memory of ``'plain'``; fewer, larger kernels (faster where the step is
+    launch- or overhead-bound: small inputs, GPUs). Needs a supernet with ``forward_tails``.
+
+Mixed precision. Under autocast the head's outputs are half precision; ``'low_memory'`` detaches them into
+float32 leaves, each tail reads its own cast of them, and the leaves accumulate the members' gradients in
+float32 (half-precision accumulation of ``s`` already loss-scaled gradients overflows under ``16-mixed``
+for large populations); the sum is cast back for the one head backward.
 
 Head liveness. Which head blocks a network computes depends on the whole sample (blocks whose output
 never reaches the output head are skipped). The head is therefore run with the *union* of the
@@ -59,7 +68,7 @@ __all__ = [
 ]
 
 #: The available steps; ``'low_memory'`` is the default everywhere.
-FAIR_STEPS = ("low_memory", "plain", "naive")
+FAIR_STEPS = ("low_memory", "plain", "naive", "batched")
 
 Sample = Mapping[str, Sequence[int]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -107,21 +116,38 @@ def feature_tensors(features: Any) -> List[torch.Tensor]:
     return list(seen.values())
 
 
-def detach_features(features: Any) -> Tuple[Any, List[torch.Tensor], List[torch.Tensor]]:
-    """Replace every tensor of ``features`` by a detached leaf (same values, no copy).
+def detach_features(features: Any, leaf_dtype: Optional[torch.dtype] = None
+                    ) -> Tuple[Any, List[torch.Tensor], List[torch.Tensor]]:
+    """Replace every tensor of ``features`` by a detached leaf (same values; no copy unless cast).
 
-    A leaf requires grad when its tensor does (i.e. it depends on the head's parameters).
+    A leaf requires grad when its tensor does (i.e. it depends on the head's parameters). With
+    ``leaf_dtype`` (e.g. float32 under autocast) floating-point leaves of a lower precision are held in
+    that dtype, and the detached features read them cast back to their original dtype.
 
     A tensor held twice (e.g. a skipped block passing the stem through) becomes one leaf, so the
     structure is kept. Returns ``(detached features, original tensors, their leaves)``.
     """
     originals = feature_tensors(features)
     # Only tensors that carry a gradient back into the head (not e.g. the input image) become grad leaves.
-    leaves = {id(t): t.detach().requires_grad_(t.requires_grad) for t in originals}
+    leaves = [_leaf(t, leaf_dtype) for t in originals]
+    return _cast_like(features, originals, leaves), originals, leaves
+
+
+def _leaf(t: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
+    wider = dtype is not None and t.is_floating_point() and torch.finfo(t.dtype).bits < torch.finfo(dtype).bits
+    return (t.detach().to(dtype) if wider else t.detach()).requires_grad_(t.requires_grad)
+
+
+def _cast_like(features: Any, originals: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor]) -> Any:
+    """``features`` with every original tensor replaced by its leaf in the original's dtype.
+
+    Called once per tail: a cast is a node of that tail's graph, freed by its backward.
+    """
+    cast = {id(t): leaf if leaf.dtype == t.dtype else leaf.to(t.dtype) for t, leaf in zip(originals, leaves)}
 
     def swap(value):
         if isinstance(value, torch.Tensor):
-            return leaves[id(value)]
+            return cast[id(value)]
         if isinstance(value, (tuple, list)):
             return type(value)(swap(v) for v in value)
         return value
@@ -136,7 +162,7 @@ def detach_features(features: Any) -> Tuple[Any, List[torch.Tensor], List[torch.
     else:
         raise TypeError(f"cannot detach head features of type {type(features).__name__}; "
                         "expected a dataclass, tuple or tensor")
-    return detached, originals, [leaves[id(t)] for t in originals]
+    return detached
 
 
 def _field_values(features: Any) -> List[Any]:
@@ -216,14 +242,24 @@ def fair_step(
             backward(total * scale)
             return StepResult(losses, sum(losses) * scale, head_features=head)
 
-        detached, originals, leaves = detach_features(head)
+        if step == "batched":
+            forward_tails = getattr(model, "forward_tails", None)
+            if forward_tails is None:
+                raise ValueError(f"step='batched' needs a supernet with forward_tails(features, members); "
+                                 f"{type(model).__name__} has none (use step='low_memory')")
+            tail_losses = [loss_fn(logits, target) for logits in forward_tails(head, members)]
+            backward(torch.stack(tail_losses).sum() * scale)
+            losses = [float(v) for v in torch.stack(tail_losses).detach().cpu()]
+            return StepResult(losses, sum(losses) * scale, head_features=head)
+
+        _, originals, leaves = detach_features(head, leaf_dtype=torch.float32)
         for member in members:
             model.set_active(member)
-            loss = loss_fn(model.forward_tail(detached), target)
+            loss = loss_fn(model.forward_tail(_cast_like(head, originals, leaves)), target)
             backward(loss * scale)
             losses.append(float(loss.detach()))
         grads = tuple(leaf.grad for leaf in leaves)
-        roots = [(t, g) for t, g in zip(originals, grads) if g is not None and t.requires_grad]
+        roots = [(t, g.to(t.dtype)) for t, g in zip(originals, grads) if g is not None and t.requires_grad]
         if roots:
             torch.autograd.backward([t for t, _ in roots], [g for _, g in roots])
         return StepResult(losses, sum(losses) * scale, head_features=head, feature_grads=grads)
