@@ -95,7 +95,28 @@ def test_forward_resizes_to_the_block_size():
 def test_unique_weights(picks, weights, n_unique):
     w, n = unique_weights(torch.tensor(picks))
     torch.testing.assert_close(w, torch.tensor(weights))
-    assert n == n_unique
+    assert isinstance(n, torch.Tensor) and float(n) == n_unique
+
+
+@pytest.mark.parametrize("variant", ["code", "paper"])
+def test_fusion_forward_never_reads_a_tensor_on_the_host(monkeypatch, variant):
+    # On a GPU each such read (torch.unique's size, int(), .item(), bool()) is a host synchronisation.
+    torch.manual_seed(0)
+    fusion = SelectionMatrixFusion(SkipSubset(5, 3, label="b"), variant=variant)
+    inputs = [torch.rand(1, 2, 8 // 2 ** min(i, 2), 8 // 2 ** min(i, 2)) for i in range(5)]
+    torch.manual_seed(1)
+    expected = fusion(inputs)
+
+    def host_read(*args, **kwargs):
+        raise AssertionError("the forward read a tensor value on the host")
+
+    for name in ("__int__", "__float__", "__bool__", "__index__", "item", "tolist", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    monkeypatch.setattr(torch, "unique", host_read)
+    torch.manual_seed(1)
+    out = fusion(inputs)
+    monkeypatch.undo()
+    torch.testing.assert_close(out, expected)
 
 
 def test_soft_code_variant_mixes_and_reaches_the_matrix():

@@ -31,18 +31,22 @@ def check_variant(variant) -> str:
     return one_of("variant", variant, VARIANTS)
 
 
-def unique_weights(picks: torch.Tensor) -> Tuple[torch.Tensor, int]:
+def unique_weights(picks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-column weights ``1 / count`` of the input each column picks, and the number of distinct picks.
 
-    Columns voting for the same input therefore count once in total.
+    Columns voting for the same input therefore count once in total. Both results are tensors on
+    ``picks``' device, computed without a host synchronisation (``torch.unique`` and ``int()`` would
+    stall the GPU once per choice per forward): ``count_j`` is the number of columns equal to column
+    ``j``, and the distinct picks number ``sum_j 1 / count_j``.
 
     Examples
     --------
     >>> unique_weights(torch.tensor([2, 0, 2]))
-    (tensor([0.5000, 1.0000, 0.5000]), 2)
+    (tensor([0.5000, 1.0000, 0.5000]), tensor(2.))
     """
-    _, inverse, counts = torch.unique(picks, return_inverse=True, return_counts=True)
-    return 1.0 / counts[inverse].to(torch.float32), int(counts.numel())
+    counts = (picks.unsqueeze(0) == picks.unsqueeze(1)).sum(dim=1).to(torch.float32)
+    weights = 1.0 / counts
+    return weights, weights.sum().round()
 
 
 class SelectionMatrixFusion(nn.Module):
@@ -136,6 +140,7 @@ class SelectionMatrixFusion(nn.Module):
         picks = (self.matrix if self.variant == "code" else score).detach().argmax(dim=0)
         weights, n_unique = unique_weights(picks)
         fused = selected @ weights.to(device=selected.device, dtype=selected.dtype)
+        n_unique = n_unique.to(selected.dtype)
         if self.always_sequential:
             return (fused + resize_to(inputs[0], size)) / (n_unique + 1)
         return fused / n_unique
