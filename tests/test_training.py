@@ -208,3 +208,29 @@ def test_resume_is_exact_with_the_real_data_module_and_augmentation(tmp_path):
     a, b = _weights(straight.last_checkpoint), _weights(resumed.last_checkpoint)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _untimed(resumed.history) == _untimed(straight.history)
+
+
+def test_channels_last_trains_the_same_network_in_nhwc(tmp_path):
+    torch.manual_seed(0)
+    task = _task(lr=1e-2)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        before = task.model.eval()(x)
+    nhwc = fit(task, BlobData(), max_epochs=1, out_dir=tmp_path / "b", progress=False, channels_last=True,
+               lr=None)
+    convs = [m.weight for m in task.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["channels_last"] is True
+    assert np.isfinite(nhwc.best_iou)
+    # the same computation in another layout: equal forwards up to rounding (Adam's normalised steps
+    # amplify that rounding on near-zero gradients, so whole trainings are not compared)
+    torch.manual_seed(0)
+    fresh = _task(lr=1e-2).model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), before)
+        torch.testing.assert_close(fresh.to(memory_format=torch.channels_last)(x), before, rtol=1e-5, atol=1e-6)
+    plain = fit(_task(), BlobData(), max_epochs=1, out_dir=tmp_path / "a", progress=False)
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["channels_last"] is False
+    with pytest.raises(ValueError, match="channels_last must be true or false, got 'yes'"):
+        fit(_task(), BlobData(), max_epochs=1, out_dir=tmp_path / "c", channels_last="yes")
+    assert plain.best_iou is not None

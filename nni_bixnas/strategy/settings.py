@@ -19,7 +19,7 @@ __all__ = ["TRAINING_KEYS", "check_training", "training_settings", "require_data
 #: Arguments of the one training loop (:func:`nni_bixnas.training.fit`) a unit may take from the
 #: experiment's evaluator (:func:`nni_bixnas.training.train_and_report`).
 TRAINING_KEYS = ("data", "batch_size", "seed", "split_seed", "lr", "patch_size", "resize", "val_fraction", "precision",
-                 "accelerator", "devices", "num_threads")
+                 "accelerator", "devices", "channels_last", "num_threads")
 
 
 def check_training(settings: Any) -> Dict[str, Any]:

@@ -35,6 +35,7 @@ def train_and_score(
     precision: Optional[str] = None,
     accelerator: str = "auto",
     devices: Union[int, str] = "auto",
+    channels_last: bool = False,
     progress: bool = False,
     num_threads: Optional[int] = None,
 ) -> Dict[str, Any]:
@@ -52,7 +53,7 @@ def train_and_score(
         The frozen architecture NNI passes in (returns logits).
     data : str
         Data spec for :class:`~nni_bixnas.data.SegDataModule`.
-    max_epochs, batch_size, seed, lr, val_fraction, precision, accelerator, devices, progress
+    max_epochs, batch_size, seed, lr, val_fraction, precision, accelerator, devices, channels_last, progress
         As in :func:`~nni_bixnas.training.fit`.
     patch_size, resize, split_seed
         Training crop size, explicit downscaling and the seed of the train/validation split (kept fixed
@@ -89,6 +90,7 @@ def train_and_score(
         precision=precision,
         accelerator=accelerator,
         devices=devices,
+        channels_last=channels_last,
         callbacks=[NNIReporter()],
         progress=progress,
         batch_size=batch_size,
@@ -190,6 +192,7 @@ _VALUE_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
     "precision": _check_precision,
     "accelerator": _check_text,
     "devices": _check_devices,
+    "channels_last": _check_bool,
     "progress": _check_bool,
     "num_threads": _check_threads,
 }

@@ -20,7 +20,7 @@ import torch.nn as nn
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from nni_bixnas._checks import an_int, is_int, positive_int
-from nni_bixnas.training.callbacks import FiniteLossGuard, RunRecorder
+from nni_bixnas.training.callbacks import ChannelsLast, FiniteLossGuard, RunRecorder
 from nni_bixnas.training.checkpoint import AtomicCheckpointIO
 from nni_bixnas.training.input_size import check_input_size
 from nni_bixnas.training.nni_reporting import _experiment_dir, in_nni_trial
@@ -198,6 +198,7 @@ def fit(
     precision: Optional[str] = None,
     accelerator: str = "auto",
     devices: Union[int, str, Sequence[int]] = "auto",
+    channels_last: bool = False,
     resume: bool = True,
     callbacks: Sequence[pl.Callback] = (),
     progress: bool = True,
@@ -231,6 +232,10 @@ def fit(
         Lightning precision, e.g. ``'bf16-mixed'`` or ``'16-mixed'`` on a GPU; default ``'32-true'``.
     accelerator, devices
         Passed to ``pl.Trainer`` (several ``devices`` run data-parallel).
+    channels_last : bool
+        Train with the weights in ``torch.channels_last`` memory format (see
+        :class:`~nni_bixnas.training.callbacks.ChannelsLast`); recorded in ``run.json``, not part of a
+        resume's identity (it changes rounding only).
     resume : bool
         Continue from ``out_dir/checkpoints/last.ckpt`` when it exists (same result as never stopping); a
         truncated or corrupt one is an error. ``False`` starts at epoch 1: the old ``last.ckpt`` is removed
@@ -284,7 +289,10 @@ def fit(
 
     info = _data_info(datamodule)
     check_input_size(task, datamodule, info)
+    if not isinstance(channels_last, bool):
+        raise ValueError(f"channels_last must be true or false, got {channels_last!r}")
     config = _run_config(task, data, datamodule, info, data_kwargs, batch_size, seed, max_epochs, precision, devices)
+    config["channels_last"] = channels_last
     recorder = RunRecorder(out_dir, seed=seed)
     ckpt_path = recorder.last_path if resume and recorder.last_path.is_file() else None
     if ckpt_path is not None:
@@ -317,7 +325,8 @@ def fit(
             precision=precision or "32-true",
             default_root_dir=str(out_dir),
             logger=TensorBoardLogger(save_dir=str(tb_dir), name="", version=""),
-            callbacks=[recorder, FiniteLossGuard(recorder.last_path), *callbacks],
+            callbacks=[recorder, FiniteLossGuard(recorder.last_path), *([ChannelsLast()] if channels_last else []),
+                       *callbacks],
             plugins=[AtomicCheckpointIO()],
             enable_checkpointing=False,  # RunRecorder writes best/last itself (ties -> later epoch)
             enable_progress_bar=progress,
