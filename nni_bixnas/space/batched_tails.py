@@ -79,12 +79,9 @@ class _RunningStats:
     def __init__(self) -> None:
         self.updates: List[tuple] = []
 
-    @torch.no_grad()
-    def record(self, bn: nn.modules.batchnorm._BatchNorm, grouped: torch.Tensor, users: Sequence[int]) -> None:
-        dims = [0, *range(2, grouped.dim())]
-        count = grouped.numel() // grouped.shape[1]
-        wide = grouped.float() if grouped.dtype in (torch.float16, torch.bfloat16) else grouped
-        var, mean = torch.var_mean(wide, dim=dims, correction=1 if count > 1 else 0)
+    def record(self, bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor, var: torch.Tensor,
+               users: Sequence[int]) -> None:
+        """Per-slot batch ``mean`` and unbiased ``var`` (``slots * C``) of ``bn``'s input for members ``users``."""
         slots = mean.numel() // bn.num_features
         mean, var = mean.view(slots, -1), var.view(slots, -1)
         self.updates.append((bn, {u: 0 if slots == 1 else j for j, u in enumerate(users)}, mean, var))
@@ -111,9 +108,14 @@ def _batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: _Batch, users: Sequence[
     weight = None if bn.weight is None else bn.weight.repeat(m)
     bias = None if bn.bias is None else bn.bias.repeat(m)
     if bn.training or bn.running_mean is None:
-        out = F.batch_norm(grouped, None, None, weight, bias, True, 0.0, bn.eps)
         if bn.training and bn.track_running_stats and bn.running_mean is not None:
-            stats.record(bn, grouped.detach(), users)
+            # momentum 1: the kernel leaves each slot's batch mean and unbiased variance in the buffers
+            mean = torch.zeros(m * c, dtype=bn.running_mean.dtype, device=grouped.device)
+            var = torch.ones(m * c, dtype=bn.running_var.dtype, device=grouped.device)
+            out = F.batch_norm(grouped, mean, var, weight, bias, True, 1.0, bn.eps)
+            stats.record(bn, mean, var, users)
+        else:
+            out = F.batch_norm(grouped, None, None, weight, bias, True, 0.0, bn.eps)
     else:
         out = F.batch_norm(grouped, bn.running_mean.repeat(m), bn.running_var.repeat(m), weight, bias, False, 0.0,
                            bn.eps)
