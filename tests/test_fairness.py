@@ -232,7 +232,8 @@ def test_a_tail_that_writes_into_the_heads_output_is_caught():
 
 def test_fair_step_errors():
     model = tiny_model()
-    with pytest.raises(ValueError, match="unknown step 'fused'; expected one of low_memory, plain, naive, batched"):
+    with pytest.raises(ValueError,
+                       match="unknown step 'fused'; expected one of 'low_memory', 'plain', 'naive', 'batched'"):
         run_step(model, 1, population(model, 1), "fused")
     with pytest.raises(ValueError, match="population is empty"):
         run_step(model, 1, [], "low_memory")

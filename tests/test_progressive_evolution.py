@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -14,8 +15,9 @@ from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.space import RawFormatModelSpace
 
 from nni_bixnas.space import BiONetPlusPlus, Gene, SkipChoice
+from nni_bixnas.strategy import member_latency as latency_module
 from nni_bixnas.strategy import units as units_module
-from nni_bixnas.strategy.pareto import select_parents
+from nni_bixnas.strategy.pareto import pareto_front, select_parents
 from nni_bixnas.strategy.phase2_task import Phase2Task, default_milestones
 from nni_bixnas.strategy.progressive_evolution import ProgressiveEvolution
 from nni_bixnas.strategy.records import StageRecord
@@ -208,7 +210,7 @@ def test_dead_blocks_do_not_make_distinct_members(caplog):
         (dict(epochs=0), "epochs must be a positive int"),
         (dict(keep=(3,)), "keep must be"),
         (dict(keep=(3, 0)), "keep must be"),
-        (dict(step="batched"), "unknown step 'batched'"),
+        (dict(step="fused"), "unknown step 'fused'; expected one of 'low_memory', 'plain', 'naive', 'batched'"),
         (dict(mode="greedy"), "unknown mode 'greedy'"),
         (dict(macs_input_size=(512,)), "macs_input_size"),
         (dict(milestones=[0]), "milestones"),
@@ -424,3 +426,115 @@ def test_a_stage_unit_given_member_macs_counts_none_and_reports_them(tmp_path, m
     with pytest.raises(ValueError, match="member_macs has 1 values for 2 members"):
         phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, data=DATA, member_macs=[1],
                           out_dir=str(tmp_path / "c"), progress=False)
+
+
+# -- objective='latency' --------------------------------------------------------------------------------
+def net_of(model) -> str:
+    return json.dumps(model.gene.live_choices(), sort_keys=True)
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """Replace the latency clock by fixed values that order the nets against their size (so the selection on
+    latency differs from the one on MACs); returns the nets it timed, in order."""
+    timed = []
+
+    def forward_ms(model, inputs, repeats, warmup):
+        assert not model.training and tuple(inputs.shape) == (1, 3, 32, 32) and inputs.device.type == "cpu"
+        timed.append(net_of(model))
+        return 1e6 / sum(p.numel() for p in model.parameters())
+
+    monkeypatch.setattr(latency_module, "forward_ms", forward_ms)
+    return timed
+
+
+def test_latency_objective_times_each_net_once_and_selects_on_latency(tmp_path, units, fake_clock):
+    calls, _ = units
+    space = tiny_space()
+    evo = strategy(tmp_path, objective="latency", latency_device="cpu", keep=(2, 1))
+    evo(executable(space), SequentialExecutionEngine())
+    assert [h.stage for h in evo.history] == [3, 2, 1] and evo.final_samples
+    nets = {net_of(space.freeze(m.sample)) for h in evo.history for m in h.population}
+    assert sorted(fake_clock) == sorted(nets)  # every distinct net timed, once
+    for h, kwargs in zip(evo.history, calls):
+        population = h.population
+        latency = [m.latency_ms for m in population]
+        assert kwargs["member_latency"] == latency  # timed by the strategy, passed to the unit, reported back
+        assert latency == [1e6 / sum(p.numel() for p in space.freeze(m.sample).parameters()) for m in population]
+        ious = [m.iou for m in population]
+        assert h.front == pareto_front([[1 - iou, ms] for iou, ms in zip(ious, latency)])
+        assert h.kept == select_parents(ious, latency, 2 if h.stage == 3 else 1)
+    assert evo.state_dict()["latency_ms"] and set(evo.state_dict()["latency_ms"].values()) == {
+        m.latency_ms for h in evo.history for m in h.population}
+
+
+def test_a_resumed_latency_search_reuses_its_timings(tmp_path, units, fake_clock):
+    calls, state = units
+    state["fail_at"] = 3  # stage 1's members are timed, then its job crashes
+    first = strategy(tmp_path, objective="latency", latency_device="cpu")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        first(executable(tiny_space()), SequentialExecutionEngine())
+    saved = json.loads(json.dumps({k: v for k, v in first.state_dict().items() if k != "random_state"}))
+    saved["random_state"] = first.state_dict()["random_state"]
+    timed_before = len(fake_clock)
+    state["fail_at"] = None
+    second = strategy(tmp_path, objective="latency", latency_device="cpu")
+    second.load_state_dict(saved)
+    second(executable(tiny_space()), SequentialExecutionEngine())
+    assert len(calls) == 4 and calls[3]["member_latency"] == calls[2]["member_latency"]
+    assert len(fake_clock) == timed_before  # the redone stage's nets were timed before the crash: not again
+
+
+def test_a_stage_unit_given_member_latency_reports_it_and_fronts_on_it(tmp_path):
+    space = tiny_space()
+    members = [dict(m) for m in [{l: [0] for l in space.skip_choices()}, {l: [0, 1] for l in space.skip_choices()}]]
+    ref = space_reference(executable(space))
+    # the bigger net is the faster one: whatever the IoUs, the fronts of (IoU, latency) and (IoU, MACs) differ
+    result = phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, data=DATA, macs_input_size=(32, 32),
+                               member_latency=[2.0, 1.0], out_dir=str(tmp_path / "a"), progress=False)
+    population = result["population"]
+    assert [p["latency_ms"] for p in population] == [2.0, 1.0] and population[0]["macs"] < population[1]["macs"]
+    assert result["front"] == pareto_front([[1 - p["iou"], p["latency_ms"]] for p in population])
+    assert result["front"] != pareto_front([[1 - p["iou"], p["macs"]] for p in population])
+    with pytest.raises(ValueError, match="member_latency has 1 values for 2 members"):
+        phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, data=DATA, member_latency=[1.0],
+                          out_dir=str(tmp_path / "b"), progress=False)
+
+
+def test_the_selection_follows_latency_instead_of_macs(tmp_path, monkeypatch):
+    """With latency the inverse of MACs, IoUs made so the second-best member is cheaper than the best in MACs
+    (so on the MACs front) but slower (so off the latency front): each objective keeps a different second."""
+    from nni_bixnas.profile import count_complexity
+
+    monkeypatch.setattr(latency_module, "forward_ms",
+                        lambda model, inputs, r, w: 1e12 / count_complexity(model, tuple(inputs.shape[-2:])).macs)
+
+    def fixed_unit(model=None, *, members, stage, member_macs, member_latency=None, **kwargs):
+        by_macs = sorted(range(len(members)), key=lambda i: member_macs[i])
+        ious = [0.5 - 0.1 * i for i in range(len(members))]
+        if len(members) >= 3:  # the middle net is the best, the next smaller the second, the biggest the third
+            middle = len(members) // 2
+            ious = [0.1] * len(members)
+            for rank, iou in ((middle, 0.9), (middle - 1, 0.8), (len(members) - 1, 0.7)):
+                ious[by_macs[rank]] = iou
+        costs = member_macs if member_latency is None else member_latency
+        population = [{"sample": m, "iou": ious[i], "best_epoch": 1, "macs": member_macs[i],
+                       **({} if member_latency is None else {"latency_ms": member_latency[i]})}
+                      for i, m in enumerate(members)]
+        result = {"default": max(ious), "stage": stage, "population": population, "phase": 2, "weights": None,
+                  "front": pareto_front([[1 - iou, c] for iou, c in zip(ious, costs)]), "seconds": 0.0}
+        import nni
+        nni.report_final_result(result)
+        return result
+
+    monkeypatch.setattr(units_module, "phase2_stage_unit", fixed_unit)
+    kept = {}
+    for objective in ("macs", "latency"):
+        evo = strategy(tmp_path / objective, samples=3, keep=(2, 1), objective=objective, latency_device="cpu")
+        evo(executable(tiny_space()), SequentialExecutionEngine())
+        first = evo.history[0]
+        macs = [m.macs for m in first.population]
+        assert len(set(macs)) == len(macs) == 3  # the same three members of distinct MACs under both objectives
+        by_macs = sorted(range(3), key=lambda i: macs[i])
+        kept[objective] = [by_macs.index(i) for i in first.kept]  # as ranks by MACs
+    assert kept == {"macs": [1, 0], "latency": [1, 2]}

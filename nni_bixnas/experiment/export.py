@@ -13,8 +13,9 @@ is copied only if it loads weights-only. Nothing in an experiment folder can run
 
 Trial final metrics are dicts. A plain trial reports ``{'default': iou, 'dice', 'params', 'macs', ...}``;
 a Phase 2 stage trial adds ``'stage': t`` and ``'population': [{'sample', 'iou', 'macs'}, ...]`` (and
-optionally ``'front'``); a BiXNAS summary may carry ``'gene'`` (text) or ``'sample'`` and a
-``'checkpoint'`` path. Missing keys are tolerated everywhere.
+optionally ``'front'``; a member's ``'latency_ms'`` when the search's objective was latency); a BiXNAS
+summary may carry ``'gene'`` (text) or ``'sample'`` and a ``'checkpoint'`` path. Missing keys are tolerated
+everywhere.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from nni_bixnas.utils import PathLike, atomic_write
 
 from .found_net import NetCounter, checkpoint_model_args, searched_model_args
 from .launch import decode_metric
-from .stage_plot import Panel, panels_png
+from .stage_plot import Panel, cost_axis, panels_png
 from .stages import StageView, retrained_runs, stage_title, stage_views, unit_label
 from .state import STATE_FILE, read_state_data
 from .summary import Report, summary_markdown
@@ -57,6 +58,7 @@ class Candidate:
     stage: Optional[Any] = None
     trial: Optional[str] = None
     unit: Optional[str] = None
+    latency_ms: Optional[float] = None
 
 
 @dataclass
@@ -249,7 +251,7 @@ def candidates(results: ExperimentResults) -> List[Candidate]:
                         sample=member.get("sample"), iou=_number(member.get("iou", member.get("default"))),
                         macs=_number(member.get("macs")), params=_number(member.get("params")),
                         dice=_number(member.get("dice")), stage=final.get("stage"), trial=trial.trial_id,
-                        unit=trial.label,
+                        unit=trial.label, latency_ms=_number(member.get("latency_ms")),
                     ))
         elif "default" in final:
             found.append(Candidate(
@@ -369,8 +371,11 @@ def export_experiment(experiment_id: str, out_dir: Optional[PathLike] = None,
     views = _stage_views(results, counter)
     runs = _retrained_runs(results)
     plain = [c for c in points if c.stage is None and not (c.unit or "").startswith("retrain")]
+    panels = _panels(views, runs, plain)
+    costs = " and ".join(name for key, name in (("macs", "MACs"), ("latency_ms", "latency"))
+                         if any(p.x == key and p.usable() for p in panels)) or "MACs"
     with atomic_write(out / "pareto.png", "wb") as handle:
-        panels_png(_panels(views, runs, plain), handle, title=f"{experiment_id}: IoU vs MACs")
+        panels_png(panels, handle, title=f"{experiment_id}: IoU vs {costs}")
     written["plot"] = out / "pareto.png"
     report = Report(
         experiment_id, results.directory, results.trials, {t.trial_id: t.label for t in results.trials}, views,
@@ -465,7 +470,8 @@ def _stage_views(results: ExperimentResults, counter: NetCounter) -> List[StageV
         return Candidate(sample=sample, iou=_number(member.get("iou", member.get("default"))),
                          macs=_number(member.get("macs")),
                          params=params if params is not None or sample is None else counter.params(sample),
-                         dice=_number(member.get("dice")), stage=stage, trial=trial, unit=f"stage {stage}")
+                         dice=_number(member.get("dice")), stage=stage, trial=trial, unit=f"stage {stage}",
+                         latency_ms=_number(member.get("latency_ms")))
 
     stage_trials = [(t.trial_id, final) for t, final in results.final_dicts()
                     if isinstance(final.get("population"), list)]
@@ -484,7 +490,8 @@ def _retrained_runs(results: ExperimentResults) -> List[Dict[str, Any]]:
 
 
 def _panels(views: Sequence[StageView], runs: Sequence[Mapping[str, Any]], plain: Sequence[Candidate]) -> List[Panel]:
-    panels = [Panel(stage_title(v.stage, len(v.members)), v.members, v.front, v.kept or ()) for v in views]
+    panels = [Panel(stage_title(v.stage, len(v.members)), v.members, v.front, v.kept or (), x=cost_axis(v.members))
+              for v in views]
     retrained = [Candidate(None, _number(r.get("default")), _number(r.get("macs")),
                            unit=f"retrain seed {r.get('seed')}") for r in runs]
     if retrained:

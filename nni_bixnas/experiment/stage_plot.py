@@ -1,9 +1,11 @@
-"""``pareto.png``: IoU vs MACs, one panel per Phase 2 stage, drawn with Pillow only.
+"""``pareto.png``: IoU vs MACs (or measured latency), one panel per Phase 2 stage, drawn with Pillow only.
 
 Shared-weight IoUs of different stages come from different SuperNets and are not comparable, so every
 stage gets its own axes: its members as dots, its Pareto front joined and ringed, its kept parents marked
-with a square and their rank (``#1`` is the best). Retraining runs (validation IoU of the fixed net) and
-other plain trials get panels of their own.
+with a square and their rank (``#1`` is the best). A stage searched with ``objective='latency'`` (its members
+report ``latency_ms``) is drawn against latency, the cost its front and parents were chosen by
+(:func:`cost_axis`). Retraining runs (validation IoU of the fixed net) and other plain trials get panels of
+their own.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from PIL import Image, ImageDraw
 
 from nni_bixnas._drawing import nice_ticks, readable_font, text_size, tick_labels
 
-__all__ = ["Panel", "panels_png"]
+__all__ = ["Panel", "panels_png", "cost_axis"]
 
 _PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
             (227, 119, 194), (23, 190, 207)]
@@ -25,25 +27,38 @@ _PANEL = (470, 350)  # one panel, axes and labels included
 _MARGIN = (72, 22, 48, 58)  # left, right, top, bottom of the axes inside a panel
 _PER_ROW = 3
 _HEADER, _FOOTER = 56, 44
+#: x axis of a panel: ``(label, divisor)`` of each cost attribute of a point.
+_AXES = {"macs": ("GMACs", 1e9), "latency_ms": ("latency (ms)", 1.0)}
+
+
+def cost_axis(points: Sequence[Any]) -> str:
+    """``'latency_ms'`` when a point reports a latency (a stage searched with ``objective='latency'``), else
+    ``'macs'``: the cost the points' front was chosen by."""
+    return "latency_ms" if any(getattr(p, "latency_ms", None) is not None for p in points) else "macs"
 
 
 @dataclasses.dataclass
 class Panel:
-    """One set of axes: ``points`` (with ``.iou``, ``.macs``), and indices into them of the front and the
-    kept parents (best first)."""
+    """One set of axes: ``points`` (with ``.iou`` and the ``x`` cost, ``.macs`` or ``.latency_ms``), and indices
+    into them of the front and the kept parents (best first)."""
 
     title: str
     points: Sequence[Any]
     front: Sequence[int] = ()
     kept: Sequence[int] = ()
     y_label: str = "IoU (shared weights)"
+    x: str = "macs"
 
     def usable(self) -> List[int]:
-        return [i for i, p in enumerate(self.points) if p.iou is not None and p.macs is not None]
+        return [i for i, p in enumerate(self.points) if p.iou is not None and getattr(p, self.x) is not None]
+
+    def x_of(self, i: int) -> float:
+        """The x coordinate of point ``i`` (GMACs, or ms)."""
+        return getattr(self.points[i], self.x) / _AXES[self.x][1]
 
 
 def panels_png(panels: Sequence[Panel], handle: IO[bytes], title: str = "") -> Tuple[int, int]:
-    """Draw ``panels`` (those with at least one point with IoU and MACs) into ``handle``; return the size.
+    """Draw ``panels`` (those with at least one point with IoU and a cost) into ``handle``; return the size.
 
     Without a drawable panel the figure says so.
     """
@@ -60,7 +75,10 @@ def panels_png(panels: Sequence[Panel], handle: IO[bytes], title: str = "") -> T
     for n, panel in enumerate(drawable):
         origin = ((n % columns) * _PANEL[0], _HEADER + (n // columns) * _PANEL[1])
         _draw_panel(draw, panel, origin, _PALETTE[n % len(_PALETTE)], fonts)
-    _draw_legend(draw, (16, size[1] - _FOOTER + 12), fonts[1])
+    costs = {p.x for p in drawable} or {"macs"}
+    cost = {frozenset({"macs"}): "fewer MACs", frozenset({"latency_ms"}): "lower latency"}.get(
+        frozenset(costs), "fewer MACs / lower latency")
+    _draw_legend(draw, (16, size[1] - _FOOTER + 12), fonts[1], cost)
     image.save(handle, format="PNG")
     return size
 
@@ -80,30 +98,30 @@ def _draw_panel(draw, panel: Panel, origin, colour, fonts) -> None:
     font, small, _ = fonts
     x0, y0, x1, y1 = _axes(origin)
     usable = panel.usable()
-    xs = [panel.points[i].macs / 1e9 for i in usable]
+    xs = [panel.x_of(i) for i in usable]
     ys = [panel.points[i].iou for i in usable]
     (lo_x, hi_x), (lo_y, hi_y) = _range(xs), _range(ys)
 
-    def to_px(gmacs: float, iou: float) -> Tuple[float, float]:
-        return (x0 + (gmacs - lo_x) / (hi_x - lo_x) * (x1 - x0), y1 - (iou - lo_y) / (hi_y - lo_y) * (y1 - y0))
+    def to_px(cost: float, iou: float) -> Tuple[float, float]:
+        return (x0 + (cost - lo_x) / (hi_x - lo_x) * (x1 - x0), y1 - (iou - lo_y) / (hi_y - lo_y) * (y1 - y0))
 
     draw.text((origin[0] + 12, origin[1] + 8), panel.title, fill="black", font=font)
     draw.text((origin[0] + 12, origin[1] + 28), panel.y_label, fill="#444444", font=small)
     _draw_ticks(draw, (x0, y0, x1, y1), (lo_x, hi_x), (lo_y, hi_y), to_px, small)
     draw.rectangle([x0, y0, x1, y1], outline="black")
-    label = "GMACs"
+    label = _AXES[panel.x][0]
     draw.text(((x0 + x1 - text_size(small, label)[0]) / 2, y1 + 30), label, fill="black", font=small)
-    front = sorted((i for i in panel.front if i in usable), key=lambda i: (panel.points[i].macs, -panel.points[i].iou))
-    line = [to_px(panel.points[i].macs / 1e9, panel.points[i].iou) for i in front]
+    front = sorted((i for i in panel.front if i in usable), key=lambda i: (panel.x_of(i), -panel.points[i].iou))
+    line = [to_px(panel.x_of(i), panel.points[i].iou) for i in front]
     if len(line) > 1:
         draw.line(line, fill="black", width=2)
     for i in usable:
-        px, py = to_px(panel.points[i].macs / 1e9, panel.points[i].iou)
+        px, py = to_px(panel.x_of(i), panel.points[i].iou)
         draw.ellipse([px - 5, py - 5, px + 5, py + 5], fill=colour, outline=colour)
     for px, py in line:
         draw.ellipse([px - 8, py - 8, px + 8, py + 8], outline="black", width=2)
     for rank, i in enumerate((i for i in panel.kept if i in usable), start=1):
-        px, py = to_px(panel.points[i].macs / 1e9, panel.points[i].iou)
+        px, py = to_px(panel.x_of(i), panel.points[i].iou)
         draw.rectangle([px - 11, py - 11, px + 11, py + 11], outline=_KEPT, width=2)
         _kept_label(draw, (px, py), f"#{rank}", (x0, y0, x1, y1), font)
 
@@ -133,13 +151,13 @@ def _draw_ticks(draw, box, x_range, y_range, to_px, font) -> None:
         draw.text((x0 - 9 - text_size(font, text)[0], py - 7), text, fill="black", font=font)
 
 
-def _draw_legend(draw, at: Tuple[int, int], font) -> None:
+def _draw_legend(draw, at: Tuple[int, int], font, cost: str = "fewer MACs") -> None:
     x, y = at
     draw.ellipse([x, y + 3, x + 10, y + 13], fill=_PALETTE[0])
     x = _legend_text(draw, x + 16, y, "member (colour: panel)", font)
     draw.line([x, y + 8, x + 30, y + 8], fill="black", width=2)
     draw.ellipse([x + 7, y, x + 23, y + 16], outline="black", width=2)
-    x = _legend_text(draw, x + 36, y, "Pareto front (higher IoU, fewer MACs)", font)
+    x = _legend_text(draw, x + 36, y, f"Pareto front (higher IoU, {cost})", font)
     draw.rectangle([x, y - 3, x + 22, y + 19], outline=_KEPT, width=2)
     _legend_text(draw, x + 28, y, "#k: kept parent, rank k (stage panels)", font)
 

@@ -2,8 +2,9 @@
 
 Sections: the headline result (retrained IoU mean ± std, the found net's size against the SuperNet), the
 trials (``Phase 1``, ``stage k``, ``retrain seed s``), every Phase 2 stage's distinct members with IoU, MACs
-and params (front and kept parents marked), the retraining runs, the final gene with the model arguments
-it was searched with, the complexity table and the files written.
+and params (and latency, for a stage searched with ``objective='latency'``; front and kept parents marked),
+the retraining runs, the final gene with the model arguments it was searched with, the complexity table and
+the files written.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from .stage_plot import cost_axis
 from .stages import StageView, mean_std, stage_title
 
 __all__ = ["Report", "summary_markdown"]
@@ -113,8 +115,9 @@ def _stages(report: Report) -> List[str]:
         return []
     lines = ["## Phase 2 stages", "",
              "Each stage trains its members on one shared SuperNet: compare IoUs within a stage, not across "
-             "stages. GMACs as the stage counted them; params of the fixed net. Front: on the stage's Pareto "
-             "front of (IoU, MACs); kept: a parent of the next stage (#1 is the best). Members with the same choices "
+             "stages. GMACs as the stage counted them; params of the fixed net; latency as the search timed it. "
+             "Front: on the stage's Pareto front of (IoU, MACs), or of (IoU, latency) where the members were timed; "
+             "kept: a parent of the next stage (#1 is the best). Members with the same choices "
              "here differ in the blocks of the stages searched before (they come from different parents).", ""]
     for view in report.stages:
         lines += _stage(view, report.stage_choices)
@@ -126,15 +129,19 @@ def _stage(view: StageView, stage_choices) -> List[str]:
     where = f", trial {view.trial}" if view.trial else ""
     kept = view.kept or []
     kept_text = f"{len(kept)} kept" if view.kept is not None else "kept parents not recorded (no result.json)"
-    lines = [f"### {title[0].upper()}{title[1:]} (distinct){where}; {len(view.front)} on the front, {kept_text}",
-             "", "| member | IoU | GMACs | params | front | kept | choices of the stage's blocks |",
-             "|---:|---:|---:|---:|:---:|:---:|---|"]
+    timed = cost_axis(view.members) == "latency_ms"  # the front is that of (IoU, latency)
+    front = f"{len(view.front)} on the front" + (" (IoU vs latency)" if timed else "")
+    lines = [f"### {title[0].upper()}{title[1:]} (distinct){where}; {front}, {kept_text}", "",
+             f"| member | IoU | GMACs | {'latency (ms) | ' if timed else ''}params | front | kept "
+             "| choices of the stage's blocks |",
+             f"|---:|---:|---:|{'---:|' if timed else ''}---:|:---:|:---:|---|"]
     order = sorted(range(len(view.members)), key=lambda i: -(view.members[i].iou or 0.0))
     for i in order:
         member = view.members[i]
         rank = f"#{kept.index(i) + 1}" if i in kept else ""
         choices = stage_choices(view.stage, member.sample) if stage_choices else _DASH
-        lines.append(f"| {i} | {_fmt(member.iou)} | {_fmt(member.macs, 1e9, 3)} | {_count(member.params)} "
+        latency = f"{_fmt(member.latency_ms, digits=2)} | " if timed else ""
+        lines.append(f"| {i} | {_fmt(member.iou)} | {_fmt(member.macs, 1e9, 3)} | {latency}{_count(member.params)} "
                      f"| {'yes' if i in view.front else ''} | {rank} | {choices} |")
     return lines + [""]
 
@@ -191,7 +198,7 @@ def _complexity(report: Report) -> List[str]:
 _FILES = {
     "gene": "the found gene (authors' text format; the model arguments, when known, on a `# model:` first line)",
     "sample": "the gene as an NNI sample, with the model arguments to rebuild it",
-    "plot": "IoU vs MACs, one panel per stage",
+    "plot": "IoU vs MACs (or latency, for a stage searched on it), one panel per stage",
     "architecture": "the wiring of the found net",
     "architecture_svg": "the same, as SVG",
     "checkpoint": "the best retrained checkpoint (load with nni_bixnas)",

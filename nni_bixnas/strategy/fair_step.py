@@ -61,6 +61,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import torch
 
+from nni_bixnas._checks import one_of
+
 __all__ = [
     "FAIR_STEPS", "MEMBER_BN", "StepResult", "batch_statistics", "recalibrated_statistics", "fair_step",
     "evaluate_members",
@@ -214,8 +216,7 @@ def fair_step(
     ValueError
         For an unknown ``step`` or an empty population.
     """
-    if step not in FAIR_STEPS:
-        raise ValueError(f"unknown step {step!r}; expected one of {', '.join(FAIR_STEPS)}")
+    one_of("step", step, FAIR_STEPS)
     if not members:
         raise ValueError("the population is empty; a step needs at least one member")
     scale = 1.0 / len(members)
@@ -357,8 +358,7 @@ def evaluate_members(
     then each tail. With ``'recalibrate'`` each member runs its whole network in eval mode on its own
     ``statistics`` (one :func:`recalibrated_statistics` per member); the model's statistics are restored.
     """
-    if member_bn not in MEMBER_BN:
-        raise ValueError(f"unknown member_bn {member_bn!r}; expected one of {', '.join(MEMBER_BN)}")
+    one_of("member_bn", member_bn, MEMBER_BN)
     if member_bn == "recalibrate" and (statistics is None or len(statistics) != len(members)):
         raise ValueError("member_bn='recalibrate' needs one recalibrated_statistics() per member")
     outputs = []

@@ -2,7 +2,8 @@
 
 BiX-NAS keeps, after every stage of the progressive evolution, the architectures on the Pareto front of
 ``(1 - IoU, MACs)`` (both minimised), ranked by IoU (highest first), and retains the first ``|P|`` of them
-(``shared/notes/official-code.md`` §3 "Selection").
+(``shared/notes/official-code.md`` §3 "Selection"). With ``objective='latency'`` the cost is the members'
+measured latency instead of their MACs.
 """
 
 from __future__ import annotations
@@ -62,20 +63,21 @@ def pareto_front(costs: Sequence[Sequence[float]]) -> List[int]:
     return front
 
 
-def select_parents(ious: Sequence[float], macs: Sequence[float], keep: int) -> List[int]:
-    """The Phase 2 selection: Pareto front of ``(1 - IoU, MACs)``, by IoU descending, first ``keep``.
+def select_parents(ious: Sequence[float], costs: Sequence[float], keep: int) -> List[int]:
+    """The Phase 2 selection: Pareto front of ``(1 - IoU, cost)``, by IoU descending, first ``keep``.
 
-    Ties in IoU go to fewer MACs (on a front, equal IoU implies equal MACs, i.e. a dropped duplicate).
-    When the front holds fewer than ``keep`` members (e.g. every IoU ties, and the front is the
-    cheapest member alone), the remaining parents are the best of the other members by IoU (then
-    fewer MACs, then index), so the population does not collapse onto one parent.
+    The cost is the search's objective: MACs (the paper's), or measured latency. Ties in IoU go to the lower
+    cost (on a front, equal IoU implies equal cost, i.e. a dropped duplicate). When the front holds fewer
+    than ``keep`` members (e.g. every IoU ties, and the front is the cheapest member alone), the remaining
+    parents are the best of the other members by IoU (then lower cost, then index), so the population does
+    not collapse onto one parent.
 
     Parameters
     ----------
     ious
         Validation IoU of every member.
-    macs
-        MACs of every member (same order).
+    costs
+        MACs, or latency, of every member (same order).
     keep
         How many parents to retain (``|P|``); fewer only when there are fewer members.
 
@@ -84,12 +86,13 @@ def select_parents(ious: Sequence[float], macs: Sequence[float], keep: int) -> L
     list of int
         Indices of the kept members: the front by IoU, then the fill by IoU.
     """
-    if len(ious) != len(macs):
-        raise ValueError(f"got {len(ious)} IoU values but {len(macs)} MACs values; expected one of each per member")
+    if len(ious) != len(costs):
+        raise ValueError(f"got {len(ious)} IoU values but {len(costs)} cost values (MACs or latency); "
+                         "expected one of each per member")
     positive_int("keep", keep)
-    front = pareto_front([[1.0 - float(i), float(m)] for i, m in zip(ious, macs)])
+    front = pareto_front([[1.0 - float(i), float(c)] for i, c in zip(ious, costs)])
     def rank(i: int):
-        return -float(ious[i]), float(macs[i]), i
+        return -float(ious[i]), float(costs[i]), i
 
     front.sort(key=rank)
     rest = sorted(set(range(len(ious))) - set(front), key=rank)

@@ -5,8 +5,10 @@ for ``T = 3``). At stage ``t`` it draws ``s`` skip sets for the blocks of stage 
 every retained parent (population ``s x |parents|``), trains one SuperNet on the mean loss of all members
 with a shared head (:mod:`~nni_bixnas.strategy.fair_step`), scores every member by its best validation
 IoU over the epochs and by its MACs, and keeps the first ``|P|`` of the Pareto front of
-``(1 - IoU, MACs)`` ranked by IoU. Each stage is one unit of work, submitted to the NNI engine as one job
-(:func:`~nni_bixnas.strategy.units.phase2_stage_unit`), so the strategy runs in-process or through ``nnictl``.
+``(1 - IoU, MACs)`` ranked by IoU (with ``objective='latency'``, of ``(1 - IoU, latency)``: each distinct
+net timed once on the search's device, :mod:`~nni_bixnas.strategy.member_latency`). Each stage is one unit of
+work, submitted to the NNI engine as one job (:func:`~nni_bixnas.strategy.units.phase2_stage_unit`), so the
+strategy runs in-process or through ``nnictl``.
 
 Faithful to the authors' code (``shared/notes/official-code.md`` §3): a fresh SuperNet per stage, Adam
 with ``lr = 1e-3 / population``, ``MultiStepLR`` at epochs 10/20/30 of 40 (gamma 0.1), best IoU over the
@@ -20,16 +22,25 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from nni.nas.execution import ExecutionEngine
 from nni.nas.space import ExecutableModelSpace
 from nni.nas.strategy.base import Strategy, StrategyStatus
 from numpy.random import RandomState
 
-from nni_bixnas._checks import is_int, non_negative_int, non_negative_number, optional_path, positive_int, positive_ints
+from nni_bixnas._checks import (
+    is_int,
+    non_negative_int,
+    non_negative_number,
+    one_of,
+    optional_path,
+    positive_int,
+    positive_ints,
+)
 from nni_bixnas.space.gene import Gene
 from nni_bixnas.strategy import units
+from nni_bixnas.strategy.member_latency import check_device, member_latency, resolve_device
 from nni_bixnas.strategy.member_macs import member_macs
 from nni_bixnas.strategy.pareto import select_parents
 from nni_bixnas.strategy.phase2_task import check_step_mode_bn
@@ -42,6 +53,9 @@ from nni_bixnas.strategy.spaces import check_stage_skips, narrow_space, phase2_m
 _logger = logging.getLogger(__name__)
 
 __all__ = ["ProgressiveEvolution"]
+
+#: What the selection minimises beside ``1 - IoU``.
+OBJECTIVES = ("macs", "latency")
 
 
 class ProgressiveEvolution(Strategy):
@@ -97,6 +111,21 @@ class ProgressiveEvolution(Strategy):
         Seed of the strategy's private random state (skip-set sampling).
     macs_input_size
         ``(H, W)`` at which members' MACs are counted (the paper: 512 x 512).
+    objective
+        What the Pareto front trades against IoU: ``'macs'`` (default, the paper's) or ``'latency'``, the
+        measured inference time of each member's fixed network (:mod:`~nni_bixnas.strategy.member_latency`),
+        timed here in the strategy's process before the stage's job is submitted, once per distinct net.
+        The timings are kept in :meth:`state_dict`, so a resumed search reuses them (one net, one latency,
+        across the whole search) instead of timing again.
+    latency_input_size
+        ``(H, W)`` of the timed input (batch 1), default ``macs_input_size``.
+    latency_repeats, latency_warmup
+        Timed forwards per net (the latency is their median) and untimed forwards before them.
+    latency_device
+        ``'cpu'``, ``'cuda'`` or ``'cuda:<index>'``; default where the training runs: ``'cpu'`` with the
+        training setting ``accelerator='cpu'``, else ``'cuda'`` if this process sees a GPU, else ``'cpu'``.
+        Under ``nnictl`` the strategy runs in NNI's dispatcher, which sees only the GPUs of
+        ``tunerGpuIndices``.
     max_redraws
         Draws in a row without a new effective net after which a stage is taken to hold no more distinct
         nets (the authors redraw up to 500 times to avoid a duplicate skip set).
@@ -145,6 +174,11 @@ class ProgressiveEvolution(Strategy):
         out_dir: Optional[str] = None,
         seed: Optional[int] = None,
         macs_input_size: Sequence[int] = (512, 512),
+        objective: str = "macs",
+        latency_input_size: Optional[Sequence[int]] = None,
+        latency_repeats: int = 5,
+        latency_warmup: int = 2,
+        latency_device: Optional[str] = None,
         max_redraws: int = 500,
         recalibration_batches: int = 8,
         iou_tolerance: float = 1e-3,
@@ -169,6 +203,12 @@ class ProgressiveEvolution(Strategy):
         self.recalibration_batches = positive_int("recalibration_batches", recalibration_batches)
         self.iou_tolerance = non_negative_number("iou_tolerance", iou_tolerance)
         self.unit_retries = non_negative_int("unit_retries", unit_retries)
+        self.objective = one_of("objective", objective, OBJECTIVES)
+        self.latency_input_size = macs_input_size if latency_input_size is None else positive_ints(
+            "latency_input_size", latency_input_size, 2, "(height, width) of positive ints or None")
+        self.latency_repeats = positive_int("latency_repeats", latency_repeats)
+        self.latency_warmup = non_negative_int("latency_warmup", latency_warmup)
+        self.latency_device = check_device("latency_device", latency_device)
 
         self._random_state = RandomState(seed)
         # RNG state after the last finished stage: a resumed search redraws the unfinished stage's skip sets.
@@ -180,10 +220,14 @@ class ProgressiveEvolution(Strategy):
         self._stages: List[int] = []
         self._sampler: Optional[SkipSetSampler] = None
         self._weights: Optional[str] = None
+        self._latency_ms: Dict[str, float] = {}  # this search's timings by architecture key (in its state)
+        self._device = self.latency_device
 
     def extra_repr(self) -> str:
         names = ("samples", "epochs", "keep", "step", "mode", "lr_per_member", "inherit_weights", "initial_weights",
-                 "keep_sequential_last", "member_bn")
+                 "keep_sequential_last", "member_bn", "objective")
+        if self.objective == "latency":
+            names += ("latency_input_size", "latency_repeats", "latency_warmup", "latency_device")
         return ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
 
     # -- set-up and checks ------------------------------------------------------------------------
@@ -207,6 +251,8 @@ class ProgressiveEvolution(Strategy):
         self._space_ref = space_reference(model_space)
         self._settings = training_settings(model_space, self.training)
         require_data(self._settings, "ProgressiveEvolution")
+        if self.objective == "latency":
+            self._device = resolve_device(self.latency_device, self._settings.get("accelerator"))
         if not self.parents:
             self.parents = [{label: list(skips[label].candidates) if label in skips else m.default()
                              for label, m in mutables.items()}]
@@ -248,14 +294,15 @@ class ProgressiveEvolution(Strategy):
         lr = base_lr / len(members) if self.lr_per_member else base_lr
         _logger.info("[stage %d] %d skip sets x %d parents -> %d distinct members, lr %.3g",
                      stage, len(skip_sets), len(self.parents), len(members), lr)
-        # MACs depend on the architecture only: counted here once per net (cached), not in the training trial
+        # MACs and latency depend on the architecture only: measured here once per net (cached), not in the trial
         macs = [member_macs(self._module, self._space_ref, m, self.macs_input_size) for m in members]
+        latency = self._member_latency(stage, members) if self.objective == "latency" else None
         result = runner.run(
             units.phase2_stage_unit, self.parents[0],
             space=self._space_ref, stage=stage, members=members, candidates=self.candidates,
             epochs=self.epochs, milestones=self.milestones, gamma=self.gamma, lr=lr, step=self.step,
             mode=self.mode, member_bn=self.member_bn, recalibration_batches=self.recalibration_batches,
-            macs_input_size=self.macs_input_size, member_macs=macs,
+            macs_input_size=self.macs_input_size, member_macs=macs, member_latency=latency,
             init_weights=self._stage_weights(), out_dir=self.out_dir, **settings,
         )
         population = [Member.from_dict(p, stage) for p in result["population"]]
@@ -263,7 +310,7 @@ class ProgressiveEvolution(Strategy):
             raise RuntimeError(f"stage {stage}: the unit scored {len(population)} members, expected {len(members)}")
         keep = self.keep[0] if index == 0 else self.keep[1]
         ious = [m.iou for m in population]
-        kept = select_parents(ious, [m.macs for m in population], keep)
+        kept = select_parents(ious, [m.cost(self.objective) for m in population], keep)
         front = [int(i) for i in result["front"]]
         filled = len(front) < min(keep, len(population))
         _logger.info("[stage %d] Pareto front: %d member(s) for keep=%d%s", stage, len(front), keep,
@@ -271,15 +318,28 @@ class ProgressiveEvolution(Strategy):
         spread = max(ious) - min(ious)
         if len(population) > 1 and spread < self.iou_tolerance:
             _logger.warning("[stage %d] the members' IoUs span only %.2g (< iou_tolerance %.2g): the stage barely "
-                            "ranks them, so the selection follows MACs; train the stage longer", stage, spread,
-                            self.iou_tolerance)
+                            "ranks them, so the selection follows %s; train the stage longer", stage, spread,
+                            self.iou_tolerance, "latency" if self.objective == "latency" else "MACs")
         record = StageRecord(stage, skip_sets, population, front, kept, time.perf_counter() - started)
         self.history.append(record)
         self.parents = [dict(m.sample) for m in record.parents]
         self._weights = result.get("weights")
         self._finish_stage(index)
         for rank, member in enumerate(record.parents):
-            _logger.info("[stage %d] kept #%d: IoU %.4f, %.3f GMACs", stage, rank + 1, member.iou, member.macs / 1e9)
+            latency = "" if member.latency_ms is None else f", {member.latency_ms:.2f} ms"
+            _logger.info("[stage %d] kept #%d: IoU %.4f, %.3f GMACs%s", stage, rank + 1, member.iou, member.macs / 1e9,
+                         latency)
+
+    def _member_latency(self, stage: int, members: Sequence[Sample]) -> List[float]:
+        """Every member's latency (ms), from this search's timings or timed now (once per distinct net)."""
+        timed = len(self._latency_ms)
+        values = [member_latency(self._module, self._space_ref, m, self.latency_input_size,
+                                 repeats=self.latency_repeats, warmup=self.latency_warmup, device=self._device,
+                                 cache=self._latency_ms) for m in members]
+        _logger.info("[stage %d] latency on %s at %d x %d (median of %d forwards; %d net(s) timed now): "
+                     "%.2f to %.2f ms", stage, self._device, *self.latency_input_size, self.latency_repeats,
+                     len(self._latency_ms) - timed, min(values), max(values))
+        return values
 
     def _stage_weights(self) -> Optional[str]:
         """Where the next stage's SuperNet starts: fresh (the authors'), or with ``inherit_weights`` the previous
@@ -325,7 +385,8 @@ class ProgressiveEvolution(Strategy):
         return [Gene.from_sample(s, kwargs.get("iterations", 3), kwargs.get("levels", 4)) for s in self.final_samples]
 
     def state_dict(self) -> dict:
-        """History, parents, stage index and RNG state as of the last finished stage (a resume redoes the next)."""
+        """History, parents, stage index and RNG state as of the last finished stage (a resume redoes the next);
+        the objective, and every latency timed so far (a resume does not time a net again)."""
         return {
             "history": [h.to_dict() for h in self.history],
             "parents": copy.deepcopy(self.parents),
@@ -334,12 +395,18 @@ class ProgressiveEvolution(Strategy):
             "stages": list(self._stages),
             "weights": self._weights,
             "random_state": self._resume_rng,
+            "objective": self.objective,
+            "latency_ms": dict(self._latency_ms),
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
         stages = list(state_dict["stages"])
         if self._stages and stages and stages != self._stages:
             raise ValueError(f"the state searched stages {stages}, but this space has stages {self._stages}")
+        objective = state_dict.get("objective", "macs")
+        if objective != self.objective:
+            raise ValueError(f"the state searched with objective {objective!r}, but this strategy has objective "
+                             f"{self.objective!r}")
         self.history = [StageRecord.from_dict(h) for h in state_dict["history"]]
         self.parents = copy.deepcopy(list(state_dict["parents"]))
         self.final_samples = copy.deepcopy(list(state_dict.get("final_samples", [])))
@@ -348,3 +415,4 @@ class ProgressiveEvolution(Strategy):
         self._weights = state_dict.get("weights")
         self._random_state.set_state(state_dict["random_state"])
         self._resume_rng = self._random_state.get_state()
+        self._latency_ms = {str(k): float(v) for k, v in state_dict.get("latency_ms", {}).items()}

@@ -31,6 +31,9 @@ class Member:
         The epoch of ``iou`` (1-based).
     stage
         The stage that scored it.
+    latency_ms
+        Measured inference latency of the fixed network in milliseconds (at the strategy's
+        ``latency_input_size``, on its ``latency_device``); ``None`` unless the search's objective is latency.
     """
 
     sample: Sample
@@ -38,13 +41,23 @@ class Member:
     macs: int
     best_epoch: int
     stage: int
+    latency_ms: Optional[float] = None
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any], stage: int) -> "Member":
-        """From a unit's population entry (``sample``, ``iou``, ``macs``, ``best_epoch``)."""
+        """From a unit's population entry (``sample``, ``iou``, ``macs``, ``best_epoch``, ``latency_ms``)."""
         sample = {str(k): [int(i) for i in v] for k, v in value["sample"].items()}
+        latency = value.get("latency_ms")
         return cls(sample, float(value["iou"]), int(value["macs"]), int(value.get("best_epoch", 0)),
-                   int(value.get("stage", stage)))
+                   int(value.get("stage", stage)), None if latency is None else float(latency))
+
+    def cost(self, objective: str) -> float:
+        """What the selection minimises beside ``1 - IoU``: ``macs``, or ``latency_ms`` (``objective='latency'``)."""
+        if objective != "latency":
+            return float(self.macs)
+        if self.latency_ms is None:
+            raise ValueError(f"stage {self.stage}: a member has no latency_ms, but the objective is latency")
+        return float(self.latency_ms)
 
 
 @dataclasses.dataclass
@@ -60,7 +73,8 @@ class StageRecord:
     population
         The distinct members trained, parent-major.
     front
-        Indices into ``population`` of the Pareto front of ``(1 - IoU, MACs)``.
+        Indices into ``population`` of the Pareto front of ``(1 - IoU, MACs)``, or of ``(1 - IoU, latency)``
+        when the members were timed (``objective='latency'``).
     kept
         Indices into ``population`` of the retained parents, best IoU first.
     seconds

@@ -209,6 +209,7 @@ def phase2_stage_unit(
     recalibration_batches: int = 8,
     macs_input_size: Sequence[int] = (512, 512),
     member_macs: Optional[List[int]] = None,
+    member_latency: Optional[List[float]] = None,
     init_weights: Optional[str] = None,
     out_dir: Optional[str] = None,
     data: Optional[str] = None,
@@ -221,6 +222,7 @@ def phase2_stage_unit(
     precision: Optional[str] = None,
     accelerator: str = "auto",
     devices: Any = "auto",
+    channels_last: bool = False,
     num_threads: Optional[int] = None,
     progress: bool = False,
 ) -> Dict[str, Any]:
@@ -230,8 +232,8 @@ def phase2_stage_unit(
     ``init_weights`` loads a previous stage's weights), trains it with :class:`Phase2Task` through
     :func:`~nni_bixnas.training.fit` (per-epoch ``nni.report_intermediate_result`` via ``NNIReporter``),
     counts every member's MACs and reports ``{'default': best IoU, 'iou_kind', 'stage', 'population': [{'sample',
-    'iou', 'macs', 'best_epoch'}, ...], 'front': [indices], 'phase': 2, 'weights': path, 'seconds'}``
-    with ``nni.report_final_result``.
+    'iou', 'macs', 'best_epoch'[, 'latency_ms']}, ...], 'front': [indices], 'phase': 2, 'weights': path,
+    'seconds'}`` with ``nni.report_final_result``.
 
     Parameters
     ----------
@@ -251,6 +253,9 @@ def phase2_stage_unit(
     member_macs
         Every member's MACs, counted by the strategy (:class:`ProgressiveEvolution` does, once per net);
         ``None`` counts them here, after training.
+    member_latency
+        Every member's latency in ms, timed by the strategy (``objective='latency'``): reported as each
+        member's ``latency_ms``, and the front is then that of ``(1 - IoU, latency)`` instead of MACs.
     init_weights
         A ``.pt`` state dict to start from (``inherit_weights=True``); default: fresh weights.
     out_dir
@@ -259,7 +264,7 @@ def phase2_stage_unit(
         Training batches per member for ``member_bn='recalibrate'``.
     data, batch_size, seed, split_seed, patch_size, resize, val_fraction, precision, accelerator, devices
         As in :func:`~nni_bixnas.training.fit` (``data`` is required). Phase 2 steps run on one device.
-    num_threads, progress
+    channels_last, num_threads, progress
         As in :func:`~nni_bixnas.training.fit`.
 
     Returns
@@ -278,6 +283,8 @@ def phase2_stage_unit(
     data = require_data({"data": data}, "phase2_stage_unit")
     if member_macs is not None and len(member_macs) != len(members):
         raise ValueError(f"member_macs has {len(member_macs)} values for {len(members)} members")
+    if member_latency is not None and len(member_latency) != len(members):
+        raise ValueError(f"member_latency has {len(member_latency)} values for {len(members)} members")
     identity = dict(space=space, stage=stage, members=members, candidates=candidates, epochs=epochs,
                     milestones=milestones, gamma=gamma, lr=lr, step=step, mode=mode, member_bn=member_bn,
                     recalibration_batches=recalibration_batches, init_weights=init_weights, data=data,
@@ -309,6 +316,7 @@ def phase2_stage_unit(
     _logger.info("Phase 2 stage %d: %d members, %d epochs, lr %.3g, step %s, mode %s -> %s",
                  stage, len(members), epochs, lr, step, mode, run_dir)
     fit(task, datamodule, max_epochs=epochs, out_dir=run_dir, seed=seed, precision=precision, accelerator=accelerator,
+        channels_last=channels_last,
         devices=1, callbacks=[NNIReporter()], progress=progress, tensorboard_dir=nni_tensorboard_dir(),
         num_threads=num_threads)
 
@@ -322,8 +330,10 @@ def phase2_stage_unit(
             "iou": float(task.best_member_iou[i]),
             "best_epoch": int(task.best_member_epoch[i]),
             "macs": int(macs[i]),
+            **({} if member_latency is None else {"latency_ms": float(member_latency[i])}),
         })
-    front = pareto_front([[1.0 - p["iou"], p["macs"]] for p in population])
+    cost = "macs" if member_latency is None else "latency_ms"
+    front = pareto_front([[1.0 - p["iou"], p[cost]] for p in population])
     final = {
         "default": max(p["iou"] for p in population),
         "iou_kind": SHARED_WEIGHTS,
