@@ -3,7 +3,7 @@
 - :class:`SelectionMatrix` (Phase 1): a differentiable search with a learnable N x (N-2) selection
   matrix per skip choice; narrows every choice to candidates.
 - :class:`ProgressiveEvolution` (Phase 2): stage by stage from the last, samples skip sets, trains them
-  on one shared SuperNet with skip fairness, keeps the Pareto front of IoU vs MACs.
+  on one shared SuperNet with skip fairness, keeps the Pareto front of IoU vs MACs (or measured latency).
 - :class:`BiXNAS`: Phase 1 -> Phase 2 -> retraining of the winner.
 
 The rest of the package, one idea a module: ``supermodule`` (the Phase 1 supernet), ``fair_step`` and
