@@ -223,6 +223,6 @@ class SegmentationTask(pl.LightningModule):
 
 def paint(rgb: torch.Tensor, classes: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
     """Blend class colours over an RGB image ``(3, H, W)`` where ``classes > 0``."""
-    colours = _PALETTE[(classes.clamp(min=1) - 1) % len(_PALETTE)].permute(2, 0, 1)
+    colours = _PALETTE.to(classes.device)[(classes.clamp(min=1) - 1) % len(_PALETTE)].permute(2, 0, 1)
     mask = (classes > 0).unsqueeze(0).to(rgb.dtype)
     return rgb * (1 - alpha * mask) + colours * alpha * mask
