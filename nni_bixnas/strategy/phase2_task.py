@@ -4,10 +4,16 @@
 :func:`~nni_bixnas.strategy.fair_step.fair_step`, per-member validation with
 :func:`~nni_bixnas.strategy.fair_step.evaluate_members`), run by
 :func:`~nni_bixnas.strategy.units.phase2_stage_unit` inside the one training loop.
+
+On several devices (Lightning's DDP, ``devices=K``) every rank runs the step on its shard of the batch with
+DDP's reducer off, and the gradients are averaged once per step by
+:func:`~nni_bixnas.strategy.distributed.average_step`; validation scores every rank's shard and sums the
+metric counts over the ranks (:mod:`nni_bixnas.strategy.distributed` says what is equal to one device).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -16,6 +22,7 @@ import torch.nn as nn
 
 from nni_bixnas._checks import one_of, positive_int
 from nni_bixnas.metrics import SegmentationMetrics
+from nni_bixnas.strategy.distributed import average_step, average_tensors, reduce_metrics, unpadded, world_size
 from nni_bixnas.strategy.fair_step import FAIR_STEPS, MEMBER_BN, evaluate_members, fair_step, recalibrated_statistics
 from nni_bixnas.training.task import SegmentationTask
 
@@ -74,6 +81,15 @@ class Phase2Task(SegmentationTask):
     Validation logs ``val_iou`` = the best member's IoU of the epoch (what checkpoints and NNI see),
     ``val_iou_mean`` over members and ``val_loss`` averaged over members; :attr:`best_member_iou` keeps
     every member's best IoU over the epochs (the authors' score), and travels in the checkpoints.
+
+    Data-parallel (``trainer.world_size > 1``): each rank runs the step on its shard with DDP's reducer off
+    (``no_sync``), then one :func:`~nni_bixnas.strategy.distributed.average_step` averages the gradients,
+    the BatchNorm running statistics and the loss over the ranks before ``optimizer.step()`` (``mode='naive'``:
+    once per member step). Each rank's loss is the mean over its shard, so the average is the whole batch's
+    mean loss for equal shards (``DistributedSampler`` pads them to equal sizes); BatchNorm normalises with
+    each shard's own batch statistics (as plain DDP does). Validation drops the samples the sampler repeats
+    and sums the metric counts over the ranks, so the member scores are those of the whole validation set;
+    with ``member_bn='recalibrate'`` every rank recalibrates on the same (unsharded) training batches.
     """
 
     def __init__(
@@ -107,6 +123,7 @@ class Phase2Task(SegmentationTask):
         self.best_member_iou: List[float] = [-math.inf] * len(self.members)
         self.best_member_epoch: List[int] = [0] * len(self.members)
         self._member_loss = [0.0] * len(self.members)
+        self._val_position = 0
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.lr)
@@ -127,25 +144,32 @@ class Phase2Task(SegmentationTask):
                 "lower the learning rate or train in full precision"
             )
 
+    def _local_backward(self):
+        """DDP's reducer off for the step's backward(s): :meth:`_step` averages the gradients itself."""
+        wrapper = getattr(getattr(self._trainer, "strategy", None), "model", None)
+        if isinstance(wrapper, torch.nn.parallel.DistributedDataParallel):
+            return wrapper.no_sync()
+        return contextlib.nullcontext()
+
+    def _step(self, optimizer, images, target, members, step: str) -> float:
+        """One optimiser step on ``members``' mean loss; the loss, averaged over the ranks."""
+        optimizer.zero_grad()
+        with self._local_backward():
+            result = fair_step(self.model, images, target, self.stage, members, self.loss, step=step,
+                               backward=self.manual_backward)
+        # every rank gets the same averaged loss, so a NaN stops every rank, not one of them
+        loss = average_step(self.model, [result.loss])[0] if world_size() > 1 else result.loss
+        self._finite(loss)
+        optimizer.step()
+        return loss
+
     def training_step(self, batch, batch_idx: int):
         images, target = batch
         optimizer = self.optimizers()
         if self.mode == "fair":
-            optimizer.zero_grad()
-            result = fair_step(self.model, images, target, self.stage, self.members, self.loss, step=self.step,
-                               backward=self.manual_backward)
-            self._finite(result.loss)
-            optimizer.step()
-            loss = result.loss
+            loss = self._step(optimizer, images, target, self.members, self.step)
         else:
-            losses = []
-            for member in self.members:
-                optimizer.zero_grad()
-                result = fair_step(self.model, images, target, self.stage, [member], self.loss, step="naive",
-                                   backward=self.manual_backward)
-                self._finite(result.loss)
-                optimizer.step()
-                losses.append(result.loss)
+            losses = [self._step(optimizer, images, target, [member], "naive") for member in self.members]
             loss = sum(losses) / len(losses)
         loss = torch.tensor(loss)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
@@ -163,12 +187,18 @@ class Phase2Task(SegmentationTask):
         for metrics in self.member_metrics:
             metrics.reset()
         self._member_loss = [0.0] * len(self.members)
+        self._val_position = 0
         if self.member_bn == "recalibrate":
-            batches = self._recalibration_batches()
+            batches, sharded = self._recalibration_batches()
             self._statistics = [recalibrated_statistics(self.model, batches, self.stage, m) for m in self.members]
+            if sharded and world_size() > 1:  # every rank must score with the same statistics
+                average_tensors([t for state in self._statistics for buffers in state for t in buffers.values()
+                                 if t.is_floating_point()])
 
-    def _recalibration_batches(self) -> List[torch.Tensor]:
-        """The first ``recalibration_batches`` training batches of this epoch (images only)."""
+    def _recalibration_batches(self) -> Tuple[List[torch.Tensor], bool]:
+        """The first ``recalibration_batches`` training batches of this epoch (images only), and whether
+        they are this rank's shard (the trainer's loader) rather than the data module's, which every rank
+        reads alike."""
         datamodule = getattr(self.trainer, "datamodule", None)
         loader = datamodule.train_dataloader() if datamodule is not None else self.trainer.train_dataloader
         batches = []
@@ -176,10 +206,21 @@ class Phase2Task(SegmentationTask):
             batches.append(images.to(self.device))
             if len(batches) == self.recalibration_batches:
                 break
-        return batches
+        return batches, datamodule is None
+
+    def _val_sampler(self) -> Optional[object]:
+        loaders = getattr(self._trainer, "val_dataloaders", None)
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        return getattr(loader, "sampler", None)
 
     def validation_step(self, batch, batch_idx: int):
         images, target = batch
+        if world_size() > 1:  # drop the repeats DistributedSampler adds to give every rank as many samples
+            keep = unpadded(self._val_sampler(), self._val_position, len(images))
+            self._val_position += len(images)
+            if keep == 0:
+                return
+            images, target = images[:keep], target[:keep]
         outputs = evaluate_members(self.model, images, self.stage, self.members, self.member_bn, self._statistics)
         for i, logits in enumerate(outputs):
             self.member_metrics[i].update(logits.float(), target)
@@ -187,6 +228,10 @@ class Phase2Task(SegmentationTask):
         self._val_count += len(images)
 
     def on_validation_epoch_end(self) -> None:
+        if world_size() > 1:  # every rank scored its shard: the counts of the whole validation set
+            *self._member_loss, count = reduce_metrics(self.member_metrics, [*self._member_loss, self._val_count],
+                                                       device=self.device)
+            self._val_count = int(count)
         if self._val_count == 0:
             return
         scores = [m.compute() for m in self.member_metrics]
@@ -203,7 +248,8 @@ class Phase2Task(SegmentationTask):
             "val_loss": sum(self._member_loss) / (len(self.members) * self._val_count),
         }
         self.last_val_metrics = values
-        self.log_dict(values, prog_bar=False)
+        # data-parallel: the values are already those of every rank (sync_dist averages equal values)
+        self.log_dict(values, prog_bar=False, sync_dist=world_size() > 1)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["phase2"] = {"best_member_iou": self.best_member_iou, "best_member_epoch": self.best_member_epoch,
