@@ -31,8 +31,8 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from nni_bixnas.strategy.distributed import average_step, unpadded
 from nni_bixnas.strategy.fair_step import FAIR_STEPS, fair_step
+from nni_bixnas.training.distributed import average_step, unpadded
 
 pytestmark = pytest.mark.slow
 
@@ -211,7 +211,7 @@ def single_process_ious(kwargs, weights):
 def test_stage_on_two_ranks_scores_the_whole_validation_set(tmp_path):
     torch.set_num_threads(1)
     spawn(stage_worker, str(tmp_path))
-    results = [torch.load(tmp_path / f"result{r}.pt", weights_only=False) for r in range(WORLD)]
+    results = [torch.load(tmp_path / f"result{r}.pt", weights_only=True) for r in range(WORLD)]
     weights = [torch.load(tmp_path / f"weights{r}.pt", weights_only=True) for r in range(WORLD)]
     assert results[0] == results[1]
     for name, value in weights[0].items():
@@ -230,11 +230,25 @@ def fit_worker(rank: int, port: int, out: str) -> None:
     result = fit("unet", DATA, max_epochs=1, out_dir=str(Path(out) / "run"), accelerator="cpu", devices=2,
                  batch_size=2, val_fraction=VAL_FRACTION, progress=False, num_threads=1,
                  model_kwargs={"base": 4})
-    torch.save({"best_iou": result.best_iou, "epochs": len(result.history)}, Path(out) / f"fit{rank}.pt")
+    torch.save({"best_iou": result.best_iou, "epochs": len(result.history), "checkpoint": str(result.best_checkpoint)},
+               Path(out) / f"fit{rank}.pt")
 
 
-def test_fit_on_two_ranks(tmp_path):
+def test_fit_on_two_ranks_scores_the_whole_validation_set(tmp_path):
+    import pytorch_lightning as pl
+
+    from nni_bixnas.data import SegDataModule
+    from nni_bixnas.training import load_task
+
     spawn(fit_worker, str(tmp_path))
-    ranks = [torch.load(tmp_path / f"fit{r}.pt", weights_only=False) for r in range(WORLD)]
-    assert all(r["epochs"] == 1 and r["best_iou"] is not None for r in ranks)
+    ranks = [torch.load(tmp_path / f"fit{r}.pt", weights_only=True) for r in range(WORLD)]
+    assert ranks[0] == ranks[1] and ranks[0]["epochs"] == 1
     assert (tmp_path / "run" / "history.json").is_file()
+    # the reported IoU is that of the whole validation set, each tile once, as one process scores it
+    task = load_task(ranks[0]["checkpoint"])
+    datamodule = SegDataModule(data=DATA, batch_size=2, seed=0, split_seed=0, val_fraction=VAL_FRACTION)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False)
+    trainer.validate(task, datamodule=datamodule, verbose=False)
+    assert task.val_metrics.compute()["images"] == 3
+    assert ranks[0]["best_iou"] == pytest.approx(task.last_val_metrics["val_iou"], abs=1e-12)

@@ -7,8 +7,8 @@
 
 On several devices (Lightning's DDP, ``devices=K``) every rank runs the step on its shard of the batch with
 DDP's reducer off, and the gradients are averaged once per step by
-:func:`~nni_bixnas.strategy.distributed.average_step`; validation scores every rank's shard and sums the
-metric counts over the ranks (:mod:`nni_bixnas.strategy.distributed` says what is equal to one device).
+:func:`~nni_bixnas.training.distributed.average_step`; validation scores every rank's shard and sums the
+metric counts over the ranks (:mod:`nni_bixnas.training.distributed` says what is equal to one device).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch.nn as nn
 
 from nni_bixnas._checks import one_of, positive_int
 from nni_bixnas.metrics import SegmentationMetrics
-from nni_bixnas.strategy.distributed import average_step, average_tensors, reduce_metrics, unpadded, world_size
 from nni_bixnas.strategy.fair_step import FAIR_STEPS, MEMBER_BN, evaluate_members, fair_step, recalibrated_statistics
+from nni_bixnas.training.distributed import average_step, average_tensors, reduce_metrics, world_size
 from nni_bixnas.training.task import SegmentationTask
 
 __all__ = ["Phase2Task", "MODES", "default_milestones"]
@@ -83,7 +83,7 @@ class Phase2Task(SegmentationTask):
     every member's best IoU over the epochs (the authors' score), and travels in the checkpoints.
 
     Data-parallel (``trainer.world_size > 1``): each rank runs the step on its shard with DDP's reducer off
-    (``no_sync``), then one :func:`~nni_bixnas.strategy.distributed.average_step` averages the gradients,
+    (``no_sync``), then one :func:`~nni_bixnas.training.distributed.average_step` averages the gradients,
     the BatchNorm running statistics and the loss over the ranks before ``optimizer.step()`` (``mode='naive'``:
     once per member step). Each rank's loss is the mean over its shard, so the average is the whole batch's
     mean loss for equal shards (``DistributedSampler`` pads them to equal sizes); BatchNorm normalises with
@@ -123,7 +123,6 @@ class Phase2Task(SegmentationTask):
         self.best_member_iou: List[float] = [-math.inf] * len(self.members)
         self.best_member_epoch: List[int] = [0] * len(self.members)
         self._member_loss = [0.0] * len(self.members)
-        self._val_position = 0
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.lr)
@@ -187,7 +186,6 @@ class Phase2Task(SegmentationTask):
         for metrics in self.member_metrics:
             metrics.reset()
         self._member_loss = [0.0] * len(self.members)
-        self._val_position = 0
         if self.member_bn == "recalibrate":
             batches, sharded = self._recalibration_batches()
             self._statistics = [recalibrated_statistics(self.model, batches, self.stage, m) for m in self.members]
@@ -208,19 +206,10 @@ class Phase2Task(SegmentationTask):
                 break
         return batches, datamodule is None
 
-    def _val_sampler(self) -> Optional[object]:
-        loaders = getattr(self._trainer, "val_dataloaders", None)
-        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
-        return getattr(loader, "sampler", None)
-
     def validation_step(self, batch, batch_idx: int):
-        images, target = batch
-        if world_size() > 1:  # drop the repeats DistributedSampler adds to give every rank as many samples
-            keep = unpadded(self._val_sampler(), self._val_position, len(images))
-            self._val_position += len(images)
-            if keep == 0:
-                return
-            images, target = images[:keep], target[:keep]
+        images, target = self.real_part(*batch)
+        if len(images) == 0:
+            return
         outputs = evaluate_members(self.model, images, self.stage, self.members, self.member_bn, self._statistics)
         for i, logits in enumerate(outputs):
             self.member_metrics[i].update(logits.float(), target)

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from nni_bixnas._checks import positive_int
 from nni_bixnas.metrics import SegmentationMetrics
+from nni_bixnas.training.distributed import reduce_metrics, unpadded, world_size
 
 _log = logging.getLogger(__name__)
 
@@ -165,9 +166,23 @@ class SegmentationTask(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.val_metrics.reset()
         self._val_loss_sum, self._val_count, self._val_samples = 0.0, 0, []
+        self._val_position = 0
+
+    def real_part(self, images: torch.Tensor, target: torch.Tensor):
+        """A validation batch without the samples ``DistributedSampler`` repeats to give every rank as many
+        (all of it on one device), so that every validation image counts once over the ranks."""
+        if world_size() == 1:
+            return images, target
+        loaders = getattr(self._trainer, "val_dataloaders", None)
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        keep = unpadded(getattr(loader, "sampler", None), self._val_position, len(images))
+        self._val_position += len(images)
+        return images[:keep], target[:keep]
 
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images, target = batch
+        images, target = self.real_part(*batch)
+        if len(images) == 0:
+            return None
         logits = self(images)
         loss = self.loss(logits, target)
         self.update_metrics(logits, target, loss, images)
@@ -184,6 +199,10 @@ class SegmentationTask(pl.LightningModule):
                 self._val_samples.append((img.detach().float().cpu(), tgt.detach().cpu(), lgt.detach().float().cpu()))
 
     def on_validation_epoch_end(self) -> None:
+        if world_size() > 1:  # every rank scored its shard: the counts of the whole validation set
+            self._val_loss_sum, count = reduce_metrics([self.val_metrics], [self._val_loss_sum, self._val_count],
+                                                       device=self.device)
+            self._val_count = int(count)
         if self._val_count == 0:
             return
         scores = self.val_metrics.compute()
@@ -195,8 +214,8 @@ class SegmentationTask(pl.LightningModule):
             "val_loss": self._val_loss_sum / self._val_count,
         }
         self.last_val_metrics = {k: float(v) for k, v in values.items()}
-        # Per-rank values averaged across devices; exact for one device.
-        self.log_dict({k: float(v) for k, v in values.items()}, prog_bar=False, sync_dist=True)
+        # data-parallel: the values are already those of every rank (sync_dist averages equal values)
+        self.log_dict({k: float(v) for k, v in values.items()}, prog_bar=False, sync_dist=world_size() > 1)
         self._log_overlays()
 
     # -- TensorBoard images -----------------------------------------------------------------------
