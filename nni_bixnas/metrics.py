@@ -7,6 +7,10 @@ Two aggregations are offered:
 - **batch-pooled** (``iou_batch_pooled``, ``dice_batch_pooled``): the authors' variant
   (BiX-NAS ``metrics.py``): the pixels of each ``update()`` batch are pooled, the foreground score is
   computed with their ``+1e-7`` epsilon, and the batch scores are averaged over batches.
+
+Per class (:func:`iou_dice_per_class`, :meth:`SegmentationMetrics.compute_per_class`; e.g. the organs of
+CHAOS, Table 2): each foreground class scored alone, per image, averaged over the images where the class
+is in the prediction or the ground truth; also pooled over every pixel of every image.
 """
 
 from __future__ import annotations
@@ -68,6 +72,55 @@ def _counts(pred: torch.Tensor, truth: torch.Tensor) -> Tuple[torch.Tensor, torc
     return inter, pred.sum(-1, dtype=torch.float64), truth.sum(-1, dtype=torch.float64)
 
 
+def iou_dice_per_class(
+    logits: torch.Tensor, target: torch.Tensor, num_classes: int = 1, threshold: float = 0.5
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """IoU and Dice of every foreground class in every image, and where the class appears.
+
+    Parameters
+    ----------
+    logits, target, num_classes, threshold
+        As in :func:`iou_dice_per_image`.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(iou, dice, present)``, each ``(B, K)`` with ``K = num_classes - 1`` columns for classes
+        ``1..C-1`` (binary: ``K = 1``, the foreground); ``iou``/``dice`` float64, ``present`` bool: the
+        class is in the prediction or the ground truth of that image. Where it is in neither, IoU and Dice
+        are 1 (nothing to find, nothing found); where it is in exactly one of them, 0.
+    """
+    _check_args(num_classes, threshold)
+    return _class_scores(*_counts(*_one_hot_pred_target(logits, target, num_classes, threshold)))
+
+
+def _class_scores(inter: torch.Tensor, n_pred: torch.Tensor, n_true: torch.Tensor):
+    """``(iou, dice, present)`` per (image, class) from :func:`_counts`."""
+    total = n_pred + n_true
+    present = total > 0
+    iou = torch.where(present, inter / (total - inter).clamp(min=1), torch.ones_like(total))
+    dice = torch.where(present, 2 * inter / total.clamp(min=1), torch.ones_like(total))
+    return iou, dice, present
+
+
+def _image_scores(iou: torch.Tensor, dice: torch.Tensor, present: torch.Tensor, num_classes: int):
+    """Per-image ``(iou, dice)``: the binary score, or the mean over the classes present (1 if none)."""
+    if num_classes == 1:
+        return iou[:, 0], dice[:, 0]
+    n_present = present.sum(1)
+    mean_iou = torch.where(n_present > 0, (iou * present).sum(1) / n_present.clamp(min=1), 1.0)
+    mean_dice = torch.where(n_present > 0, (dice * present).sum(1) / n_present.clamp(min=1), 1.0)
+    return mean_iou.double(), mean_dice.double()
+
+
+def _pooled_scores(inter: torch.Tensor, n_pred: torch.Tensor, n_true: torch.Tensor) -> Tuple[float, float]:
+    """The authors' batch-pooled ``(iou, dice)`` from per-(image, class) :func:`_counts`."""
+    inter, n_pred, n_true = inter.sum(0), n_pred.sum(0), n_true.sum(0)
+    iou = inter / (n_true + n_pred - inter + EPSILON)
+    dice = 2 * inter / (n_true + n_pred + EPSILON)
+    return float(iou.mean()), float(dice.mean())
+
+
 def iou_dice_per_image(
     logits: torch.Tensor, target: torch.Tensor, num_classes: int = 1, threshold: float = 0.5
 ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -100,20 +153,7 @@ def iou_dice_per_image(
     the classes present in the prediction or the ground truth of that image; a class absent from both
     is left out of the mean. If every class is absent the image scores 1.
     """
-    _check_args(num_classes, threshold)
-    pred, truth = _one_hot_pred_target(logits, target, num_classes, threshold)
-    inter, n_pred, n_true = _counts(pred, truth)
-    total = n_pred + n_true
-    present = total > 0
-    safe = total.clamp(min=1)
-    iou = torch.where(present, inter / (total - inter).clamp(min=1), torch.ones_like(total))
-    dice = torch.where(present, 2 * inter / safe, torch.ones_like(total))
-    if num_classes == 1:
-        return iou[:, 0], dice[:, 0]
-    n_present = present.sum(1)
-    mean_iou = torch.where(n_present > 0, (iou * present).sum(1) / n_present.clamp(min=1), 1.0)
-    mean_dice = torch.where(n_present > 0, (dice * present).sum(1) / n_present.clamp(min=1), 1.0)
-    return mean_iou.double(), mean_dice.double()
+    return _image_scores(*iou_dice_per_class(logits, target, num_classes, threshold), num_classes)
 
 
 def iou_dice_batch_pooled(
@@ -126,11 +166,7 @@ def iou_dice_batch_pooled(
     scores 0 there (the epsilon makes ``0 / 1e-7 = 0``).
     """
     _check_args(num_classes, threshold)
-    pred, truth = _one_hot_pred_target(logits, target, num_classes, threshold)
-    inter, n_pred, n_true = (c.sum(0) for c in _counts(pred, truth))
-    iou = inter / (n_true + n_pred - inter + EPSILON)
-    dice = 2 * inter / (n_true + n_pred + EPSILON)
-    return float(iou.mean()), float(dice.mean())
+    return _pooled_scores(*_counts(*_one_hot_pred_target(logits, target, num_classes, threshold)))
 
 
 class SegmentationMetrics:
@@ -154,7 +190,7 @@ class SegmentationMetrics:
     ``compute()`` returns a dict with ``iou`` and ``dice`` (mean over all images, see
     :func:`iou_dice_per_image` for edge cases), ``iou_batch_pooled`` and ``dice_batch_pooled`` (mean over
     ``update()`` batches of :func:`iou_dice_batch_pooled`) and ``images`` (the count). Before any update
-    the scores are NaN and ``images`` is 0.
+    the scores are NaN and ``images`` is 0. :meth:`compute_per_class` scores each foreground class alone.
     """
 
     def __init__(self, num_classes: int = 1, threshold: float = 0.5):
@@ -169,15 +205,26 @@ class SegmentationMetrics:
         self._dice_sum = 0.0
         self._images = 0
         self._batch_scores: List[Tuple[float, float]] = []
+        classes = max(self.num_classes - 1, 1)
+        # per foreground class: sums of per-image IoU and Dice where present, and that count ...
+        self._class_sums = torch.zeros(3, classes, dtype=torch.float64)
+        # ... and the pooled intersection and |P| + |Y| over every pixel
+        self._class_pooled = torch.zeros(2, classes, dtype=torch.float64)
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         """Add one batch of raw logits and targets (shapes as in :func:`iou_dice_per_image`)."""
-        iou, dice = iou_dice_per_image(logits, target, self.num_classes, self.threshold)
+        counts = _counts(*_one_hot_pred_target(logits, target, self.num_classes, self.threshold))
+        class_iou, class_dice, present = _class_scores(*counts)
+        iou, dice = _image_scores(class_iou, class_dice, present, self.num_classes)
         self._iou_sum += float(iou.sum())
         self._dice_sum += float(dice.sum())
         self._images += int(iou.numel())
-        self._batch_scores.append(iou_dice_batch_pooled(logits, target, self.num_classes, self.threshold))
+        self._batch_scores.append(_pooled_scores(*counts))
+        self._class_sums += torch.stack([(class_iou * present).sum(0), (class_dice * present).sum(0),
+                                         present.sum(0, dtype=torch.float64)]).cpu()
+        inter, n_pred, n_true = counts
+        self._class_pooled += torch.stack([inter.sum(0), (n_pred + n_true).sum(0)]).cpu()
 
     def compute(self) -> Dict[str, float]:
         """Return the scores accumulated since the last :meth:`reset`."""
@@ -192,3 +239,31 @@ class SegmentationMetrics:
             "dice_batch_pooled": sum(s[1] for s in self._batch_scores) / batches,
             "images": self._images,
         }
+
+    def compute_per_class(self) -> Dict[int, Dict[str, float]]:
+        """Scores of each foreground class alone, accumulated since the last :meth:`reset`.
+
+        Returns
+        -------
+        dict
+            ``{class id: {'iou', 'dice', 'images', 'iou_pooled', 'dice_pooled'}}`` for classes ``1..C-1``
+            (binary: ``{1: ...}``). ``iou``/``dice``: the mean of :func:`iou_dice_per_class` over the
+            ``images`` where the class is in the prediction or the ground truth (NaN when in none);
+            ``iou_pooled``/``dice_pooled``: ``I / (|P| + |Y| - I)`` and ``2I / (|P| + |Y|)`` over every pixel
+            of every image (NaN when the class never appears). A binary image with an empty prediction and
+            an empty ground truth is left out here, while :meth:`compute` scores it 1.
+        """
+        iou_sum, dice_sum, images = self._class_sums
+        inter, total = self._class_pooled
+        nan = float("nan")
+        out = {}
+        for k in range(iou_sum.numel()):
+            n, t = int(images[k]), float(total[k])
+            out[k + 1] = {
+                "iou": float(iou_sum[k]) / n if n else nan,
+                "dice": float(dice_sum[k]) / n if n else nan,
+                "images": n,
+                "iou_pooled": float(inter[k]) / (t - float(inter[k])) if t else nan,
+                "dice_pooled": 2 * float(inter[k]) / t if t else nan,
+            }
+        return out

@@ -46,6 +46,9 @@ TEST_CASES_LIGHT = [
     [["data", "inspect", "--help"], 0],
     [["export", "--help"], 0],
     [["profile", "--help"], 0],
+    [["table1", "--help"], 0],
+    [["cv", "--help"], 0],
+    [["cv", "--epochs", "0"], 2],
     [["train", "--epochs", "x"], 2],  # an argument error
     [["evaluate", "--checkpoint", "c.ckpt"], 2],  # a required argument missing
     [["nosuch"], 2],

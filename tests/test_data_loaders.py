@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from chaos_fixture import write_chaos  # CHAOS tests skip themselves without pydicom
 from nni_bixnas.data import build_datasets, build_eval_dataset, inspect_dataset
 
 
@@ -63,45 +64,8 @@ def test_folder_binary_and_multiclass(tmp_path):
     assert mask[0, 0] == 2 and mask[5, 0] == 2 and mask[10, 0] == 0
 
 
-pydicom = pytest.importorskip("pydicom", reason="CHAOS tests need pydicom (pip install nni-bixnas[dicom])")
-
-
-def _dicom(path, pixels, instance):
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
-    ds.InstanceNumber = instance
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-
-
-def _chaos(root, patients=5, slices=2, size=32):
-    grey = np.zeros((size, size))
-    grey[2:10, 2:10], grey[12:16, 2:6], grey[12:16, 20:24], grey[20:28, 20:28] = 63, 126, 189, 252
-    for p in range(1, patients + 1):
-        base = root / str(p)
-        for s in range(1, slices + 1):
-            pixels = np.arange(size * size).reshape(size, size) * (p + s)
-            _dicom(base / "T1DUAL" / "DICOM_anon" / "InPhase" / f"IMG-0004-{2 * s:05d}.dcm", pixels, 2 * s)
-            _dicom(base / "T1DUAL" / "DICOM_anon" / "OutPhase" / f"IMG-0004-{2 * s - 1:05d}.dcm", pixels, 2 * s - 1)
-            _png(base / "T1DUAL" / "Ground" / f"IMG-0004-{2 * s - 1:05d}.png", grey)
-            _dicom(base / "T2SPIR" / "DICOM_anon" / f"IMG-0002-{s:05d}.dcm", pixels, s)
-            _png(base / "T2SPIR" / "Ground" / f"IMG-0002-{s:05d}.png", grey)
-    return grey
-
-
 def test_chaos_release_layout_five_fold_by_patient(tmp_path):
-    _chaos(tmp_path)
+    write_chaos(tmp_path)
     train, val, info = build_datasets(f"chaos:{tmp_path}", fold=1, n_folds=5, augment=False)
     assert (info.in_channels, info.num_classes, info.image_size) == (1, 5, (256, 256))
     assert info.n_source_items == 15  # 5 patients x (in-phase, out-phase, T2-SPIR)
@@ -115,7 +79,7 @@ def test_chaos_release_layout_five_fold_by_patient(tmp_path):
 
 
 def test_chaos_folds_depend_on_split_seed_only(tmp_path):
-    _chaos(tmp_path, patients=5, slices=1)
+    write_chaos(tmp_path, patients=5, slices=1)
     folds = {
         (seed, split_seed): build_datasets(f"chaos:{tmp_path}", fold=0, seed=seed, split_seed=split_seed)[2].val_sources
         for seed in (0, 3) for split_seed in (0, 1)
@@ -126,7 +90,7 @@ def test_chaos_folds_depend_on_split_seed_only(tmp_path):
 
 
 def test_chaos_errors(tmp_path):
-    _chaos(tmp_path, patients=2, slices=1)
+    write_chaos(tmp_path, patients=2, slices=1)
     bad = np.zeros((32, 32))
     bad[0, 0] = 100
     _png(tmp_path / "2" / "T2SPIR" / "Ground" / "IMG-0002-00001.png", bad)

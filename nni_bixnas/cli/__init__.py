@@ -25,6 +25,10 @@ COMMANDS: Dict[str, Tuple[Tuple[str, str], ...]] = {
         ("predict", "write masks, overlays and contours (and IoU/Dice with --gt) for images"),
         ("compare", "mean ± std of runs per model; paired t-test between two groups"),
     ),
+    "nni_bixnas.cli.table1": (
+        ("table1", "the paper's Table 1: every model, one recipe and seeds, test set and TNBC, t-tests"),
+    ),
+    "nni_bixnas.cli.cv": (("cv", "k-fold cross-validation by patient on CHAOS MR, per-organ IoU/Dice (Table 2)"),),
     "nni_bixnas.cli.experiment": (("export", "export an experiment's final gene, Pareto front and summary"),),
 }
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -121,7 +120,7 @@ def run_train(args: argparse.Namespace) -> int:
         precision=args.precision, accelerator=args.accelerator, devices=_parse_devices(args.devices),
         resume=not args.no_resume, progress=not args.no_progress, batch_size=args.batch_size, model_kwargs=model_kwargs,
         patch_size=args.patch_size, resize=args.resize, split_seed=args.split_seed, val_fraction=args.val_fraction,
-        num_workers=args.num_workers, num_threads=args.num_threads,
+        num_workers=args.num_workers, num_threads=args.num_threads, channels_last=args.channels_last,
     )
     print(
         f"best val IoU {_fmt(result.best_iou)}  Dice {_fmt(result.best_dice)} at epoch {result.best_epoch}; "
@@ -235,50 +234,6 @@ def load_run(run_dir: str) -> Dict[str, Any]:
     }
 
 
-def _mean_std(values: Sequence[float]) -> Dict[str, float]:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "std": std}
-
-
-def summarize(name: str, runs: List[Dict[str, Any]]) -> Dict[str, Any]:
-    return {
-        "group": name,
-        "n": len(runs),
-        "seeds": [r["seed"] for r in runs],
-        "iou": _mean_std([r["best_iou"] for r in runs]),
-        "dice": _mean_std([r["best_dice"] for r in runs]),
-    }
-
-
-def paired_test(a: List[Dict[str, Any]], b: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Two-tailed paired t-test (``scipy.stats.ttest_rel``) of best IoU and Dice, runs paired by seed."""
-    from scipy.stats import ttest_rel
-
-    by_seed = []
-    for label, runs in (("--a", a), ("--b", b)):
-        seeds = [r["seed"] for r in runs]
-        duplicated = sorted({s for s in seeds if seeds.count(s) > 1}, key=str)
-        if duplicated:
-            raise ValueError(f"{label} has several runs with seed(s) {duplicated}; pairing is by seed")
-        by_seed.append({r["seed"]: r for r in runs})
-    common = sorted(set(by_seed[0]) & set(by_seed[1]), key=str)
-    if len(common) < 2:
-        raise ValueError(f"a paired t-test needs at least 2 seeds present in both groups; common seeds: {common}")
-    result: Dict[str, Any] = {"paired_seeds": common}
-    for metric in ("iou", "dice"):
-        xa = [by_seed[0][s][f"best_{metric}"] for s in common]
-        xb = [by_seed[1][s][f"best_{metric}"] for s in common]
-        test = ttest_rel(xa, xb)
-        result[metric] = {
-            "mean_diff": sum(x - y for x, y in zip(xa, xb)) / len(common),
-            "t": float(test.statistic),
-            "p": float(test.pvalue),
-        }
-    return result
-
-
 def run_compare(args: argparse.Namespace) -> int:
     if (args.a is None) != (args.b is None):
         raise ValueError("give both --a and --b to compare two groups, or neither")
@@ -292,6 +247,8 @@ def run_compare(args: argparse.Namespace) -> int:
         groups = {}
         for run in map(load_run, args.runs):
             groups.setdefault(run["model"], []).append(run)
+    from nni_bixnas.comparison.stats import paired_test, summarize
+
     report: Dict[str, Any] = {"groups": [summarize(name, runs) for name, runs in groups.items()]}
     if args.a is not None:
         report["paired_t_test"] = {"a": args.label_a, "b": args.label_b, **paired_test(*groups.values())}
@@ -313,7 +270,8 @@ def format_comparison(report: Dict[str, Any]) -> str:
         lines.append(f"Paired two-tailed t-test, {test['a']} vs {test['b']}, paired by seed {test['paired_seeds']}:")
         for metric in ("iou", "dice"):
             r = test[metric]
-            lines.append(f"  {metric.upper():4s} mean diff {r['mean_diff']:+.4f}  t = {r['t']:.3f}  p = {r['p']:.4g}")
+            t, p = ("n/a" if r[k] is None else f"{r[k]:{f}}" for k, f in (("t", ".3f"), ("p", ".4g")))
+            lines.append(f"  {metric.upper():4s} mean diff {r['mean_diff']:+.4f}  t = {t}  p = {p}")
     return "\n".join(lines)
 
 
@@ -348,6 +306,8 @@ def add_parser(subparsers) -> None:
     train.add_argument("--precision", help="e.g. bf16-mixed or 16-mixed on a GPU (default 32-true)")
     train.add_argument("--accelerator", default="auto")
     train.add_argument("--devices", default="auto", help="number of devices, or a comma list of ids")
+    train.add_argument("--channels-last", action="store_true",
+                       help="weights in channels_last memory format (often faster on GPUs with --precision bf16-mixed)")
     train.add_argument("--num-workers", type=int, default=0)
     _add_num_threads(train)
     train.add_argument("--no-resume", action="store_true", help="start afresh even if OUT has a last.ckpt")

@@ -9,7 +9,9 @@ The ``Train_Sets/MR`` release layout (``<root>/MR`` is also looked into)::
     <root>/<patient>/T2SPIR/Ground/*.png
 
 Every slice of every series (in-phase, out-phase, T2-SPIR) is one 1-channel item, resized to 256x256
-(bilinear; masks nearest) and min-max normalised per slice. Slices and ground-truth PNGs are paired in
+(bilinear; masks nearest), then, as the paper pre-processes (Sec. 3.1: "min-max normalization and
+auto-contrast enhancement"), min-max normalised and auto-contrasted per slice (:func:`autocontrast`).
+Slices and ground-truth PNGs are paired in
 natural file-name order (CHAOS names both ``IMG-<series>-<instance>``); their counts must match.
 Ground-truth grey levels map to classes as in the CHAOS documentation: 63 liver (55-70), 126 right
 kidney (110-135), 189 left kidney (175-200), 252 spleen (240-255), 0 background; ``num_classes = 5``.
@@ -31,6 +33,8 @@ from .io import describe_values, read_mask
 from .problems import Problems
 
 SIZE = 256
+# percent of the darkest and of the brightest pixels that :func:`autocontrast` saturates (see there)
+AUTOCONTRAST_CUTOFF = 1.0
 CLASS_NAMES = ("background", "liver", "right_kidney", "left_kidney", "spleen")
 GREY_RANGES = ((55, 70, 1), (110, 135, 2), (175, 200, 3), (240, 255, 4))
 SERIES = (
@@ -73,8 +77,45 @@ def grey_to_classes(mask: np.ndarray, path: Path) -> np.ndarray:
     return out
 
 
+def autocontrast(image: np.ndarray, cutoff: float = AUTOCONTRAST_CUTOFF) -> np.ndarray:
+    """Stretch ``image`` so that its ``cutoff`` percent darkest pixels become 0 and brightest become 1.
+
+    The float analogue of PIL's ``ImageOps.autocontrast(image, cutoff)`` (Pillow ``ImageOps.py``), without
+    its 8-bit histogram: of the ``n`` pixels, ``k = floor(n * cutoff / 100)`` are cut from each end, the
+    lowest and highest values left are ``lo`` and ``hi`` (the ``k``-th smallest and largest, counted from
+    0), and every pixel maps to ``clip((x - lo) / (hi - lo), 0, 1)``. When ``hi <= lo`` (a flat slice, or a
+    cut that leaves one value) the image is returned unchanged, as PIL does.
+
+    Neither the paper nor the authors' released code (``tiangexiang/BiX-NAS``, ``tiangexiang/BiO-Net``: no
+    CHAOS loader) gives the cutoff; :data:`AUTOCONTRAST_CUTOFF` = 1 % is ours. With ``cutoff=0`` it is a
+    no-op on a min-max normalised slice.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Any shape; float.
+    cutoff : float
+        Percent in ``[0, 50)`` cut from each end.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, same shape.
+    """
+    if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not 0 <= cutoff < 50:
+        raise ValueError(f"cutoff must be a percent in [0, 50), got {cutoff!r}")
+    values = np.asarray(image, dtype=np.float64)
+    flat = np.sort(values, axis=None)
+    k = int(flat.size * cutoff // 100)
+    low, high = flat[k], flat[flat.size - 1 - k]
+    if not high > low:
+        return values
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
 def read_slice(path: Path) -> Tuple[np.ndarray, Tuple[int, int]]:
-    """A DICOM slice as float32 ``(1, 256, 256)`` min-max normalised to [0, 1], and its original shape."""
+    """A DICOM slice as float32 ``(1, 256, 256)`` in [0, 1] (resized, min-max normalised, auto-contrasted),
+    and its original shape."""
     pydicom = _pydicom()
     try:
         pixels = pydicom.dcmread(path).pixel_array.astype(np.float32)
@@ -82,10 +123,10 @@ def read_slice(path: Path) -> Tuple[np.ndarray, Tuple[int, int]]:
         raise ValueError(f"cannot read DICOM file {path}: {err}") from err
     if pixels.ndim != 2:
         raise ValueError(f"DICOM file {path} holds a {pixels.ndim}-D array; expected one 2-D slice")
-    resized = np.asarray(Image.fromarray(pixels).resize((SIZE, SIZE), Image.BILINEAR))
+    resized = np.asarray(Image.fromarray(pixels).resize((SIZE, SIZE), Image.BILINEAR), dtype=np.float64)
     low, high = float(resized.min()), float(resized.max())
     scaled = (resized - low) / (high - low) if high > low else np.zeros_like(resized)
-    return scaled[None].astype(np.float32), pixels.shape
+    return autocontrast(scaled)[None].astype(np.float32), pixels.shape
 
 
 def load_chaos(spec, strict: bool = True) -> Collection:
