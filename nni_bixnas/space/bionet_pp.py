@@ -10,7 +10,7 @@ feeding the level-0 encoder of every iteration.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.nn as nn
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.space import current_model
 
-from .gene import Gene, block_labels, live_blocks, parse_label
+from .gene import Gene, block_label, block_labels, live_blocks, parse_label
 from .mutables import SkipChoice, SkipFusion
 from .skip_space import SkipSpaceMixin
 
@@ -47,8 +47,10 @@ class Block(nn.Module):
         self.bn2 = nn.BatchNorm2d(width, momentum=bn_momentum)
         self.act = nn.ReLU(inplace=True)
 
-    def forward(self, inputs: Sequence[torch.Tensor], convs: nn.ModuleList) -> torch.Tensor:
-        x = self.fusion(inputs)
+    def forward(self, inputs: Sequence[torch.Tensor], convs: nn.ModuleList,
+                size: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """``size``: the block's spatial size, needed when ``inputs[0]`` (not read) is ``None``."""
+        x = self.fusion(inputs) if size is None else self.fusion(inputs, size)
         x = self.act(self.bn1(convs[0](x)))
         return self.act(self.bn2(convs[1](x)))
 
@@ -76,6 +78,16 @@ class StageFeatures:
     previous: Tuple[torch.Tensor, ...]
     bridge: Optional[torch.Tensor]
     input_size: Tuple[int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class _StagePlan:
+    """What one stage computes: the levels whose sequential input is formed (``seq``), those whose block runs
+    (``run``), and whether the bridge runs (encoder stages)."""
+
+    seq: FrozenSet[int]
+    run: FrozenSet[int]
+    bridge: bool
 
 
 class BiONetPlusPlus(SkipSpaceMixin, ModelSpace):
@@ -186,6 +198,7 @@ class BiONetPlusPlus(SkipSpaceMixin, ModelSpace):
             *conv_bn_relu(stem_width, stem_width, bn_momentum),
             nn.Conv2d(stem_width, num_classes, 1, bias=False),
         )
+        self._fixed_plans: Dict[tuple, List[_StagePlan]] = {}  # a gene's plans never change
 
     def _labels_at(self, kind: str, level: int) -> List[str]:
         return [f"{kind}_{it}_{level}" for it in range(self.iterations)]
@@ -245,24 +258,30 @@ class BiONetPlusPlus(SkipSpaceMixin, ModelSpace):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_tail(self.forward_head(x, self.n_stages))
+        return self.forward_tail(self.forward_head(x, 0))
 
     def forward_head(self, x: torch.Tensor, stage: int) -> StageFeatures:
         """Run the stem and stages ``0 .. stage - 1``; the result feeds :meth:`forward_tail`."""
         self.check_input(x)
         if not 0 <= stage <= self.n_stages:
             raise ValueError(f"stage must be in 0..{self.n_stages}, got {stage}")
-        skipped = self._skipped()
         features = StageFeatures(0, self.stem(x), (), None, (x.shape[-2], x.shape[-1]))
-        for s in range(stage):
-            features = self._run_stage(features, skipped)
+        for plan in self._plan(0, stage, complete=True):
+            features = self._run_plan(features, plan)
         return features
 
     def forward_tail(self, features: StageFeatures, skipped: Optional[Set[str]] = None) -> torch.Tensor:
-        """Run stages ``features.stage .. 2T - 1`` and the head. ``features`` is never modified."""
-        skipped = self._skipped() if skipped is None else skipped
-        while features.stage < self.n_stages:
-            features = self._run_stage(features, skipped)
+        """Run stages ``features.stage .. 2T - 1`` and the head. ``features`` is never modified.
+
+        With ``skipped`` given, those blocks pass their sequential input through and everything else is
+        computed; by default only what reaches the output is (the blocks of the current choices).
+        """
+        if skipped is None:
+            for plan in self._plan(features.stage, self.n_stages, complete=False):
+                features = self._run_plan(features, plan)
+        else:
+            while features.stage < self.n_stages:
+                features = self._run_stage(features, skipped)
         out = F.interpolate(features.previous[-1], size=features.input_size, mode="bilinear", align_corners=True)
         return self.head(out)
 
@@ -278,24 +297,85 @@ class BiONetPlusPlus(SkipSpaceMixin, ModelSpace):
         choices = self.current_choices()
         return set(block_labels(self.iterations, self.levels)) - live_blocks(choices, self.iterations, self.levels)
 
+    def _plan(self, start: int, stop: int, complete: bool) -> List[_StagePlan]:
+        """Plans of stages ``start .. stop - 1`` that compute only what their result needs.
+
+        The result is every output and the bridge of stage ``stop - 1`` if ``complete`` (a head's features),
+        else the output head's input. Blocks not live under the current choices pass their sequential input
+        through. While a BatchNorm of the bridge is in training mode the bridge runs in every encoder stage
+        even where nothing reads it: each run updates its statistics (shared by the stages), which must not
+        depend on the pruning.
+        """
+        if stop <= start:
+            return []
+        updates_bridge = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in self.bridge)
+        key = (start, stop, complete, updates_bridge)
+        if self.is_fixed and key in self._fixed_plans:
+            return self._fixed_plans[key]
+        choices = self.current_choices()
+        live = live_blocks(choices, self.iterations, self.levels) & set(self.blocks)
+        last_level = self.levels - 1
+        need_out: Dict[int, Set[int]] = {s: set() for s in range(start, stop)}
+        need_bridge = {s: False for s in range(start, stop)}
+        need_out[stop - 1] = set(range(self.levels)) if complete else {last_level}
+        need_bridge[stop - 1] = complete
+        if updates_bridge:
+            need_bridge.update({s: True for s in range(start, stop)})
+        plans = []
+        for s in reversed(range(start, stop)):
+            is_encoder = s % 2 == 0
+            needed = need_out[s] | ({last_level} if need_bridge[s] and is_encoder else set())
+            seq, run = set(), set()
+            for level in reversed(range(self.levels)):
+                if level not in needed:
+                    continue
+                label = block_label(s, level)
+                if label in live:
+                    run.add(level)
+                for index in choices[label] if label in live else [0]:
+                    if index > 0:
+                        if s > start:
+                            need_out[s - 1].add(index - 1)
+                        continue
+                    seq.add(level)
+                    if level > 0:
+                        needed.add(level - 1)
+                    elif not is_encoder and s > start:
+                        need_bridge[s - 1] = True
+            plans.append(_StagePlan(frozenset(seq), frozenset(run), need_bridge[s] and is_encoder))
+        plans.reverse()
+        if self.is_fixed:
+            self._fixed_plans[key] = plans
+        return plans
+
     def _run_stage(self, features: StageFeatures, skipped: Set[str]) -> StageFeatures:
+        """The stage computed in full: every block but ``skipped``, every sequential input, the bridge."""
+        labels = [block_label(features.stage, level) for level in range(self.levels)]
+        run = {level for level, label in enumerate(labels) if label not in skipped and label in self.blocks}
+        return self._run_plan(features, _StagePlan(frozenset(range(self.levels)), frozenset(run), True))
+
+    def _run_plan(self, features: StageFeatures, plan: _StagePlan) -> StageFeatures:
         stage = features.stage
         it, is_decoder = divmod(stage, 2)
         kind = "dec" if is_decoder else "enc"
-        outputs: List[torch.Tensor] = []
+        outputs: List[Optional[torch.Tensor]] = []  # None: not needed
         x = features.bridge if is_decoder else features.stem
         for level in range(self.levels):
-            label = f"{kind}_{it}_{level}"
             if level > 0:
-                x = self._to_next_level(outputs[-1], is_decoder)
-            if label not in skipped and label in self.blocks:
-                x = self.blocks[label]([x, *features.previous], self.convs[f"{kind}_{level}"])
+                x = self._to_next_level(outputs[-1], is_decoder) if level in plan.seq else None
+            if level in plan.run:
+                size = None if x is not None else self._level_size(features.stem, is_decoder, level)
+                x = self.blocks[f"{kind}_{it}_{level}"]([x, *features.previous], self.convs[f"{kind}_{level}"], size)
             outputs.append(x)  # a skipped block passes its sequential input through, as in the authors' code
         bridge = None
-        if not is_decoder:
+        if plan.bridge and not is_decoder:
             bridge = self.bridge(F.max_pool2d(outputs[-1], 2))
             bridge = F.interpolate(bridge, size=outputs[-1].shape[-2:], mode="bilinear", align_corners=True)
         return StageFeatures(stage + 1, features.stem, tuple(outputs), bridge, features.input_size)
+
+    def _level_size(self, stem: torch.Tensor, is_decoder: bool, level: int) -> Tuple[int, int]:
+        depth = self.levels - 1 - level if is_decoder else level  # decoders run from the deepest level up
+        return stem.shape[-2] >> depth, stem.shape[-1] >> depth
 
     @staticmethod
     def _to_next_level(x: torch.Tensor, is_decoder: bool) -> torch.Tensor:

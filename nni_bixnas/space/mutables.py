@@ -48,7 +48,11 @@ def fuse(
     picked = [resize_to(inputs[i], size) for i in chosen]
     if len(picked) == 1:
         return picked[0]
-    return torch.stack(picked).mean(0)
+    # bit for bit torch.stack(picked).mean(0), which sums in this order and divides, without the stacked copy
+    total = picked[0] + picked[1]
+    for t in picked[2:]:
+        total.add_(t)
+    return total.div_(len(picked))
 
 
 class SkipSubset(MutableSymbol):
