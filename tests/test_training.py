@@ -216,6 +216,7 @@ def test_channels_last_trains_the_same_network_in_nhwc(tmp_path):
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         before = task.model.eval()(x)
+    task.model.train()
     nhwc = fit(task, BlobData(), max_epochs=1, out_dir=tmp_path / "b", progress=False, channels_last=True,
                lr=None)
     convs = [m.weight for m in task.modules() if isinstance(m, nn.Conv2d)]
