@@ -114,6 +114,28 @@ def test_phase1_fusion_forward_never_synchronises_the_host():
     assert out.device.type == DEVICE and out.shape == (2, 4, 16, 16)
 
 
+@pytest.mark.skipif(DEVICE != "cuda", reason="host synchronisation is a CUDA notion")
+def test_batched_tails_forward_never_synchronises_the_host():
+    from nni_bixnas.strategy.fair_step import union_sample
+
+    torch.manual_seed(0)
+    model = BiONetPlusPlus(width=4, stem_width=4, max_k=5).to(DEVICE).train()
+    members = _population(model, 2)
+    images, _ = _batch(torch.float32)
+    model.set_active(union_sample(members))
+    head = model.forward_head(images, 2)
+    model.forward_tails(head, members)  # the first step copies the population's constants to the device
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        outputs = model.forward_tails(head, members)
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+        model.set_active(None)
+    assert len(outputs) == len(members)
+
+
 def test_one_training_epoch_in_bf16_with_channels_last(tmp_path):
     from nni_bixnas.training import fit
 

@@ -132,6 +132,21 @@ def _sequential(modules: nn.Module, x: _Batch, users: Sequence[int], stats: _Run
     return x
 
 
+_CONSTANTS: Dict[tuple, torch.Tensor] = {}
+
+
+def _constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small constant tensor on ``device``, copied there once: a population is fixed for a whole stage, and a
+    host-to-GPU copy per block per step would stall the host each time."""
+    key = (values, dtype, str(device))
+    tensor = _CONSTANTS.get(key)
+    if tensor is None:
+        if len(_CONSTANTS) >= 4096:
+            _CONSTANTS.clear()
+        tensor = _CONSTANTS[key] = torch.tensor(values, dtype=dtype, device=device)
+    return tensor
+
+
 def _fuse(inputs: Sequence[_Batch], chosen: Sequence[Sequence[int]]) -> _Batch:
     """Per member ``j``, the mean of ``inputs[i]`` for ``i`` in ``chosen[j]``, resized to ``inputs[0]``'s size."""
     m = len(chosen)
@@ -146,8 +161,8 @@ def _fuse(inputs: Sequence[_Batch], chosen: Sequence[Sequence[int]]) -> _Batch:
     total = None
     for i in used:
         resized = inputs[i].map(lambda t: resize_to(t, size)).data
-        weight = torch.tensor([1.0 / len(c) if i in c else 0.0 for c in chosen], dtype=resized.dtype,
-                              device=resized.device).view(1, m, 1, 1, 1)
+        weight = _constant(tuple(1.0 / len(c) if i in c else 0.0 for c in chosen), resized.dtype,
+                           resized.device).view(1, m, 1, 1, 1)
         term = resized * weight
         total = term if total is None else total + term
     return _Batch(total)
@@ -210,7 +225,7 @@ def forward_tails(model: nn.Module, features, members: Sequence[Mapping[str, Seq
                 x = outputs[-1].map(lambda t: model._to_next_level(t, is_decoder))
             live = [i for i in range(m_all) if label not in skipped[i]] if label in model.blocks else []
             if live:
-                index = None if len(live) == m_all else torch.tensor(live, device=device)
+                index = None if len(live) == m_all else _constant(tuple(live), torch.long, device)
                 inputs = [v.take(index) for v in (x, *previous)]
                 computed = _block(model, label, kind, level, inputs, [choices[i][label] for i in live], live,
                                   stats)

@@ -221,15 +221,15 @@ def fair_step(
         raise ValueError("the population is empty; a step needs at least one member")
     scale = 1.0 / len(members)
     backward = backward if backward is not None else torch.Tensor.backward
-    losses: List[float] = []
+    losses: List[torch.Tensor] = []  # read on the host once, at the end: one synchronisation per step
     try:
         if step == "naive":
             for member in members:
                 model.set_active(member)
                 loss = loss_fn(model.forward_tail(model.forward_head(images, stage)), target)
                 backward(loss * scale)
-                losses.append(float(loss.detach()))
-            return StepResult(losses, sum(losses) * scale)
+                losses.append(loss.detach())
+            return _result(losses, scale)
 
         model.set_active(union_sample(members))
         head = model.forward_head(images, stage)
@@ -239,33 +239,37 @@ def fair_step(
                 model.set_active(member)
                 loss = loss_fn(model.forward_tail(head), target)
                 total = total + loss
-                losses.append(float(loss.detach()))
+                losses.append(loss.detach())
             backward(total * scale)
-            return StepResult(losses, sum(losses) * scale, head_features=head)
+            return _result(losses, scale, head_features=head)
 
         if step == "batched":
             forward_tails = getattr(model, "forward_tails", None)
             if forward_tails is None:
                 raise ValueError(f"step='batched' needs a supernet with forward_tails(features, members); "
                                  f"{type(model).__name__} has none (use step='low_memory')")
-            tail_losses = [loss_fn(logits, target) for logits in forward_tails(head, members)]
-            backward(torch.stack(tail_losses).sum() * scale)
-            losses = [float(v) for v in torch.stack(tail_losses).detach().cpu()]
-            return StepResult(losses, sum(losses) * scale, head_features=head)
+            tail_losses = torch.stack([loss_fn(logits, target) for logits in forward_tails(head, members)])
+            backward(tail_losses.sum() * scale)
+            return _result(list(tail_losses.detach()), scale, head_features=head)
 
         _, originals, leaves = detach_features(head, leaf_dtype=torch.float32)
         for member in members:
             model.set_active(member)
             loss = loss_fn(model.forward_tail(_cast_like(head, originals, leaves)), target)
             backward(loss * scale)
-            losses.append(float(loss.detach()))
+            losses.append(loss.detach())
         grads = tuple(leaf.grad for leaf in leaves)
         roots = [(t, g.to(t.dtype)) for t, g in zip(originals, grads) if g is not None and t.requires_grad]
         if roots:
             torch.autograd.backward([t for t, _ in roots], [g for _, g in roots])
-        return StepResult(losses, sum(losses) * scale, head_features=head, feature_grads=grads)
+        return _result(losses, scale, head_features=head, feature_grads=grads)
     finally:
         model.set_active(None)
+
+
+def _result(losses: Sequence[torch.Tensor], scale: float, **kwargs) -> StepResult:
+    values = torch.stack([v.to(torch.float64) for v in losses]).cpu().tolist()
+    return StepResult(values, sum(values) * scale, **kwargs)
 
 
 #: How members are scored: ``'batch'`` normalises with each batch's own statistics (BatchNorm in training
