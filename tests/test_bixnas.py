@@ -29,14 +29,15 @@ def space():
 
 @pytest.fixture
 def count_units(monkeypatch):
+    """``(unit function name, stage)`` of every unit run (``UnitRunner.run`` goes through ``run_many``)."""
     calls = []
-    real_run = UnitRunner.run
+    real_run_many = UnitRunner.run_many
 
-    def run(self, function, sample, **kwargs):
-        calls.append((function.__name__, kwargs.get("stage")))
-        return real_run(self, function, sample, **kwargs)
+    def run_many(self, jobs, **kwargs):
+        calls.extend((function.__name__, unit_kwargs.get("stage")) for function, _, unit_kwargs in jobs)
+        return real_run_many(self, jobs, **kwargs)
 
-    monkeypatch.setattr(UnitRunner, "run", run)
+    monkeypatch.setattr(UnitRunner, "run_many", run_many)
     return calls
 
 
@@ -211,3 +212,49 @@ def test_an_evaluator_without_data_is_an_error_before_any_training(strategy_name
 def test_training_values_of_the_chain_are_checked_when_it_is_built(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         BiXNAS(**{**KW, **kwargs})
+
+
+@pytest.mark.slow
+def test_a_finished_retraining_seed_is_not_retrained_after_a_restart(tmp_path, monkeypatch, count_units):
+    """The seeds are submitted together (``UnitRunner.run_many``) and each is saved as soon as it ends: a
+    crash in seed 1 keeps seed 0, the resume retrains seeds 1 and 2 only, and the headline (mean ± std of the
+    three) is the strategy's, in result.json; no seed's own result carries it."""
+    real_unit = units.retrain_unit
+    seeds_run = []
+
+    def crash_on_seed_1(model, **kwargs):
+        seeds_run.append(kwargs["seed"])
+        if kwargs["seed"] == 1:
+            raise RuntimeError("simulated crash in seed 1")
+        return real_unit(model, **kwargs)
+
+    monkeypatch.setattr(units, "retrain_unit", crash_on_seed_1)
+    kw = {**KW, "retrain": {"seeds": [0, 1, 2], "max_epochs": 1}}
+    with pytest.raises(RuntimeError, match="simulated crash in seed 1"):
+        BiXNAS(**kw, out_dir=str(tmp_path), seed=0)(space(), SequentialExecutionEngine())
+    assert seeds_run == [0, 1]
+    state = torch.load(tmp_path / "bixnas_state.pt", weights_only=False)
+    assert [r["seed"] for r in state["retrained"]] == [0]
+
+    count_units.clear()
+    seeds_run.clear()
+
+    def note_seed(model, **kwargs):
+        seeds_run.append(kwargs["seed"])
+        return real_unit(model, **kwargs)
+
+    monkeypatch.setattr(units, "retrain_unit", note_seed)
+    strategy = BiXNAS(**kw, out_dir=str(tmp_path), seed=0)
+    strategy(space(), SequentialExecutionEngine())
+    assert seeds_run == [1, 2] and [name for name, _ in count_units] == ["note_seed", "note_seed"]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert [r["seed"] for r in result["retrained"]] == [0, 1, 2]
+    ious = [r["default"] for r in result["retrained"]]
+    assert result["retrained_seeds"] == 3 and result["retrained_iou_mean"] == pytest.approx(sum(ious) / 3)
+    assert not any("retrained_iou_mean" in r for r in result["retrained"])
+    assert "over 3 seeds" in strategy.summary_line()
+
+
+def test_retraining_seeds_must_be_distinct():
+    with pytest.raises(ValueError, match="distinct ints, got \\[0, 1, 0\\]"):
+        BiXNAS(retrain={"seeds": [0, 1, 0]})

@@ -47,8 +47,11 @@ class BiXNAS(Strategy):
         ``inherit_weights=True`` the first stage starts from Phase 1's trained SuperNet and every later
         stage from the previous one (ours, for small budgets; the authors train every stage afresh).
     retrain
-        ``None`` or ``False`` to skip retraining; else a dict with ``seeds`` (default ``[0, 1, 2]``) and
-        keyword arguments of :func:`~nni_bixnas.training.train_and_report` (``max_epochs``, ...).
+        ``None`` or ``False`` to skip retraining; else a dict with ``seeds`` (default ``[0, 1, 2]``, distinct)
+        and keyword arguments of :func:`~nni_bixnas.training.train_and_report` (``max_epochs``, ...). The
+        seeds are independent units, submitted together: with ``trialConcurrency: N`` N of them train at
+        once. Their mean ± std is in :attr:`result` (``retrained_iou_mean``, ...), ``result.json`` and
+        :meth:`summary_line`.
     training
         Training settings shared by every unit (``data``, ``batch_size``, ``patch_size``, ...); by default
         those of the experiment's evaluator.
@@ -92,8 +95,8 @@ class BiXNAS(Strategy):
         self.retrain_kwargs: Optional[Dict[str, Any]] = None if retrain in (None, False) else dict(retrain)
         if self.retrain_kwargs is not None:
             seeds = self.retrain_kwargs.setdefault("seeds", [0, 1, 2])
-            if not seeds or not all(isinstance(s, int) for s in seeds):
-                raise ValueError(f"retrain['seeds'] must be a non-empty list of ints, got {seeds!r}")
+            if not seeds or not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
+                raise ValueError(f"retrain['seeds'] must be a non-empty list of distinct ints, got {seeds!r}")
             from nni_bixnas.training.evaluator import check_arguments
 
             check_arguments({k: v for k, v in self.retrain_kwargs.items() if k != "seeds"}, prefix="retrain.")
@@ -185,23 +188,44 @@ class BiXNAS(Strategy):
             self._pending_phase2_state = None
 
     def _retrain(self) -> None:
+        """Retrain the winner once per seed not retrained yet, all submitted together (NNI's
+        ``trialConcurrency`` of them run at once); each seed is recorded and saved as soon as it ends."""
         winner = self.phase2.final_samples[0]
         kwargs = {k: v for k, v in self.retrain_kwargs.items() if k != "seeds"}
         settings = training_settings(self.model_space, self.training)
         settings.pop("seed", None)
-        # on the space Phase 2 searched (narrowed)
         seeds = self.retrain_kwargs["seeds"]
-        with UnitRunner(self.phase2.model_space, self.engine, retries=self.unit_retries) as runner:
-            for index in range(len(self.retrained), len(seeds)):
-                seed = seeds[index]
-                out_dir = self._sub_dir(f"retrain/seed_{seed}")
-                _logger.info("Retraining the winner with seed %d", seed)
-                # The last seed's trial also reports the mean and std over all seeds (the web UI's headline).
-                last = {"earlier_ious": [r.get("default") for r in self.retrained]} if index == len(seeds) - 1 else {}
-                result = runner.run(units.retrain_unit, winner, **{**settings, **kwargs}, seed=seed, out_dir=out_dir,
-                                    **last)
-                checkpoint = None if out_dir is None else str(Path(out_dir) / "checkpoints" / "best.ckpt")
-                self.retrained.append({"seed": seed, **result, "checkpoint": checkpoint})
+        done = {record.get("seed") for record in self.retrained}
+        todo = [seed for seed in seeds if seed not in done]
+        if done:
+            _logger.info("Retraining: seed(s) %s already finished", sorted(s for s in seeds if s in done))
+        # A single seed's trial also reports the headline (mean, std over the seeds) for the web UI; with
+        # several, they run concurrently and none sees the others: the headline is in result.json and the
+        # summary line.
+        headline = {"earlier_ious": []} if len(seeds) == 1 else {}
+        jobs = []
+        for seed in todo:
+            out_dir = self._sub_dir(f"retrain/seed_{seed}")
+            jobs.append((units.retrain_unit, winner, {**settings, **kwargs, "seed": seed, "out_dir": out_dir,
+                                                      **headline}))
+
+        def record(index: int, result: Dict[str, Any]) -> None:
+            seed, out_dir = todo[index], jobs[index][2]["out_dir"]
+            checkpoint = None if out_dir is None else str(Path(out_dir) / "checkpoints" / "best.ckpt")
+            self.retrained.append({"seed": seed, **result, "checkpoint": checkpoint})
+            self.retrained.sort(key=lambda r: seeds.index(r["seed"]) if r.get("seed") in seeds else len(seeds))
+            _logger.info("Retrained the winner with seed %d: IoU %s", seed, result.get("default"))
+            self.save_state()
+
+        if jobs:
+            _logger.info("Retraining the winner with seed(s) %s", todo)
+            # on the space Phase 2 searched (narrowed)
+            with UnitRunner(self.phase2.model_space, self.engine, retries=self.unit_retries) as runner:
+                runner.run_many(jobs, on_result=record)
+        summary = records.retrained_headline([r.get("default") for r in self.retrained])
+        if summary:
+            _logger.info("Retrained IoU %.4f ± %.4f over %d seed(s)", summary["retrained_iou_mean"],
+                         summary["retrained_iou_std"], summary["retrained_seeds"])
 
     def _finish(self) -> None:
         samples = self.phase2.final_samples

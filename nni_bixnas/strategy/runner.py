@@ -7,6 +7,7 @@ bodies are in :mod:`nni_bixnas.strategy.units`). The same strategy therefore run
 (``nnictl`` through :mod:`nni_bixnas.experiment`). The function reports its result with
 ``nni.report_final_result(dict)``; :class:`UnitRunner` reads the raw dict from the ``FinalMetric`` event
 (``model.metric`` is canonicalised to a float) and tolerates a metric that arrives after ``TrainingEnd``.
+:meth:`UnitRunner.run_many` submits independent units together (NNI's ``trialConcurrency`` of them at once).
 
 Keyword arguments must stay small and plain (numbers, strings, lists, dicts; classes and functions by
 reference): they travel as trial parameters (``shared/notes/nni-3.0.md``, bug (a)).
@@ -18,11 +19,13 @@ A unit of a :class:`~nni.nas.space.SimplifiedModelSpace` (what NNI's training se
 
 from __future__ import annotations
 
+import collections
 import copy
+import dataclasses
 import logging
 import numbers
 import time
-from typing import Any, Callable, Dict, List, Mapping
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from nni.mutable import Sample
 from nni.nas.evaluator import FunctionalEvaluator
@@ -109,7 +112,12 @@ class LabelledModelSpace(SimplifiedModelSpace):
 
 
 class UnitFailed(RuntimeError):
-    """A unit's job ended without a result (its trial failed or reported nothing)."""
+    """A unit's job ended without a result (its trial failed or reported nothing).
+
+    Raised by :meth:`UnitRunner.run_many`, ``results`` holds every unit's result (``None`` where none).
+    """
+
+    results: List[Optional[Dict[str, Any]]] = []
 
 
 class NoBudget(UnitFailed):
@@ -117,10 +125,11 @@ class NoBudget(UnitFailed):
 
 
 class UnitRunner:
-    """Submit units to an engine one at a time and collect their raw final metric dicts.
+    """Submit units to an engine and collect their raw final metric dicts.
 
     The one way a strategy runs a unit: ``with UnitRunner(space, engine) as runner: runner.run(...)``
-    (the context removes the runner's engine callbacks).
+    (the context removes the runner's engine callbacks); :meth:`run_many` runs independent units together,
+    as many at once as the engine has workers.
 
     Parameters
     ----------
@@ -183,39 +192,129 @@ class UnitRunner:
             If the job failed, or reported no final metric within ``grace_s`` seconds after it ended,
             ``retries + 1`` times.
         """
-        name = getattr(function, "__name__", function)
-        attempts: List[ExecutableModelSpace] = []
-        for attempt in range(self.retries + 1):
+        return self.run_many([(function, sample, kwargs)], grace_s=grace_s)[0]
+
+    def run_many(self, jobs: Sequence[Tuple[Callable[..., Any], Sample, Mapping[str, Any]]], *,
+                 grace_s: float = 30.0, on_result: Optional[Callable[[int, Dict[str, Any]], None]] = None,
+                 poll_s: float = 0.5) -> List[Dict[str, Any]]:
+        """Run independent units together and return their final metric dicts, in the order of ``jobs``.
+
+        Each unit is submitted as soon as the engine has an idle worker (NNI's ``trialConcurrency``), so
+        up to that many run at once; each is retried, checked for budget and announced to the unit
+        listeners as :meth:`run` does for one. A unit whose job failed is submitted again before the units
+        not yet submitted.
+
+        Parameters
+        ----------
+        jobs
+            ``(function, sample, kwargs)`` of every unit.
+        grace_s
+            How long a final metric may come after its job ended.
+        on_result
+            ``on_result(index, result)`` as soon as unit ``jobs[index]`` finished, before any further unit is
+            submitted: the caller records it (a restart then skips it).
+        poll_s
+            Seconds between two looks at the running jobs.
+
+        Raises
+        ------
+        NoBudget, UnitFailed
+            The first error in the order of ``jobs``, once every submitted unit has ended (the results of
+            the others went to ``on_result``); the error's ``results`` lists every result, ``None`` where a
+            unit has none.
+        """
+        tasks = [_Task(index, function, sample, dict(kwargs)) for index, (function, sample, kwargs) in enumerate(jobs)]
+        waiting: Deque[_Task] = collections.deque(tasks)
+        running: List[_Task] = []
+        results: List[Optional[Dict[str, Any]]] = [None] * len(tasks)
+        errors: Dict[int, UnitFailed] = {}
+        while waiting or running:
+            ended = False
+            for task in list(running):
+                outcome = self._outcome(task, grace_s)
+                if outcome is None:
+                    continue
+                ended = True
+                running.remove(task)
+                if isinstance(outcome, dict):
+                    results[task.index] = outcome
+                    if on_result is not None:
+                        on_result(task.index, outcome)
+                elif len(task.attempts) <= self.retries:
+                    _logger.warning("%s; submitting it again (retry %d of %d)", outcome, len(task.attempts),
+                                    self.retries)
+                    task.ended_at = None
+                    waiting.appendleft(task)
+                else:
+                    errors[task.index] = outcome
+            submitted = bool(waiting) and self._submit_next(waiting, running, errors)
+            if not (submitted or ended) and (running or waiting):
+                time.sleep(poll_s)
+        if errors:
+            error = errors[min(errors)]
+            error.results = results
+            raise error
+        return results  # type: ignore[return-value]
+
+    def _submit_next(self, waiting: Deque[_Task], running: List[_Task], errors: Dict[int, UnitFailed]) -> bool:
+        """Submit the next waiting unit if the engine has an idle worker (``True`` if it did); once the budget
+        is spent, every waiting unit fails with :class:`NoBudget`.
+
+        One at a time, so that an in-process engine (which runs a job inside ``submit_models``) has its
+        result recorded before the next unit starts.
+        """
+        idle = self.engine.idle_worker_available()
+        if self.engine.budget_available():
+            if not idle:
+                return False
+            task = waiting.popleft()
             for listener in list(_UNIT_LISTENERS.get(id(self.engine), [])):
                 listener()
-            if not self.wait_for_resource():
-                raise NoBudget(f"no budget left for unit {name}; the engine's trial count or duration is spent")
-            job = self.make_job(function, sample, **kwargs)
-            attempts.append(job)
+            job = self.make_job(task.function, task.sample, **task.kwargs)
+            task.attempts.append(job)
+            running.append(task)
             self.engine.submit_models(job)
-            self.engine.wait_models(job)
-            result = self._result_of(attempts, grace_s)
-            if result is not None:
-                return result if isinstance(result, dict) else {"default": result}
-            failure = UnitFailed(f"unit {name} ended with status {job.status.value} and no result")
-            if attempt == self.retries:
-                raise failure
-            _logger.warning("%s; submitting it again (retry %d of %d)", failure, attempt + 1, self.retries)
-        raise AssertionError("unreachable")
+            return True
+        for task in waiting:
+            errors[task.index] = NoBudget(f"no budget left for unit {task.name}; the engine's trial count or "
+                                          "duration is spent")
+        waiting.clear()
+        return False
 
-    def _result_of(self, attempts: List[ExecutableModelSpace], grace_s: float) -> Any:
-        """The final metric of the last attempt, waiting up to ``grace_s`` after it ended (a FinalMetric may
-        arrive after TrainingEnd); ``None`` if it failed or reported nothing.
+    def _outcome(self, task: _Task, grace_s: float) -> Any:
+        """The result dict of a unit, a :class:`UnitFailed` when its last attempt ended without one, or
+        ``None`` while it may still come.
 
-        The metric may also come under an earlier attempt: NNI 3.0's local training service hands the
-        parameters a killed trial never fetched to the next trial it starts, so the retry (the same unit)
-        reports under the killed attempt's parameter id.
+        A final metric may arrive after TrainingEnd (up to ``grace_s``). It may also come under an earlier
+        attempt: NNI 3.0's local training service hands the parameters a killed trial never fetched to the
+        next trial it starts, so the retry (the same unit) reports under the killed attempt's parameter id.
         """
-        deadline = time.monotonic() + grace_s
-        while True:
-            for job in attempts:
-                if id(job) in self._results:
-                    return self._results.pop(id(job))
-            if attempts[-1].status == ModelStatus.Failed or time.monotonic() >= deadline:
-                return None
-            time.sleep(0.2)
+        for job in task.attempts:
+            if id(job) in self._results:
+                result = self._results.pop(id(job))
+                return result if isinstance(result, dict) else {"default": result}
+        job = task.attempts[-1]
+        if not job.status.completed():
+            return None
+        now = time.monotonic()
+        if task.ended_at is None:
+            task.ended_at = now
+        if job.status == ModelStatus.Failed or now - task.ended_at >= grace_s:
+            return UnitFailed(f"unit {task.name} ended with status {job.status.value} and no result")
+        return None
+
+
+@dataclasses.dataclass
+class _Task:
+    """One unit of :meth:`UnitRunner.run_many` and its submitted attempts."""
+
+    index: int
+    function: Callable[..., Any]
+    sample: Sample
+    kwargs: Dict[str, Any]
+    attempts: List[ExecutableModelSpace] = dataclasses.field(default_factory=list)
+    ended_at: Optional[float] = None  # when the last attempt ended without a result (monotonic clock)
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.function, "__name__", self.function))

@@ -31,6 +31,7 @@ from nni_bixnas.strategy.records import RETRAINED, SHARED_WEIGHTS, retrained_hea
 from nni_bixnas.strategy.settings import check_training, require_data
 from nni_bixnas.strategy.spaces import build_space
 from nni_bixnas.strategy.supermodule import check_tau, check_variant, to_supernet
+from nni_bixnas.training.distributed import global_rank
 from nni_bixnas.training.nni_reporting import trial_out_dir
 from nni_bixnas.utils import atomic_torch_save, atomic_write, seed_everything
 
@@ -52,9 +53,11 @@ def retrain_unit(model: nn.Module, *, seed: int, earlier_ious: Optional[List[flo
     """Retrain a searched architecture with :func:`~nni_bixnas.training.evaluator.train_and_score` and report
     the result (one unit).
 
-    The reported result also holds ``iou_kind: 'retrained'``; with ``earlier_ious`` (the IoUs of the seeds
-    retrained before this one: this is the last seed) it also holds :func:`retrained_headline` over all
-    seeds, so the web UI shows the headline beside this net's ``macs`` and ``params``.
+    The reported result also holds ``iou_kind: 'retrained'``; with ``earlier_ious`` (the IoUs of the other
+    seeds, known before this one starts) it also holds :func:`retrained_headline` over all seeds, so the web UI
+    shows the headline beside this net's ``macs`` and ``params``. :class:`~nni_bixnas.strategy.BiXNAS` passes
+    ``earlier_ious=[]`` when it retrains one seed only; several seeds train concurrently, and it computes
+    their headline itself (``result.json``, its summary line).
     """
     from nni_bixnas.training.evaluator import train_and_score
 
@@ -263,7 +266,10 @@ def phase2_stage_unit(
     recalibration_batches
         Training batches per member for ``member_bn='recalibrate'``.
     data, batch_size, seed, split_seed, patch_size, resize, val_fraction, precision, accelerator, devices
-        As in :func:`~nni_bixnas.training.fit` (``data`` is required). Phase 2 steps run on one device.
+        As in :func:`~nni_bixnas.training.fit` (``data`` is required). Several ``devices`` train the stage
+        data-parallel (Lightning's DDP; see :class:`Phase2Task`): ``batch_size`` is per device, every
+        rank runs this whole unit, and rank 0 alone writes the weights and reports to NNI. ``'auto'`` is one
+        device here (data-parallel only when asked for).
     channels_last, num_threads, progress
         As in :func:`~nni_bixnas.training.fit`.
 
@@ -278,8 +284,7 @@ def phase2_stage_unit(
     from nni_bixnas.training import NNIReporter, fit, nni_tensorboard_dir
 
     started = time.perf_counter()
-    if devices not in ("auto", 1, [0], "1"):
-        _logger.warning("Phase 2 steps run on one device; ignoring devices=%r", devices)
+    devices = 1 if devices == "auto" else devices  # concurrent stages must not each claim every GPU
     data = require_data({"data": data}, "phase2_stage_unit")
     if member_macs is not None and len(member_macs) != len(members):
         raise ValueError(f"member_macs has {len(member_macs)} values for {len(members)} members")
@@ -317,11 +322,13 @@ def phase2_stage_unit(
                  stage, len(members), epochs, lr, step, mode, run_dir)
     fit(task, datamodule, max_epochs=epochs, out_dir=run_dir, seed=seed, precision=precision, accelerator=accelerator,
         channels_last=channels_last,
-        devices=1, callbacks=[NNIReporter()], progress=progress, tensorboard_dir=nni_tensorboard_dir(),
+        devices=devices, callbacks=[NNIReporter()], progress=progress, tensorboard_dir=nni_tensorboard_dir(),
         num_threads=num_threads)
 
     weights = run_dir / WEIGHTS_FILE
-    atomic_torch_save(supernet.state_dict(), weights)
+    rank = global_rank()  # data-parallel: every rank holds the same weights and scores
+    if rank == 0:
+        atomic_torch_save(supernet.state_dict(), weights)
     macs = member_macs or [count_member_macs(supernet.cpu(), space, m, macs_input_size) for m in members]
     population = []
     for i, member in enumerate(members):
@@ -344,7 +351,8 @@ def phase2_stage_unit(
         "weights": str(weights),
         "seconds": time.perf_counter() - started,
     }
-    nni.report_final_result(final)
+    if rank == 0:
+        nni.report_final_result(final)
     return final
 
 
