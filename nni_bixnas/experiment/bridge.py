@@ -244,15 +244,21 @@ class NasStrategyAdvisor(MsgDispatcherBase):
         from nni.nas.space import SimplifiedModelSpace
 
         from .export import STRATEGY_DIR
-        from .spec import BridgeSpec, trials_run_here
+        from .spec import BridgeSpec, check_shared_out_dir, trials_run_here
         from .state import load_state, state_path
 
         local = trials_run_here(binding.get_experiment_profile().get("params", {}))
         class_args = {k: v for k, v in self.class_args.items() if v is not None}
         spec = BridgeSpec.from_class_args(class_args, check_paths=local)
-        if "out_dir" in inspect.signature(spec.strategy).parameters and spec.strategy_kwargs.get("out_dir") is None:
+        has_out_dir = "out_dir" in inspect.signature(spec.strategy).parameters
+        given_out_dir = spec.strategy_kwargs.get("out_dir")
+        if has_out_dir and not local:
+            check_shared_out_dir(given_out_dir)
+        if has_out_dir and given_out_dir is None:
             # One folder per experiment: a fixed path would make a second experiment resume the first.
             spec.strategy_kwargs["out_dir"] = str(_checkpoint_dir().parent / STRATEGY_DIR)
+        if has_out_dir and not local:
+            _log_shared_out_dir(spec.strategy_kwargs["out_dir"], given=given_out_dir is not None)
         model_space, strategy, evaluator = spec.build()
         executable = SimplifiedModelSpace.from_model(model_space, evaluator)
         binding.update_search_space(legacy_search_space(model_space))
@@ -316,6 +322,19 @@ def _log_summary(strategy: Any) -> None:
         return
     if line:
         _logger.info("%s", line)
+
+
+def _log_shared_out_dir(out_dir: str, given: bool) -> None:
+    """Say that trials on other machines read and write ``out_dir``, which this process reads too."""
+    if given:
+        _logger.info("Trials run on other machines: strategy_kwargs.out_dir %s must be the same folder on a file "
+                     "system shared by this machine and every trial machine (weights handed between units, results)",
+                     out_dir)
+    else:
+        _logger.warning("Trials run on other machines but strategy_kwargs.out_dir is not set: it defaults to %s on "
+                        "this machine, which trials elsewhere do not share (each writes its own copy there, and "
+                        "inherited weights and `bixnas export` miss them); set it to an absolute path on a shared "
+                        "file system", out_dir)
 
 
 def _checkpoint_dir() -> Path:

@@ -130,6 +130,20 @@ def trials_run_here(experiment_config: Mapping[str, Any]) -> bool:
     return all(service.get("platform") == "local" for service in services)
 
 
+def check_shared_out_dir(out_dir: Any) -> None:
+    """Reject a relative ``strategy_kwargs.out_dir`` when trials run on other machines.
+
+    The dispatcher and the trials resolve it against different working directories (a remote trial runs in
+    ``~/nni-experiments/<id>/...`` of the remote user), so it must be absolute; that it lies on a file system
+    they share cannot be checked from here.
+    """
+    if out_dir is not None and not Path(str(out_dir)).is_absolute():
+        raise ValueError(
+            f"classArgs.strategy_kwargs.out_dir must be an absolute path when trials run on other machines "
+            f"(a folder on a file system shared with them), got {str(out_dir)!r}"
+        )
+
+
 def machine_gpu_count() -> int:
     """NVIDIA GPUs on this machine, counted from ``/dev/nvidiaN`` device files.
 
