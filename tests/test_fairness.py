@@ -50,11 +50,11 @@ def population(model: BiONetPlusPlus, stage: int, seed: int = 0) -> List[Dict[st
     return members
 
 
-def batch():
+def batch(images: int = 2):
     g = torch.Generator().manual_seed(1)
-    images = torch.rand(2, 3, 32, 32, generator=g, dtype=torch.float64)
-    target = (torch.rand(2, 1, 32, 32, generator=g) > 0.6).double()
-    return images, target
+    x = torch.rand(images, 3, 32, 32, generator=g, dtype=torch.float64)
+    target = (torch.rand(images, 1, 32, 32, generator=g) > 0.6).double()
+    return x, target
 
 
 LOSS = nn.BCEWithLogitsLoss()
