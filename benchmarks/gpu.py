@@ -9,7 +9,8 @@ the script cannot rot). Sections, in order, each skipped when the time left is t
 2. one Phase 2 step per method (low_memory, plain, batched, naive) at ``--size``, s=15 members, stage 1:
    time and ``torch.cuda.max_memory_allocated`` (on CPU: time only);
 3. CUDA only: the largest population each fair method fits in 80% of the card (populations doubled from 15);
-4. in the time left: a retraining of BiX-Net on MoNuSeg (``--monuseg``) at ``--size``, with its val IoU curve.
+4. in the time left: a retraining of BiX-Net on MoNuSeg (``--monuseg``) at ``--size`` in ``--retrain-precision``,
+   with its val IoU curve.
 
 Results go to ``--out`` (``benchmarks/results/gpu.md``), with machine, command and date, written by this
 script. On CPU, ``torch.set_num_threads(--threads)`` is set (default 2).
@@ -150,7 +151,7 @@ def retrain(args, clock: Clock) -> List[Dict[str, float]]:
     with tempfile.TemporaryDirectory() as run:
         result = fit("bixnet", f"monuseg:{args.monuseg}", max_epochs=args.epochs, out_dir=run, seed=0,
                      batch_size=2, patch_size=args.size, accelerator="gpu" if args.device.startswith("cuda") else "cpu",
-                     devices=1, progress=False, precision="bf16-mixed" if args.device.startswith("cuda") else None,
+                     devices=1, progress=False, precision=args.retrain_precision,
                      callbacks=[TimeLimit(clock, reserve=20)])
     return [{"epoch": r["epoch"], "val_iou": r.get("val_iou"), "seconds": r.get("train_seconds")}
             for r in result.history]
@@ -199,7 +200,7 @@ def report(args, sections: Dict[str, list], clock: Clock) -> str:
         lines += [f"- {r['step']}: s = {r['fits'] if r['fits'] else 'under 15'}" for r in sections["population"]]
     else:
         lines.append("- not measured (CUDA only, or no time left)")
-    lines += ["", "## BiX-Net retraining on MoNuSeg", ""]
+    lines += ["", f"## BiX-Net retraining on MoNuSeg ({args.retrain_precision})", ""]
     if sections["retrain"]:
         lines += ["| epoch | val IoU | train s |", "|---|---|---|"]
         lines += [f"| {r['epoch']} | {r['val_iou']:.4f} | {r['seconds']:.1f} |" for r in sections["retrain"]]
@@ -217,6 +218,9 @@ def main(argv=None) -> int:
     parser.add_argument("--monuseg", help="MoNuSegTrainingData folder for the retraining section")
     parser.add_argument("--epochs", type=int, default=40, help="retraining epochs at most (the budget decides)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (set explicitly)")
+    parser.add_argument("--retrain-precision", default="32-true",
+                        help="precision of the retraining (default 32-true: bf16 moves the BiO-Net family's outputs "
+                             "far from float32, benchmarks/results/precision.md)")
     parser.add_argument("--out", default=str(RESULT))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -25,11 +25,12 @@ def test_device_script_runs_quick_on_cpu(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "wrote" in result.stdout and "throughput bixnet batch 2 fp32" in result.stdout  # progress lines
     text = out.read_text()
-    for heading in ("## Training images/s", "## One Phase 2 step, stage 1, s=3", "## BiX-Net retraining on MoNuSeg"):
+    for heading in ("## Training images/s", "## One Phase 2 step, stage 1, s=3",
+                    "## BiX-Net retraining on MoNuSeg (32-true)"):
         assert heading in text
     assert "bixnet/unet train images/s ratio at batch 2, fp32: " in text
     for step in ("low_memory", "plain", "batched", "naive"):
         assert f"| {step} | " in text
     assert "- not measured (CUDA only, or no time left)" in text
     if MONUSEG.is_dir():
-        assert "| 1 | " in text.split("## BiX-Net retraining on MoNuSeg")[1]
+        assert "| 1 | " in text.split("## BiX-Net retraining on MoNuSeg (32-true)")[1]
