@@ -8,7 +8,7 @@ import os
 from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
 __all__ = ["an_int", "fraction", "positive_int", "non_negative_int", "optional_int", "positive_ints", "positive_number",
-           "non_negative_number", "one_of", "optional_path", "known_keys", "is_int"]
+           "non_negative_number", "one_of", "optional_path", "known_keys", "is_int", "divisible_input"]
 
 
 def is_int(value: Any) -> bool:
@@ -85,3 +85,12 @@ def known_keys(what: str, given: Mapping[str, Any] | Iterable[str], known: Seque
     unknown = sorted(set(given) - set(known))
     if unknown:
         raise ValueError(f"unknown {what} {', '.join(unknown)}; expected some of {', '.join(known)}")
+
+
+def divisible_input(shape: Sequence[int], factor: int, why: str) -> None:
+    """A network input's ``(..., H, W)`` ``shape`` whose sides are multiples of ``factor`` (``why``: where the
+    factor comes from, e.g. ``'2 ** levels'``), else one error saying what to do."""
+    size = tuple(shape[-2:])
+    if size[0] % factor or size[1] % factor:
+        raise ValueError(f"input size {size} is not divisible by {factor} ({why}); "
+                         f"crop or pad to a multiple of {factor}")

@@ -13,6 +13,8 @@ from typing import List
 import torch
 import torch.nn as nn
 
+from nni_bixnas._checks import divisible_input
+
 __all__ = ["BiONet"]
 
 
@@ -86,9 +88,7 @@ class BiONet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        factor = 2 ** (self.levels + 1)
-        if x.shape[-2] % factor or x.shape[-1] % factor:
-            raise ValueError(f"input size {tuple(x.shape[-2:])} is not divisible by {factor} (2 ** (levels + 1))")
+        divisible_input(x.shape, 2 ** (self.levels + 1), "2 ** (levels + 1)")
         x = self.stem(x)
         enc: List[torch.Tensor] = [None] * self.levels
         dec: List[torch.Tensor] = [None] * self.levels

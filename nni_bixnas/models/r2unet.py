@@ -27,6 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from nni_bixnas._checks import divisible_input
+
 __all__ = ["R2UNet"]
 
 
@@ -99,9 +101,7 @@ class R2UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        factor = 2**self.levels
-        if x.shape[-2] % factor or x.shape[-1] % factor:
-            raise ValueError(f"input size {tuple(x.shape[-2:])} is not divisible by {factor} (2 ** levels)")
+        divisible_input(x.shape, 2**self.levels, "2 ** levels")
         skips = []
         for i, encoder in enumerate(self.encoders):
             x = encoder(x if i == 0 else self.pool(x))

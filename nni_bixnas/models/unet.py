@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from nni_bixnas._checks import divisible_input
+
 __all__ = ["UNet"]
 
 
@@ -51,9 +53,7 @@ class UNet(nn.Module):
         self.out = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        factor = 2**self.levels
-        if x.shape[-2] % factor or x.shape[-1] % factor:
-            raise ValueError(f"input size {tuple(x.shape[-2:])} is not divisible by {factor} (2 ** levels)")
+        divisible_input(x.shape, 2**self.levels, "2 ** levels")
         skips = []
         for block in self.down:
             x = block(x)

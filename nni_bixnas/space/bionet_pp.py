@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.space import current_model
 
+from nni_bixnas._checks import divisible_input
+
 from .gene import Gene, block_label, block_labels, live_blocks, parse_label
 from .mutables import SkipChoice, SkipFusion
 from .skip_space import SkipSpaceMixin
@@ -249,13 +251,7 @@ class BiONetPlusPlus(SkipSpaceMixin, ModelSpace):
             raise ValueError(f"expected a (batch, channels, height, width) tensor, got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
-        factor = 2 ** (self.levels + 1)
-        if x.shape[-2] % factor or x.shape[-1] % factor:
-            raise ValueError(
-                f"input size {tuple(x.shape[-2:])} is not divisible by {factor} "
-                f"(2 ** (levels + 1) with levels={self.levels}); "
-                f"crop or pad to a multiple of {factor}"
-            )
+        divisible_input(x.shape, 2 ** (self.levels + 1), f"2 ** (levels + 1) with levels={self.levels}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_tail(self.forward_head(x, 0))
