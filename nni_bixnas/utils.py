@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Any, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -60,3 +61,21 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def changed_settings(path: PathLike, keys: Sequence[str], current: Mapping[str, Any], invalid: str) -> Optional[str]:
+    """``'key: old -> new, ...'`` for the ``keys`` whose value in the JSON file ``path`` (the settings an earlier
+    run recorded) differs from ``current``; ``None`` when the file is absent or nothing differs.
+
+    A file that is not JSON raises one ``ValueError`` naming it, formatted from ``invalid`` (``{path}`` and
+    ``{err}`` are filled in). The file is read as JSON only, never executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        previous = json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(invalid.format(path=path, err=err)) from None
+    changed = [k for k in keys if previous.get(k) != current.get(k)]
+    return ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in changed) or None

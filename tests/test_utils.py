@@ -1,11 +1,13 @@
-"""Atomic writes: the old file survives a failure, and a new file gets the user's umask (not mkstemp's 0600)."""
+"""Atomic writes: the old file survives a failure, and a new file gets the user's umask (not mkstemp's 0600);
+the one comparison of recorded settings."""
 
 import os
+import re
 import stat
 
 import pytest
 
-from nni_bixnas.utils import atomic_torch_save, atomic_write
+from nni_bixnas.utils import atomic_torch_save, atomic_write, changed_settings
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
@@ -29,3 +31,16 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
             handle.write("new, half")
             raise RuntimeError("disk on fire")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_changed_settings_names_each_differing_key(tmp_path):
+    path = tmp_path / "run.json"
+    fix = "{path} is not valid JSON ({err}); fix it"
+    assert changed_settings(path, ("lr", "seed"), {"lr": 1}, fix) is None  # no earlier run
+    path.write_text('{"lr": 0.001, "seed": 0, "other": 5}')
+    assert changed_settings(path, ("lr", "seed"), {"lr": 0.001, "seed": 0, "other": 6}, fix) is None
+    assert changed_settings(path, ("lr", "seed", "new"), {"lr": 0.01, "seed": 0, "new": 1}, fix) == \
+        "lr: 0.001 -> 0.01, new: None -> 1"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))} is not valid JSON \(.+\); fix it$"):
+        changed_settings(path, ("lr",), {"lr": 1}, fix)

@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from nni_bixnas._checks import an_int, fraction, non_negative_int, one_of, optional_int, positive_int, positive_number
 from nni_bixnas.comparison.stats import paired_test, summarize
-from nni_bixnas.utils import PathLike, atomic_write
+from nni_bixnas.utils import PathLike, atomic_write, changed_settings
 
 __all__ = ["LABELS", "PAPER_ORDER", "build_report", "format_table", "run_table1"]
 
@@ -135,16 +135,9 @@ def _preflight(recipe: Dict, models: List[str]) -> Dict[str, Any]:
 
 
 def _check_settings(out: Path, recipe: Dict) -> None:
-    path = out / SETTINGS_NAME
-    if not path.is_file():
-        return
-    try:
-        previous = json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); restore it, or use another out_dir (--out)") from None
-    changed = [k for k in RECIPE_KEYS if previous.get(k) != recipe[k]]
-    if changed:
-        details = ", ".join(f"{k}: {previous.get(k)!r} -> {recipe[k]!r}" for k in changed)
+    details = changed_settings(out / SETTINGS_NAME, RECIPE_KEYS, recipe,
+                               "{path} is not valid JSON ({err}); restore it, or use another out_dir (--out)")
+    if details:
         raise ValueError(f"{out} holds a Table 1 of other settings ({details}); rerun with the same settings "
                          "(models and seeds may change), or use another out_dir (--out)")
 

@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Sequence
 from nni_bixnas.training.callbacks import BEST_NAME, HISTORY_NAME
 from nni_bixnas.training.checkpoint import AtomicCheckpointIO, weight_mismatches
 from nni_bixnas.training.task import SegmentationTask
+from nni_bixnas.utils import changed_settings
 
 __all__ = ["RUN_NAME", "RESUME_KEYS", "RESTART", "RunFolderError", "check_resume", "checkpoint_problem",
            "earlier_best", "run_folder_errors", "check_writable"]
@@ -35,17 +36,10 @@ RESTART = ("rerun with --no-resume (resume=False) to start afresh in this folder
 
 
 def check_resume(out_dir: Path, config: Dict[str, Any]) -> None:
-    path = out_dir / RUN_NAME
-    if not path.is_file():
-        return
-    try:
-        previous = json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"cannot resume: {path} is not valid JSON ({err}); rerun with --no-resume (resume=False) "
-                         "to start afresh in this folder, or restore the file") from None
-    changed = [k for k in RESUME_KEYS if previous.get(k) != config.get(k)]
-    if changed:
-        details = ", ".join(f"{k}: {previous.get(k)!r} -> {config.get(k)!r}" for k in changed)
+    details = changed_settings(out_dir / RUN_NAME, RESUME_KEYS, config,
+                               "cannot resume: {path} is not valid JSON ({err}); rerun with --no-resume (resume=False) "
+                               "to start afresh in this folder, or restore the file")
+    if details:
         raise ValueError(
             f"{out_dir} holds a run with a different configuration ({details}); "
             "resume it with the same settings, or start afresh with resume=False (--no-resume) or another out dir"
