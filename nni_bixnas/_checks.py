@@ -8,12 +8,19 @@ import os
 from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
 __all__ = ["an_int", "fraction", "positive_int", "non_negative_int", "optional_int", "positive_ints", "positive_number",
-           "non_negative_number", "one_of", "optional_path", "known_keys", "is_int", "divisible_input"]
+           "non_negative_number", "one_of", "optional_path", "known_keys", "is_int", "a_bool",
+           "divisible_input"]
 
 
 def is_int(value: Any) -> bool:
     """``True`` for an ``int`` that is not a ``bool``."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def a_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 def an_int(name: str, value: Any) -> int:

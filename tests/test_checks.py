@@ -38,6 +38,7 @@ INVALID = [
     (checks.positive_ints, ("size", [2], 2, "(h, w)"), r"size must be \(h, w\), got \[2\]"),
     (checks.known_keys, ("setting(s)", {"lr": 1, "lrr": 2, "a": 3}, ("lr",)),
      "unknown setting[(]s[)] a, lrr; expected some of lr"),
+    (checks.a_bool, ("progress", "yes"), "progress must be true or false, got 'yes'"),
     (checks.divisible_input, ((2, 3, 64, 48), 32, "2 ** levels"),
      r"input size \(64, 48\) is not divisible by 32 \(2 \*\* levels\); crop or pad to a multiple of 32"),
 ]

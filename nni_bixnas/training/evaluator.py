@@ -11,7 +11,16 @@ import nni
 import torch.nn as nn
 from nni.nas.evaluator import FunctionalEvaluator
 
-from nni_bixnas._checks import an_int, fraction, is_int, non_negative_int, optional_path, positive_int, positive_number
+from nni_bixnas._checks import (
+    a_bool,
+    an_int,
+    fraction,
+    is_int,
+    non_negative_int,
+    optional_path,
+    positive_int,
+    positive_number,
+)
 from nni_bixnas.data.collection import normalize_size
 from nni_bixnas.training.loop import fit
 from nni_bixnas.training.nni_reporting import NNIReporter, nni_tensorboard_dir, trial_out_dir
@@ -172,11 +181,6 @@ def _check_threads(name: str, value: Any) -> None:
         positive_int(name, value)
 
 
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-
-
 # train_and_report argument -> check(name, value) raising a ValueError that starts with ``name``
 _VALUE_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
     "data": _check_text,
@@ -192,8 +196,8 @@ _VALUE_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
     "precision": _check_precision,
     "accelerator": _check_text,
     "devices": _check_devices,
-    "channels_last": _check_bool,
-    "progress": _check_bool,
+    "channels_last": a_bool,
+    "progress": a_bool,
     "num_threads": _check_threads,
 }
 

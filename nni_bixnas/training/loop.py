@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from nni_bixnas._checks import an_int, is_int, positive_int
+from nni_bixnas._checks import a_bool, an_int, is_int, positive_int
 from nni_bixnas.training.callbacks import ChannelsLast, FiniteLossGuard, RunRecorder
 from nni_bixnas.training.checkpoint import AtomicCheckpointIO
 from nni_bixnas.training.input_size import check_input_size
@@ -289,8 +289,7 @@ def fit(
 
     info = _data_info(datamodule)
     check_input_size(task, datamodule, info)
-    if not isinstance(channels_last, bool):
-        raise ValueError(f"channels_last must be true or false, got {channels_last!r}")
+    a_bool("channels_last", channels_last)
     config = _run_config(task, data, datamodule, info, data_kwargs, batch_size, seed, max_epochs, precision, devices)
     config["channels_last"] = channels_last
     recorder = RunRecorder(out_dir, seed=seed)
