@@ -102,21 +102,16 @@ def score_checkpoint(checkpoint: PathLike, dataset, *, batch_size: int = 16, dev
         ``overall`` (:meth:`~nni_bixnas.metrics.SegmentationMetrics.compute`) and ``classes``
         (``{class name: compute_per_class() entry}``, named by the dataset's class names).
     """
-    import torch
-    from torch.utils.data import DataLoader
-
-    from nni_bixnas.metrics import SegmentationMetrics
     from nni_bixnas.training.checkpoint import load_task
+    from nni_bixnas.training.inference import default_device, score_dataset
     from nni_bixnas.training.loop import torch_threads
 
     task = load_task(checkpoint)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = default_device(device)
     task.to(dev)
-    metrics = SegmentationMetrics(num_classes=task.num_classes, threshold=task.threshold)
     names = dataset.collection.class_names
-    with torch_threads(num_threads), torch.no_grad():
-        for images, target in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            metrics.update(task(images.to(dev)).float().cpu(), target)
+    with torch_threads(num_threads):
+        metrics, _, _ = score_dataset(task, dataset, batch_size, task.threshold, dev)
     per_class = metrics.compute_per_class()
     return {"overall": metrics.compute(), "classes": {names[c]: scores for c, scores in per_class.items()}}
 

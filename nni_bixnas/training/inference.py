@@ -30,7 +30,7 @@ _SIZE_MULTIPLE = 32
 SPLITS = ("all", "val")
 
 
-def _device(device: Optional[Union[str, torch.device]]) -> torch.device:
+def default_device(device: Optional[Union[str, torch.device]]) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -135,8 +135,11 @@ def _eval_dataset(data_spec: str, resize, run: Optional[Dict[str, Any]], split: 
     return dataset, info, trained
 
 
-def _score(task, dataset, batch_size: int, threshold: float, dev: torch.device, progress: bool):
-    """``(scores, per-image IoU/Dice lists)`` over ``dataset`` in order."""
+@torch.no_grad()
+def score_dataset(task, dataset, batch_size: int, threshold: float, dev: torch.device, progress: bool = False):
+    """``(metrics, per-image IoU list, per-image Dice list)`` of ``task`` over ``dataset`` in order (no
+    augmentation; inputs padded to a multiple of 32 and the outputs cropped back): the one scoring loop of
+    :func:`evaluate` and the cross-validation."""
     metrics = SegmentationMetrics(num_classes=task.num_classes, threshold=threshold)
     ious: List[float] = []
     dices: List[float] = []
@@ -147,8 +150,7 @@ def _score(task, dataset, batch_size: int, threshold: float, dev: torch.device, 
         iou, dice = iou_dice_per_image(logits, target, task.num_classes, threshold)
         ious += iou.tolist()
         dices += dice.tolist()
-    scores = {k: (float(v) if k != "images" else int(v)) for k, v in metrics.compute().items()}
-    return scores, ious, dices
+    return metrics, ious, dices
 
 
 @torch.no_grad()
@@ -208,10 +210,11 @@ def evaluate(
         raise ValueError(
             f"{data_spec!r} has {info.num_classes} class(es) but the checkpoint predicts {task.num_classes}"
         )
-    dev = _device(device)
+    dev = default_device(device)
     task.to(dev)
     with torch_threads(num_threads):
-        scores, ious, dices = _score(task, dataset, batch_size, threshold or task.threshold, dev, progress)
+        metrics, ious, dices = score_dataset(task, dataset, batch_size, threshold or task.threshold, dev, progress)
+    scores = {k: (float(v) if k != "images" else int(v)) for k, v in metrics.compute().items()}
     seen = [None if trained is None else ref.source in trained for ref in dataset.refs]
     per_image = [{"image": _item_name(ref), "iou": iou, "dice": dice, "trained_on": flag}
                  for ref, iou, dice, flag in zip(dataset.refs, ious, dices, seen)]
@@ -450,7 +453,7 @@ def predict(
     if threshold is not None:
         task.threshold = threshold
     truths = ground_truth(gt, paths, task.num_classes)
-    dev = _device(device)
+    dev = default_device(device)
     task.to(dev)
     with torch_threads(num_threads):
         return [_predict_one(task, path, Path(out_dir), dev, truths.get(path), probabilities)
