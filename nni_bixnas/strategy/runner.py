@@ -173,14 +173,6 @@ class UnitRunner:
             job = LabelledModelSpace.of(job, unit_summary(function, kwargs))
         return job
 
-    def wait_for_resource(self) -> bool:
-        """Wait for an idle worker; ``False`` when the budget is spent (as ``Strategy.wait_for_resource``)."""
-        while not self.engine.idle_worker_available():
-            if not self.engine.budget_available():
-                return False
-            time.sleep(1.0)
-        return self.engine.budget_available()
-
     def run(self, function: Callable[..., Any], sample: Sample, *, grace_s: float = 30.0, **kwargs) -> Dict[str, Any]:
         """Wait for a worker, run one unit to completion and return its final metric dict.
 
