@@ -204,6 +204,7 @@ class SegmentationMetrics:
         self._iou_sum = 0.0
         self._dice_sum = 0.0
         self._images = 0
+        self._image_iou: List[float] = []
         self._batch_scores: List[Tuple[float, float]] = []
         classes = max(self.num_classes - 1, 1)
         # per foreground class: sums of per-image IoU and Dice where present, and that count ...
@@ -220,6 +221,7 @@ class SegmentationMetrics:
         self._iou_sum += float(iou.sum())
         self._dice_sum += float(dice.sum())
         self._images += int(iou.numel())
+        self._image_iou.extend(float(v) for v in iou.tolist())
         self._batch_scores.append(_pooled_scores(*counts))
         self._class_sums += torch.stack([(class_iou * present).sum(0), (class_dice * present).sum(0),
                                          present.sum(0, dtype=torch.float64)]).cpu()
@@ -239,6 +241,11 @@ class SegmentationMetrics:
             "dice_batch_pooled": sum(s[1] for s in self._batch_scores) / batches,
             "images": self._images,
         }
+
+    def image_ious(self) -> List[float]:
+        """Every image's IoU since the last :meth:`reset`, in update order (their mean is ``compute()['iou']``);
+        for paired comparisons of models scored on the same images."""
+        return list(self._image_iou)
 
     def compute_per_class(self) -> Dict[int, Dict[str, float]]:
         """Scores of each foreground class alone, accumulated since the last :meth:`reset`.

@@ -115,9 +115,10 @@ def test_accumulator_per_image_vs_batch_pooled():
     assert out["iou_batch_pooled"] == pytest.approx((4 / (5 + EPS) + 1 / (3 + EPS)) / 2, abs=1e-12)
     assert out["dice_batch_pooled"] == pytest.approx((8 / (9 + EPS) + 2 / (4 + EPS)) / 2, abs=1e-12)
     assert out["iou"] != pytest.approx(out["iou_batch_pooled"])
+    assert metrics.image_ious() == pytest.approx([0, 1, 1 / 3], abs=1e-12)  # in update order; mean = iou
     metrics.reset()
     empty = metrics.compute()
-    assert empty["images"] == 0 and math.isnan(empty["iou"])
+    assert empty["images"] == 0 and math.isnan(empty["iou"]) and metrics.image_ious() == []
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,12 @@ The reference for ``pareto_front`` is an independent port of the authors' ``get_
 (``_authors_get_pareto_front`` below), not a re-statement of our own algorithm.
 """
 
+import re
+
 import numpy as np
 import pytest
 
-from nni_bixnas.strategy.pareto import pareto_front, select_parents
+from nni_bixnas.strategy.pareto import pareto_front, select_parents, within_noise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -202,3 +204,53 @@ def test_select_parents_errors():
         select_parents([0.1, 0.2], [1.0], keep=1)
     with pytest.raises(ValueError, match="keep"):
         select_parents([0.1], [1.0], keep=0)
+
+
+# per-image IoUs of 4 members on 3 images (means 0.6, 0.55, 0.4, 0.6)
+IMAGES = [[0.7, 0.5, 0.6], [0.5, 0.6, 0.55], [0.4, 0.4, 0.4], [0.6, 0.6, 0.6]]
+MEANS = [0.6, 0.55, 0.4, 0.6]
+
+
+@pytest.mark.parametrize(
+    "n_se, within",
+    [
+        (0.0, [0, 3]),         # only the ties with the best (member 0, the first of the two at 0.6)
+        (1.0, [0, 1, 3]),      # member 1: mean difference 0.05 <= paired SE sd([.2, -.1, .05]) / sqrt(3) = 0.0866
+        (0.5, [0, 3]),         # 0.05 > 0.5 * 0.0866
+        (20.0, [0, 1, 2, 3]),
+    ],
+)
+def test_within_noise_is_the_paired_one_standard_error_rule(n_se, within):
+    assert within_noise(MEANS, IMAGES, n_se) == within
+
+
+@pytest.mark.parametrize(
+    "macs, keep, kept",
+    [
+        ([40, 10, 1, 30], 2, [1, 3]),      # within 1 SE: 0, 1, 3 -> cheapest first: 1 (10), 3 (30)
+        ([40, 10, 1, 30], 4, [1, 3, 0, 2]),  # then the authors' order of the rest
+        ([10, 40, 1, 30], 1, [0]),         # the best is also the cheapest within noise
+    ],
+)
+def test_one_se_selection_prefers_the_cheapest_within_noise(macs, keep, kept):
+    assert select_parents(MEANS, macs, keep, selection="one_se", image_ious=IMAGES) == kept
+    assert select_parents(MEANS, macs, keep)[:1] == [3 if macs[3] < macs[0] else 0]  # the authors' rule: best IoU
+
+
+def test_one_se_without_per_image_scores_is_the_iou_rule_with_cheaper_ties_first():
+    assert select_parents(MEANS, [40, 10, 1, 30], 2, selection="one_se") == [3, 0]
+    assert select_parents(MEANS, [40, 10, 1, 30], 2, selection="one_se", image_ious=[[]] * 4) == [3, 0]
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: select_parents([0.5], [1], 1, selection="cheap"),
+         "unknown selection 'cheap'; expected one of 'iou', 'one_se'"),
+        (lambda: within_noise([0.5, 0.4], [[0.5]]), "got 2 IoU values but 1 per-image IoU lists"),
+        (lambda: within_noise([0.5], [[0.5]], -1), "n_se must be a number >= 0, got -1"),
+    ],
+)
+def test_selection_errors(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()

@@ -83,11 +83,17 @@ def test_search_runs_every_stage_and_selects_from_the_front(tmp_path, units):
         assert kwargs["member_macs"] == [p.macs for p in population]  # counted by the strategy, not the trial
         for member in kwargs["members"]:
             assert space.contains(member)
-        # every member computes its own net, none a parent's
+        # every member computes its own net; a parent's own net only where that parent has no new member
         keys = [evo.effective_key(m) for m in kwargs["members"]]
-        assert len(set(keys)) == len(keys) and not set(keys) & {evo.effective_key(p) for p in parents}
+        assert len(set(keys)) == len(keys)
+        for parent in parents:
+            if evo.effective_key(parent) in keys:
+                assert sum(all(m[l] == parent[l] for l in parent if l not in h.skip_sets[0])
+                           for m in kwargs["members"]) == 1
         keep = 2 if h.stage == 3 else 1
-        assert h.kept == select_parents([p.iou for p in population], [p.macs for p in population], keep)
+        assert h.kept == select_parents([p.iou for p in population], [p.macs for p in population], keep,
+                                        selection="one_se", image_ious=[p.image_iou for p in population])
+        assert all(len(p.image_iou) == len(population[0].image_iou) > 0 for p in population)
         assert len(h.kept) == min(keep, len(population))
         assert all(p.macs > 0 and 0.0 <= p.iou <= 1.0 and p.stage == h.stage for p in population)
         parents = [p.sample for p in h.parents]
@@ -203,6 +209,21 @@ def test_dead_blocks_do_not_make_distinct_members(caplog):
     assert len(members) == len(choices) == 31 - 1  # every non-empty subset of 5 inputs but the parent's
 
 
+def test_a_parent_whose_stage_blocks_are_dead_stays_a_candidate():
+    """Parents whose blocks of the stage are all dead make no new member; they stay in the population."""
+    reads = {**{f"{k}_1_{l}": [0] for k in ("enc", "dec") for l in range(4)}, "enc_1_0": [0, 1]}
+    evo = ProgressiveEvolution(candidates=reads, samples=4, seed=0, max_redraws=20)
+    evo.initialize(executable(tiny_space()), SequentialExecutionEngine())
+    live, dead = {**evo.parents[0], "enc_1_0": [1]}, {**evo.parents[0], "enc_1_0": [0]}  # dead: stage 1 unread
+    evo.parents = [live, dead]
+    skip_sets, members = evo.sample_population(1)
+    keys = [evo.effective_key(m) for m in members]
+    assert len(skip_sets) == 4 and len(set(keys)) == len(keys)
+    assert keys.count(evo.effective_key(dead)) == 1  # the dead parent itself, once
+    assert members[-1] == {**dead, **skip_sets[0]}  # parent-major: after the live parent's members
+    assert len(members) == 4 + 1
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -214,6 +235,8 @@ def test_dead_blocks_do_not_make_distinct_members(caplog):
         (dict(mode="greedy"), "unknown mode 'greedy'"),
         (dict(macs_input_size=(512,)), "macs_input_size"),
         (dict(milestones=[0]), "milestones"),
+        (dict(selection="cheap"), "unknown selection 'cheap'; expected one of 'iou', 'one_se'"),
+        (dict(selection_se=-1), "selection_se must be a number >= 0, got -1"),
     ],
 )
 def test_constructor_errors(kwargs, message):
@@ -375,7 +398,9 @@ def test_list_models_sorts_by_metric_and_limits(tmp_path, units):
     scores = evo.final_scores()
     assert [m.metric for m in evo.list_models()] == sorted(scores, reverse=True)
     assert [m.metric for m in evo.list_models(sort=False)] == scores
-    assert [m.sample for m in evo.list_models(limit=1)] == evo.final_samples[:1]
+    best = max(range(len(scores)), key=lambda i: scores[i])
+    assert [m.sample for m in evo.list_models(limit=1)] == [evo.final_samples[best]]
+    assert [m.sample for m in evo.list_models(sort=False, limit=1)] == evo.final_samples[:1]  # the pick
 
 
 @pytest.mark.parametrize("retries", [0, 1])

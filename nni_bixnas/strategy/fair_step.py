@@ -353,11 +353,13 @@ def evaluate_members(
     images: torch.Tensor,
     stage: int,
     members: Sequence[Sample],
-    member_bn: str = "batch",
+    member_bn: str,
     statistics: Optional[Sequence[BatchNormState]] = None,
 ) -> List[torch.Tensor]:
     """Logits of every member on one batch.
 
+    ``member_bn`` has no default here: callers pass the strategy's own (``'recalibrate'`` unless told
+    otherwise), so that no path scores members another way than the search does.
     With ``member_bn`` ``'batch'`` or ``'running'`` the head runs once (union of the members' choices),
     then each tail. With ``'recalibrate'`` each member runs its whole network in eval mode on its own
     ``statistics`` (one :func:`recalibrated_statistics` per member); the model's statistics are restored.

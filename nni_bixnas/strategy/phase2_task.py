@@ -80,7 +80,8 @@ class Phase2Task(SegmentationTask):
     -----
     Validation logs ``val_iou`` = the best member's IoU of the epoch (what checkpoints and NNI see),
     ``val_iou_mean`` over members and ``val_loss`` averaged over members; :attr:`best_member_iou` keeps
-    every member's best IoU over the epochs (the authors' score), and travels in the checkpoints.
+    every member's best IoU over the epochs (the authors' score) and :attr:`best_member_image_iou` its
+    per-image IoUs at that epoch (the selection's noise estimate); both travel in the checkpoints.
 
     Data-parallel (``trainer.world_size > 1``): each rank runs the step on its shard with DDP's reducer off
     (``no_sync``), then one :func:`~nni_bixnas.training.distributed.average_step` averages the gradients,
@@ -122,6 +123,8 @@ class Phase2Task(SegmentationTask):
         self.member_metrics = [SegmentationMetrics(num_classes=num_classes, threshold=threshold) for _ in self.members]
         self.best_member_iou: List[float] = [-math.inf] * len(self.members)
         self.best_member_epoch: List[int] = [0] * len(self.members)
+        # each member's per-image IoUs at its best epoch: the selection's noise estimate (pareto.within_noise)
+        self.best_member_image_iou: List[List[float]] = [[] for _ in self.members]
         self._member_loss = [0.0] * len(self.members)
 
     def configure_optimizers(self):
@@ -229,6 +232,7 @@ class Phase2Task(SegmentationTask):
         for i, iou in enumerate(ious):
             if iou >= self.best_member_iou[i]:  # ties go to the later epoch, as in the authors' loop
                 self.best_member_iou[i], self.best_member_epoch[i] = iou, epoch
+                self.best_member_image_iou[i] = self.member_metrics[i].image_ious()
         best = max(range(len(ious)), key=lambda i: ious[i])
         values = {
             "val_iou": ious[best],
@@ -242,6 +246,7 @@ class Phase2Task(SegmentationTask):
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["phase2"] = {"best_member_iou": self.best_member_iou, "best_member_epoch": self.best_member_epoch,
+                                "best_member_image_iou": self.best_member_image_iou,
                                 "members": self.members, "stage": self.stage}
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
@@ -252,4 +257,6 @@ class Phase2Task(SegmentationTask):
             raise ValueError("the checkpoint belongs to another Phase 2 population; use another out_dir")
         self.best_member_iou = [float(v) for v in state["best_member_iou"]]
         self.best_member_epoch = [int(v) for v in state["best_member_epoch"]]
+        images = state.get("best_member_image_iou") or [[] for _ in self.members]  # absent in older checkpoints
+        self.best_member_image_iou = [[float(v) for v in member] for member in images]
 

@@ -42,7 +42,7 @@ from nni_bixnas.space.gene import Gene
 from nni_bixnas.strategy import units
 from nni_bixnas.strategy.member_latency import check_device, member_latency, resolve_device
 from nni_bixnas.strategy.member_macs import member_macs
-from nni_bixnas.strategy.pareto import select_parents
+from nni_bixnas.strategy.pareto import SELECTIONS, select_parents, within_noise
 from nni_bixnas.strategy.phase2_task import check_step_mode_bn
 from nni_bixnas.strategy.records import Member, Sample, StageRecord
 from nni_bixnas.strategy.runner import NoBudget, UnitRunner
@@ -111,6 +111,14 @@ class ProgressiveEvolution(Strategy):
         Seed of the strategy's private random state (skip-set sampling).
     macs_input_size
         ``(H, W)`` at which members' MACs are counted (the paper: 512 x 512).
+    selection
+        How a stage keeps its parents (and the last stage its pick, ``final_samples[0]``), see
+        :func:`~nni_bixnas.strategy.pareto.select_parents`: ``'one_se'`` (default) puts first, cheapest first,
+        the members whose IoU is within ``selection_se`` paired standard errors (over the validation images)
+        of the best member's; ``'iou'`` is the authors' front ranked by IoU. The default is the measured one
+        (README, "Does the search beat chance?").
+    selection_se
+        Width of the ``'one_se'`` rule in standard errors (0: only ties with the best).
     objective
         What the Pareto front trades against IoU: ``'macs'`` (default, the paper's) or ``'latency'``, the
         measured inference time of each member's fixed network (:mod:`~nni_bixnas.strategy.member_latency`),
@@ -146,7 +154,7 @@ class ProgressiveEvolution(Strategy):
     parents : list of dict
         The retained samples (after the last stage: the result).
     final_samples : list of dict
-        The final architectures, best IoU first (empty until the search ends).
+        The final architectures in the selection's order, the pick first (empty until the search ends).
 
     See Also
     --------
@@ -174,6 +182,8 @@ class ProgressiveEvolution(Strategy):
         out_dir: Optional[str] = None,
         seed: Optional[int] = None,
         macs_input_size: Sequence[int] = (512, 512),
+        selection: str = "one_se",
+        selection_se: float = 1.0,
         objective: str = "macs",
         latency_input_size: Optional[Sequence[int]] = None,
         latency_repeats: int = 5,
@@ -204,6 +214,8 @@ class ProgressiveEvolution(Strategy):
         self.iou_tolerance = non_negative_number("iou_tolerance", iou_tolerance)
         self.unit_retries = non_negative_int("unit_retries", unit_retries)
         self.objective = one_of("objective", objective, OBJECTIVES)
+        self.selection = one_of("selection", selection, SELECTIONS)
+        self.selection_se = non_negative_number("selection_se", selection_se)
         self.latency_input_size = macs_input_size if latency_input_size is None else positive_ints(
             "latency_input_size", latency_input_size, 2, "(height, width) of positive ints or None")
         self.latency_repeats = positive_int("latency_repeats", latency_repeats)
@@ -225,7 +237,9 @@ class ProgressiveEvolution(Strategy):
 
     def extra_repr(self) -> str:
         names = ("samples", "epochs", "keep", "step", "mode", "lr_per_member", "inherit_weights", "initial_weights",
-                 "keep_sequential_last", "member_bn", "objective")
+                 "keep_sequential_last", "member_bn", "selection", "objective")
+        if self.selection == "one_se":
+            names += ("selection_se",)
         if self.objective == "latency":
             names += ("latency_input_size", "latency_repeats", "latency_warmup", "latency_device")
         return ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
@@ -310,11 +324,16 @@ class ProgressiveEvolution(Strategy):
             raise RuntimeError(f"stage {stage}: the unit scored {len(population)} members, expected {len(members)}")
         keep = self.keep[0] if index == 0 else self.keep[1]
         ious = [m.iou for m in population]
-        kept = select_parents(ious, [m.cost(self.objective) for m in population], keep)
+        kept = select_parents(ious, [m.cost(self.objective) for m in population], keep, selection=self.selection,
+                              image_ious=[m.image_iou for m in population], n_se=self.selection_se)
         front = [int(i) for i in result["front"]]
         filled = len(front) < min(keep, len(population))
         _logger.info("[stage %d] Pareto front: %d member(s) for keep=%d%s", stage, len(front), keep,
                      "; the other parents are the best remaining by IoU" if filled else "")
+        if self.selection == "one_se":
+            _logger.info("[stage %d] %d member(s) within %.3g standard error(s) of the best IoU; kept cheapest first",
+                         stage, len(within_noise(ious, [m.image_iou for m in population], self.selection_se)),
+                         self.selection_se)
         spread = max(ious) - min(ious)
         if len(population) > 1 and spread < self.iou_tolerance:
             _logger.warning("[stage %d] the members' IoUs span only %.2g (< iou_tolerance %.2g): the stage barely "
@@ -396,6 +415,7 @@ class ProgressiveEvolution(Strategy):
             "weights": self._weights,
             "random_state": self._resume_rng,
             "objective": self.objective,
+            "selection": self.selection,
             "latency_ms": dict(self._latency_ms),
         }
 

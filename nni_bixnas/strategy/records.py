@@ -34,6 +34,9 @@ class Member:
     latency_ms
         Measured inference latency of the fixed network in milliseconds (at the strategy's
         ``latency_input_size``, on its ``latency_device``); ``None`` unless the search's objective is latency.
+    image_iou
+        The validation images' IoUs at ``best_epoch`` (their mean is ``iou``), for the paired noise estimate
+        of ``selection='one_se'``; empty when the unit did not report them.
     """
 
     sample: Sample
@@ -42,14 +45,17 @@ class Member:
     best_epoch: int
     stage: int
     latency_ms: Optional[float] = None
+    image_iou: List[float] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any], stage: int) -> "Member":
-        """From a unit's population entry (``sample``, ``iou``, ``macs``, ``best_epoch``, ``latency_ms``)."""
+        """From a unit's population entry (``sample``, ``iou``, ``macs``, ``best_epoch``, ``latency_ms``,
+        ``image_iou``)."""
         sample = {str(k): [int(i) for i in v] for k, v in value["sample"].items()}
         latency = value.get("latency_ms")
         return cls(sample, float(value["iou"]), int(value["macs"]), int(value.get("best_epoch", 0)),
-                   int(value.get("stage", stage)), None if latency is None else float(latency))
+                   int(value.get("stage", stage)), None if latency is None else float(latency),
+                   [float(v) for v in value.get("image_iou") or []])
 
     def cost(self, objective: str) -> float:
         """What the selection minimises beside ``1 - IoU``: ``macs``, or ``latency_ms`` (``objective='latency'``)."""
@@ -76,7 +82,8 @@ class StageRecord:
         Indices into ``population`` of the Pareto front of ``(1 - IoU, MACs)``, or of ``(1 - IoU, latency)``
         when the members were timed (``objective='latency'``).
     kept
-        Indices into ``population`` of the retained parents, best IoU first.
+        Indices into ``population`` of the retained parents, in the selection's order (``selection='iou'``:
+        best IoU first; ``'one_se'``: cheapest of those within noise of the best first).
     seconds
         Wall time of the stage, sampling included.
     """
@@ -90,7 +97,7 @@ class StageRecord:
 
     @property
     def parents(self) -> List[Member]:
-        """The kept members, best first."""
+        """The kept members, in the selection's order (the first is the stage's pick)."""
         return [self.population[i] for i in self.kept]
 
     def to_dict(self) -> Dict[str, Any]:

@@ -88,7 +88,9 @@ class SkipSetSampler:
         (live blocks' choices) equals a parent's or another member's is dropped, and a skip set that adds
         no new member is redrawn. Blocks with a single possible value are fixed. Drawing stops at
         ``samples`` skip sets, or after ``max_redraws`` draws in a row without a new member: then every
-        distinct net was found, and all of them are trained.
+        distinct net was found, and all of them are trained. A parent none of whose members is new (e.g.
+        all its blocks of this stage are dead) stays a candidate: it is a member itself, with the first
+        skip set applied (the same effective net).
 
         Returns
         -------
@@ -118,6 +120,9 @@ class SkipSetSampler:
                 misses = 0
             else:
                 misses += 1
+        if skip_sets:
+            fertile = {p for p, _ in drawn}
+            drawn.extend((p, {**parent, **skip_sets[0]}) for p, parent in enumerate(parents) if p not in fertile)
         members = [member for _, member in sorted(drawn, key=lambda pm: pm[0])]
         if len(skip_sets) < self.samples:
             _logger.info("[stage %d] only %d distinct effective net(s) differ from the parents (samples=%d, %d fixed "

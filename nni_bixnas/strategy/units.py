@@ -235,7 +235,7 @@ def phase2_stage_unit(
     ``init_weights`` loads a previous stage's weights), trains it with :class:`Phase2Task` through
     :func:`~nni_bixnas.training.fit` (per-epoch ``nni.report_intermediate_result`` via ``NNIReporter``),
     counts every member's MACs and reports ``{'default': best IoU, 'iou_kind', 'stage', 'population': [{'sample',
-    'iou', 'macs', 'best_epoch'[, 'latency_ms']}, ...], 'front': [indices], 'phase': 2, 'weights': path,
+    'iou', 'macs', 'best_epoch', 'image_iou'[, 'latency_ms']}, ...], 'front': [indices], 'phase': 2, 'weights': path,
     'seconds'}`` with ``nni.report_final_result``.
 
     Parameters
@@ -337,6 +337,7 @@ def phase2_stage_unit(
             "iou": float(task.best_member_iou[i]),
             "best_epoch": int(task.best_member_epoch[i]),
             "macs": int(macs[i]),
+            "image_iou": [round(v, 6) for v in task.best_member_image_iou[i]],
             **({} if member_latency is None else {"latency_ms": float(member_latency[i])}),
         })
     cost = "macs" if member_latency is None else "latency_ms"

@@ -164,7 +164,7 @@ def reduce_metrics(metrics: Sequence[SegmentationMetrics], values: Sequence[floa
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat = flat.cpu()
     gathered: List[list] = [None] * world_size()  # type: ignore[list-item]
-    dist.all_gather_object(gathered, [m._batch_scores for m in metrics])
+    dist.all_gather_object(gathered, [(m._batch_scores, m._image_iou) for m in metrics])
     offset = 0
     for i, m in enumerate(metrics):
         m._iou_sum, m._dice_sum, m._images = float(flat[offset]), float(flat[offset + 1]), int(flat[offset + 2])
@@ -173,5 +173,6 @@ def reduce_metrics(metrics: Sequence[SegmentationMetrics], values: Sequence[floa
             state = getattr(m, name)
             state.copy_(flat[offset: offset + state.numel()].view_as(state))
             offset += state.numel()
-        m._batch_scores = [score for rank in gathered for score in rank[i]]
+        m._batch_scores = [score for rank in gathered for score in rank[i][0]]
+        m._image_iou = [value for rank in gathered for value in rank[i][1]]  # rank-major, alike for every member
     return flat[offset:].tolist()
