@@ -1,63 +1,55 @@
-"""Search quality: does the BiX-NAS search find better networks than chance on real data?
+"""Search quality: is BiX-NAS worth choosing over NNI's own strategies, on test tiles no arm selected on?
 
-Runs the whole BiX-NAS chain on MoNuSeg, retrains its winner, and compares it, under one retraining
-recipe, with random genes of the same space (MACs-matched and unconstrained), NNI's
-``RegularizedEvolution`` at the same search budget, and fixed references (BiO-Net++, the published
-BiX-Net gene, U-Net). It also measures the supernet's ranking fidelity (the paper's fairness claim):
-Kendall's tau between the shared-weight IoU of Phase 2's first population and the same members
-retrained standalone, for fair vs naive SuperNet training and two ways of scoring members' BatchNorm.
-The script writes ``benchmarks/results/search_quality.md`` and the raw ``search_quality.json``.
+Every arm searches (or draws) on the same data, is selected on the validation tiles, is retrained with one
+recipe and several seeds, and is reported on held-out test tiles, as it falls. The script writes
+``benchmarks/results/search_quality.md`` and the raw ``search_quality.json`` beside it.
 
 Notes
 -----
 Protocol (every setting is also written into the results file):
 
-Data and recipe
-    One fixed split (``split_seed=0``, ``val_fraction=0.2``, by tile: 6 MoNuSeg validation tiles = 24
-    patches of 512 x 512). Every retraining of every arm is
-    ``train_and_report(model, data, max_epochs=E, batch_size=4, patch_size=P, split_seed=0, seed=s,
-    lr=1e-3)`` (``P``: seeded random training crop; validation on the full patches); the score is the
-    best validation IoU (per-image mean) over the epochs and the Dice of that epoch.
-Networks
-    Searched and trained at width ``W`` (stem ``W``); params and MACs are counted at 1x3x512x512 at
-    width ``W`` and at the paper's width 48 (stem 32; U-Net at base 32).
-BiX-NAS
-    ``BiXNAS`` with Phase 1 (``P1`` epochs), Phase 2 (``samples`` skip sets per stage, ``P2`` epochs per
-    stage, keep (3, 2), ``lr_per_member=False``, ``keep_sequential_last=True``, ``member_bn``, and with
-    ``--inherit-weights`` stages that start from the previous stage's SuperNet, the first from Phase 1's), then its
-    own retraining of the winner with seeds 0, 1, 2 and the recipe. The search (Phase 1 + Phase 2) runs
-    as one call without retraining, timed (wall ``time.perf_counter`` and CPU ``time.process_time``,
-    per engine unit through ``add_unit_listener``); a second call on a copy of its state retrains.
-    Its wall seconds are the search budget ``B``.
-Random genes
-    Samples of the full BiO-Net++ space, each block's ``SkipSubset.random`` with a ``RandomState``
-    seeded by ``(seed, draw)``; one retraining each (seed 0). Unconstrained group: the first
-    ``--random`` distinct draws. MACs-matched group: the first ``--random`` distinct draws whose MACs at
-    width 48 lie within +-10 % of the BiX-NAS gene's (at most ``--max-draws`` draws).
-RegularizedEvolution
-    NNI's strategy (population 8, sample 3, mutation 0.2, seed) on the same full space, trials trained
-    with the recipe for ``--re-epochs`` epochs, stopped by ``SequentialExecutionEngine(max_duration=B)``
-    (the engine counts trial time; the trial running when ``B`` passes finishes). Its best trial is
-    retrained with seeds 0, 1, 2.
+Split
+    The 30 MoNuSeg training tiles are split by tile, fixed by ``--split-seed``: ``--test-fraction`` of them
+    (6) are the test set, linked into a folder of their own that no search or selection reads; the other 24
+    are split by :class:`~nni_bixnas.data.SegDataModule` into train (18) and validation (6), with
+    ``val_fraction=0.25`` and the same seed. The tile names are written in the results.
+Recipe
+    Every retraining is ``train_and_report(model, max_epochs=E, batch_size=4, patch_size=P,
+    split_seed, val_fraction=0.25, lr=1e-3, seed=r)``; the **final-epoch** checkpoint (``last.ckpt``, not
+    the best validation epoch, which after a few epochs can be the all-foreground first one) is scored on
+    the validation tiles and on the test tiles (``evaluate``: full 512 x 512 patches, per-image IoU).
+Arms, for every search seed ``k`` (``--search-seeds``)
+    BiX-NAS: ``BiXNAS`` Phase 1 + Phase 2 (``selection`` as given, ``keep_sequential_last``, recalibrated
+    member BatchNorm, the stages inheriting weights), timed: its wall seconds ``B_k`` are the budget of the
+    other searching arms of seed ``k`` in the same invocation (never a cached budget of another run).
+    RegularizedEvolution: NNI's strategy on the full space, trials trained ``--re-epochs`` epochs, stopped by
+    ``SequentialExecutionEngine(max_duration=B_k)``; its best trial (validation IoU) is the pick.
+    Random search with weight sharing (RS-WS), the one-shot ablation: Phase 2 replaced by random members of
+    the Phase-1-narrowed space (the sampler BiX-NAS uses, ``keep_sequential_last``) scored on Phase 1's
+    trained SuperNet (recalibrated BatchNorm, validation tiles) until ``B_k`` minus Phase 1's wall seconds
+    is spent; the best is the pick. Each pick is retrained with ``--retrain-seeds``.
+Arms without search
+    Random nets, one retraining each: ``--random`` draws of the Phase-1-narrowed space of search seed 0
+    (the space BiX-NAS searches) and ``--random`` of the full space. References: BiO-Net++ (all skips) and
+    the published BiX-Net gene, retrained with ``--retrain-seeds`` (U-Net is in ``bixnas table1``'s report).
 Statistics
-    Mean +- sample std over seeds (or genes). 3-seed arms: paired two-sided t-test against BiX-NAS's
-    seeds (``scipy.stats.ttest_rel``, paired by seed); random groups (different genes, one seed each):
-    Welch's two-sided t-test (``ttest_ind(equal_var=False)``) of BiX-NAS's 3 values vs the group's.
+    Test IoU: mean +- sample std over search seeds of each seed's mean over retraining seeds (the search
+    variance), and every retraining listed. BiX-NAS against each searching arm: paired two-sided t-test by
+    search seed (``ttest_rel``; both arms of seed ``k`` had budget ``B_k``). Hypervolume of each arm's
+    retrained points (test IoU, MACs at width 48 / BiO-Net++'s) against the reference point (IoU 0, ratio 1).
 Ranking fidelity
-    Phase 2's first stage (stage 5) population of the BiX-NAS run is trained again with
-    ``phase2_stage_unit`` in ``mode='fair'`` (the BiX-NAS run's own stage, reused: same arguments, same
-    run folder) and ``mode='naive'``, both from fresh weights (with ``--inherit-weights`` the search's own
-    stage started from Phase 1's weights instead; its own scores are compared in a separate line). Each
-    trained SuperNet (final weights) scores every member on the validation set with ``member_bn='batch'``
-    and ``'recalibrate'`` (8 training batches of epoch 0 of
-    ``SegDataModule(data, batch_size=4, patch_size=P, split_seed=0, seed=0)``); every member is
-    retrained standalone (seed 0). Kendall's tau (``scipy.stats.kendalltau``) between shared-weight and
-    standalone IoU, for the 4 combinations.
+    ``--fidelity-members`` members of the first Phase 2 stage, drawn from the narrowed space of search seed 0,
+    are each retrained standalone with ``--retrain-seeds`` (final-epoch validation IoU, mean over seeds).
+    One stage SuperNet per variant (fair/naive training, fresh/inherited-from-Phase-1 weights, longer stage,
+    learning rate per member) scores them as the search does (best epoch, recalibrated BatchNorm). Kendall's
+    tau of each variant against the standalone ranking, the sparse tau (pairs whose standalone means differ by
+    less than the pooled standard error of a difference count as ties and are left out), and the null proxy:
+    fewer MACs ranks higher.
 
-Every unit (a search, a retraining, a stage training, a scoring, the random draws, a MACs count)
-caches its result as JSON under ``--work`` (atomic writes); a rerun skips finished units, and the
-BiX-NAS chain and interrupted trainings resume from their own folders. RegularizedEvolution is not
-resumable: an interrupted run starts again. The markdown is rewritten after every finished unit.
+Every unit (a search, a retraining, a scoring) caches its result as JSON under ``--work`` (atomic writes);
+a rerun skips finished units, and the BiX-NAS chain and interrupted trainings resume from their folders.
+RegularizedEvolution and RS-WS are not resumable: an interrupted run starts again. The markdown is
+rewritten after every finished unit. ``torch.set_num_threads(--threads)`` is set explicitly.
 
 Examples
 --------
@@ -65,7 +57,7 @@ Smoke run of the whole pipeline (minutes; synthetic data, tiny sizes, results un
 
     python benchmarks/search_quality.py --quick
 
-The full run (MoNuSeg from ``../shared/data``; about an hour on 2 CPU cores)::
+The CPU-sized run (MoNuSeg from ``../shared/data``; hours on 2 CPU cores)::
 
     python benchmarks/search_quality.py
 """
@@ -97,7 +89,6 @@ from numpy.random import RandomState
 warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"nni\..*")
 warnings.filterwarnings("ignore", message=r"`weights_only` was not set")
 
-from nni.mutable.utils import label as nni_label  # noqa: E402
 from nni.nas.execution import SequentialExecutionEngine  # noqa: E402
 from nni.nas.execution.event import ModelEventType  # noqa: E402
 from nni.nas.space import RawFormatModelSpace  # noqa: E402
@@ -109,39 +100,40 @@ from nni_bixnas.metrics import SegmentationMetrics  # noqa: E402
 from nni_bixnas.profile import count_complexity  # noqa: E402
 from nni_bixnas.space import BiONetPlusPlus, Gene, published_gene  # noqa: E402
 from nni_bixnas.strategy import BiXNAS  # noqa: E402
-from nni_bixnas.strategy.bixnas import STATE_FILE  # noqa: E402
 from nni_bixnas.strategy.fair_step import evaluate_members, recalibrated_statistics  # noqa: E402
 from nni_bixnas.strategy.runner import add_unit_listener  # noqa: E402
-from nni_bixnas.strategy.spaces import narrow_space, space_reference  # noqa: E402
+from nni_bixnas.strategy.skip_sampler import SkipSetSampler  # noqa: E402
+from nni_bixnas.strategy.spaces import check_stage_skips, narrow_space, phase2_module, space_reference  # noqa: E402
 from nni_bixnas.strategy.units import phase2_stage_unit  # noqa: E402
-from nni_bixnas.training import make_evaluator, train_and_report  # noqa: E402
+from nni_bixnas.training import evaluate, make_evaluator, train_and_report  # noqa: E402
 from nni_bixnas.utils import atomic_write  # noqa: E402
 
-# Phase 2 checkpoints written before Phase2Task kept its member labels as plain str hold NNI's ``label``
-# (a str subclass), which Lightning's ``weights_only`` load refuses; allowing it keeps such caches usable.
-# The class holds a string only.
-torch.serialization.add_safe_globals([nni_label])
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from table1_cpu import split_tiles  # noqa: E402  (the one tile split of the benchmarks)
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/monuseg/MoNuSegTrainingData"
+DEFAULT_DATA = ROOT.parent / "shared/data/monuseg/MoNuSegTrainingData"
 DEFAULT_WORK = ROOT / "runs" / "search_quality"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "search_quality.md"
 
-#: Sizes of the full run and of ``--quick`` (only sizes differ; every code path is the same).
-FULL = dict(data=None, width=8, epochs=12, phase1_epochs=10, phase2_epochs=3, samples=8, random=5, patch_size=128,
-            re_epochs=3, re_budget=None, max_draws=200)
-QUICK = dict(data="default:n=12,size=64", width=4, epochs=1, phase1_epochs=1, phase2_epochs=1, samples=4, random=2,
-             patch_size=32, re_epochs=1, re_budget=30.0, max_draws=200)
+#: Sizes of the CPU-sized run and of ``--quick`` (only sizes differ; every code path is the same).
+FULL = dict(data=None, width=8, epochs=10, phase1_epochs=10, phase2_epochs=2, samples=6, random=4, patch_size=128,
+            re_epochs=2, search_seeds=3, retrain_seeds=2, fidelity_members=16, rsws_max=400)
+QUICK = dict(data="default:n=14,size=64", width=4, epochs=1, phase1_epochs=1, phase2_epochs=1, samples=3, random=2,
+             patch_size=32, re_epochs=1, search_seeds=2, retrain_seeds=2, fidelity_members=4, rsws_max=6)
+QUICK_TEST = "default:n=4,size=64,seed=1"  # synthetic tiles of another seed: disjoint from the search's
 
-BATCH_SIZE, SPLIT_SEED, VAL_FRACTION, LR = 4, 0, 0.2, 1e-3
-SEEDS = [0, 1, 2]
+BATCH_SIZE, LR, VAL_FRACTION = 4, 1e-3, 0.25
 KEEP = (3, 2)
-ITERATIONS = 3  # BiO-Net++ default: stages 5 .. 1 are searched
 RE_POPULATION, RE_SAMPLE, RE_MUTATION = 8, 3, 0.2
 RECALIBRATION_BATCHES = 8
-MACS_TOLERANCE = 0.10
-PAPER_WIDTH, PAPER_STEM, PAPER_UNET_BASE = 48, 32, 32
-MACS_SCREEN_SIZE = 64  # random draws are screened at 64x64 x (512/64)^2 (every counted op scales with H*W)
+PAPER_WIDTH, PAPER_STEM = 48, 32
+#: Ranking-fidelity variants: (name, phase2_stage_unit overrides, epochs factor).
+VARIANTS = [("fair, fresh", dict(mode="fair"), 1), ("naive, fresh", dict(mode="naive"), 1),
+            ("fair, inherited", dict(mode="fair", inherit=True), 1),
+            ("fair, inherited, 2x epochs", dict(mode="fair", inherit=True), 2),
+            ("fair, inherited, lr / members", dict(mode="fair", inherit=True, lr_per_member=True), 1)]
+SEARCHING = ["BiX-NAS", "RegularizedEvolution", "RS-WS"]
 
 
 # ----- settings --------------------------------------------------------------------------------------
@@ -149,24 +141,24 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sizes = "(default: full run %s, --quick %s)"
     p.add_argument("--quick", action="store_true", help="minutes-long smoke run of the whole pipeline")
-    p.add_argument("--data", default=None, help="data spec or MoNuSeg folder " + sizes % (DEFAULT_DATA, QUICK["data"]))
+    p.add_argument("--data", default=None, help="MoNuSeg folder (Tissue_Images/, Binary_masks/) "
+                   + sizes % (DEFAULT_DATA, QUICK["data"]))
     for name, help_ in [("width", "searched/trained width W (stem W)"), ("epochs", "retraining epochs E"),
                         ("phase1-epochs", "Phase 1 epochs"), ("phase2-epochs", "epochs per Phase 2 stage"),
-                        ("samples", "Phase 2 skip sets per stage"), ("random", "random genes per group"),
+                        ("samples", "Phase 2 skip sets per stage"), ("random", "random nets per random group"),
                         ("patch-size", "training crop P"), ("re-epochs", "RegularizedEvolution trial epochs"),
-                        ("max-draws", "bound on random draws for the MACs-matched group")]:
+                        ("search-seeds", "search seeds 0..K-1 of BiX-NAS, RE and RS-WS"),
+                        ("retrain-seeds", "retraining seeds 0..R-1 of every pick and reference"),
+                        ("fidelity-members", "members of the ranking-fidelity population"),
+                        ("rsws-max", "bound on the members RS-WS scores")]:
         key = name.replace("-", "_")
         p.add_argument(f"--{name}", type=int, default=None, help=f"{help_} " + sizes % (FULL[key], QUICK[key]))
-    p.add_argument("--re-budget", type=float, default=None,
-                   help="RegularizedEvolution wall budget in s "
-                   + sizes % ("B = BiX-NAS search wall s", QUICK["re_budget"]))
-    p.add_argument("--member-bn", default="batch", choices=["batch", "running", "recalibrate"],
-                   help="Phase 2 member_bn of the BiX-NAS search (default batch)")
-    p.add_argument("--inherit-weights", action="store_true",
-                   help="Phase 2 stages start from the previous stage's SuperNet "
-                   "(default: fresh weights, the authors')")
+    p.add_argument("--selection", default="one_se", choices=["one_se", "iou"],
+                   help="Phase 2 selection of the BiX-NAS arm (default one_se, the library's default)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="tiles held out as the test set (default 0.2)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the test and validation splits (default 0)")
+    p.add_argument("--no-fidelity", action="store_true", help="skip the ranking-fidelity part")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the searches and of the random draws (default 0)")
     p.add_argument("--work", default=None, help=f"cache and run folders (default {DEFAULT_WORK})")
     p.add_argument("--out", default=None, help=f"markdown result; the .json goes beside it (default {DEFAULT_OUT}, "
                                                "--quick: WORK/search_quality_quick.md)")
@@ -175,35 +167,41 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill every size left unset from :data:`FULL` or :data:`QUICK`, and locate the data and folders."""
+    """Fill every size left unset from :data:`FULL` or :data:`QUICK`, split the data, locate the folders."""
     sizes = QUICK if args.quick else FULL
     for key, value in sizes.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    args.data = resolve_data(args.data)
     args.work = Path(args.work) if args.work else DEFAULT_WORK
-    default_out = args.work / "search_quality_quick.md" if args.quick else DEFAULT_OUT
-    args.out = Path(args.out) if args.out else default_out
+    args.out = Path(args.out) if args.out else (args.work / "search_quality_quick.md" if args.quick else DEFAULT_OUT)
+    if args.quick:
+        args.data, args.test, args.test_tiles, args.n_tiles = args.data, QUICK_TEST, ["seed-1 synthetic tiles"], None
+        return args
+    source = Path(args.data) if args.data else DEFAULT_DATA
+    if not (source / "Tissue_Images").is_dir():
+        raise SystemExit(f"search_quality: no MoNuSeg tiles at {source} (expected Tissue_Images/ and "
+                         "Binary_masks/); pass --data PATH, or --quick")
+    links = args.work / f"tiles-{digest(str(source.resolve()), args.test_fraction, args.split_seed)}"
+    if not (links / "test").is_dir():
+        staging = Path(tempfile.mkdtemp(prefix="tiles-", dir=args.work.mkdir(parents=True, exist_ok=True) or args.work))
+        split_tiles(source, staging, args.test_fraction, args.split_seed)
+        os.replace(staging, links)
+    args.test_tiles = sorted(p.stem for p in (links / "test" / "Tissue_Images").glob("*.tif"))
+    args.n_tiles = len(list((links / "trainval" / "Tissue_Images").glob("*.tif"))) + len(args.test_tiles)
+    args.data, args.test = f"monuseg:{links / 'trainval'}", f"monuseg:{links / 'test'}"
     return args
-
-
-def resolve_data(data: Optional[str]) -> str:
-    if data:
-        return data if ":" in data or data == "default" else f"monuseg:{data}"
-    if not DEFAULT_DATA.is_dir():
-        raise SystemExit(f"search_quality: MoNuSeg not found at {DEFAULT_DATA}; pass --data monuseg:PATH (or --quick)")
-    return f"monuseg:{DEFAULT_DATA}"
 
 
 def recipe(s) -> Dict[str, Any]:
     """The one retraining recipe (:func:`train_and_report` arguments; ``seed`` and ``out_dir`` per unit)."""
     return dict(data=s.data, max_epochs=s.epochs, batch_size=BATCH_SIZE, patch_size=s.patch_size,
-                split_seed=SPLIT_SEED, lr=LR)
+                split_seed=s.split_seed, val_fraction=VAL_FRACTION, lr=LR)
 
 
 def training(s) -> Dict[str, Any]:
-    """Training settings of the search units (BiXNAS ``training``)."""
-    return dict(data=s.data, batch_size=BATCH_SIZE, patch_size=s.patch_size, split_seed=SPLIT_SEED)
+    """Training settings of the search units (BiXNAS ``training``): the recipe's data and split."""
+    return dict(data=s.data, batch_size=BATCH_SIZE, patch_size=s.patch_size, split_seed=s.split_seed,
+                val_fraction=VAL_FRACTION)
 
 
 def digest(*parts: Any) -> str:
@@ -230,8 +228,7 @@ class Units:
     def __init__(self, work: Path, on_finish: Callable[[], None]) -> None:
         self.dir = work / "units"
         self.on_finish = on_finish
-        self.ran = 0
-        self.cached = 0
+        self.ran = self.cached = 0
         self.started = time.perf_counter()
 
     def get(self, key: str) -> Optional[Dict[str, Any]]:
@@ -251,7 +248,8 @@ class Units:
         wall, cpu = time.perf_counter(), time.process_time()
         result = function()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        result["unit"] = {"key": key, "title": title, "wall_s": wall, "cpu_s": cpu, "finished": now()}
+        result["unit"] = {"key": key, "title": title, "wall_s": wall, "cpu_s": cpu, "finished": now(),
+                          "load": os.getloadavg()[0]}
         with atomic_write(self.dir / f"{key}.json") as handle:
             json.dump(result, handle, indent=1, default=plain)
         self.ran += 1
@@ -261,16 +259,14 @@ class Units:
 
 
 class Stopwatch:
-    """Wall and CPU seconds of the BiX-NAS search per engine unit, summed over (resumed) attempts.
+    """Wall and CPU seconds of a BiX-NAS search per engine unit, summed over (resumed) attempts.
 
-    ``mark(label)`` is called before every unit starts (``add_unit_listener``); a unit lasts until the
-    next mark or the end. An attempt that died keeps its time up to its last mark (the interrupted
-    unit's lost part is not counted; its resumed remainder is). Saved to ``path`` after every mark.
+    ``mark(label)`` is called before every unit starts (``add_unit_listener``); a unit lasts until the next
+    mark or the end. An attempt that died keeps its time up to its last mark. Saved after every mark.
     """
 
     def __init__(self, path: Path, log: Callable[[str], None]) -> None:
-        self.path = path
-        self.log = log
+        self.path, self.log = path, log
         self.attempts: List[Dict[str, Any]] = json.loads(path.read_text())["attempts"] if path.is_file() else []
         self._wall0 = self._cpu0 = 0.0
 
@@ -319,81 +315,53 @@ def gene_spec(s, gene_text: str) -> Dict[str, Any]:
     return registry_spec("bixnet", gene=gene_text, width=s.width, stem_width=s.width)
 
 
-def member_spec(s, candidates: Dict[str, List[int]], sample: Dict[str, List[int]]) -> Dict[str, Any]:
-    """A Phase 2 member frozen from the narrowed space (members may fuse more inputs than the full space's max_k)."""
-    return {"kind": "member", "width": s.width, "candidates": candidates, "sample": sample}
-
-
-def build(spec: Dict[str, Any]) -> torch.nn.Module:
-    if spec["kind"] == "registry":
-        return create_model(spec["name"], **spec["kwargs"])
-    space = BiONetPlusPlus(width=spec["width"], stem_width=spec["width"], candidates=spec["candidates"])
-    return space.freeze(spec["sample"])
+def sample_spec(s, sample: Dict[str, List[int]]) -> Dict[str, Any]:
+    return gene_spec(s, Gene.from_sample(sample).to_text())
 
 
 def paper_width(spec: Dict[str, Any]) -> Dict[str, Any]:
-    """The same network at the paper's width (48, stem 32; U-Net base 32)."""
-    if spec["kind"] == "member":
-        return registry_spec("bixnet", gene=Gene.from_sample(spec["sample"]).to_text(), width=PAPER_WIDTH,
-                             stem_width=PAPER_STEM)
-    if spec["name"] == "unet":
-        return registry_spec("unet", **{**spec["kwargs"], "base": PAPER_UNET_BASE})
+    """The same network at the paper's width (48, stem 32)."""
     return registry_spec(spec["name"], **{**spec["kwargs"], "width": PAPER_WIDTH, "stem_width": PAPER_STEM})
 
 
-def reference_arms(s) -> List[Tuple[str, str, Dict[str, Any]]]:
-    """``(arm id, row name, network)`` of the fixed references."""
-    return [("bionet_pp", "BiO-Net++ (all skips)", registry_spec("bionet_pp", width=s.width, stem_width=s.width)),
-            ("bixnet", "BiX-Net (published gene)", gene_spec(s, published_gene().to_text())),
-            ("unet", "U-Net", registry_spec("unet", base=s.width))]
+def macs48(units: Units, spec: Dict[str, Any]) -> int:
+    """MACs at 1 x 3 x 512 x 512 at the paper's width (the one counter, ``count_complexity``), cached."""
+    wide = paper_width(spec)
 
-
-def complexity_key(spec: Dict[str, Any]) -> str:
-    return f"complexity-{digest(spec)}"
-
-
-def complexity(units: Units, spec: Dict[str, Any]) -> Dict[str, Any]:
     def count():
-        c = count_complexity(build(spec).cpu(), input_size=(512, 512))
-        return {"params": c.params, "macs": c.macs, "spec": spec}
-    return units.run(complexity_key(spec), f"params/MACs of {spec_title(spec)}", count)
+        c = count_complexity(create_model(wide["name"], **wide["kwargs"]).cpu(), input_size=(512, 512))
+        return {"params": c.params, "macs": c.macs, "spec": wide}
+    return int(units.run(f"complexity-{digest(wide)}", f"MACs of {title(wide)}", count)["macs"])
 
 
-def spec_title(spec: Dict[str, Any]) -> str:
-    if spec["kind"] == "member":
-        return f"Phase 2 member (width {spec['width']})"
+def title(spec: Dict[str, Any]) -> str:
     width = spec["kwargs"].get("width", spec["kwargs"].get("base"))
     gene = f" gene {digest(spec['kwargs']['gene'])}" if "gene" in spec["kwargs"] else ""
     return f"{spec['name']}{gene} width {width}"
 
 
-# ----- retraining (the one recipe) ---------------------------------------------------------------------
-def retrain_key(s, spec: Dict[str, Any], seed: int) -> str:
-    tag = spec["name"] if spec["kind"] == "registry" else "member"
-    return f"retrain-{tag}-{digest(spec, recipe(s))}-s{seed}"
-
-
+# ----- retraining: the one recipe, scored on validation and test at the final epoch -------------------
 def retrain(units: Units, s, spec: Dict[str, Any], seed: int) -> Dict[str, Any]:
-    key = retrain_key(s, spec, seed)
+    key = f"retrain-{spec['name']}-{digest(spec, recipe(s), s.test)}-s{seed}"
 
     def train():
         out_dir = s.work / "train" / key
-        final = train_and_report(build(spec), seed=seed, out_dir=str(out_dir), **recipe(s))
-        return {"final": final, "seed": seed, "spec": spec, "recipe": recipe(s), "out_dir": str(out_dir)}
-    return units.run(key, f"retrain {spec_title(spec)} seed {seed}", train)
+        final = train_and_report(create_model(spec["name"], **spec["kwargs"]), seed=seed, out_dir=str(out_dir),
+                                 **recipe(s))
+        last = out_dir / "checkpoints" / "last.ckpt"
+        val = evaluate(last, s.data, split="val", batch_size=BATCH_SIZE)
+        test = evaluate(last, s.test, split="all", batch_size=BATCH_SIZE)
+        return {"best_val_iou": final["default"], "best_epoch": final["best_epoch"], "val_iou": val["iou"],
+                "test_iou": test["iou"], "test_dice": test["dice"], "test_images": test["images"], "seed": seed,
+                "spec": spec}
+    return units.run(key, f"retrain {title(spec)} seed {seed}", train)
+
+
+def retrain_all(units: Units, s, spec: Dict[str, Any]) -> List[Dict[str, Any]]:
+    return [retrain(units, s, spec, r) for r in range(s.retrain_seeds)]
 
 
 # ----- BiX-NAS ----------------------------------------------------------------------------------------
-def search_id(s) -> str:
-    inherit = ("inherit_weights",) if s.inherit_weights else ()  # absent by default: earlier caches stay valid
-    return digest("bixnas", s.data, s.width, s.phase1_epochs, s.phase2_epochs, s.samples, KEEP, s.member_bn, s.seed,
-                  s.patch_size, BATCH_SIZE, SPLIT_SEED, LR, *inherit)
-
-
-def search_dir(s) -> Path:
-    return s.work / f"bixnas-{search_id(s)}"
-
-
 def bixnas_space(s) -> RawFormatModelSpace:
     return RawFormatModelSpace.from_model(BiONetPlusPlus(width=s.width, stem_width=s.width),
                                           make_evaluator(**recipe(s)))
@@ -401,144 +369,120 @@ def bixnas_space(s) -> RawFormatModelSpace:
 
 def phase2_kwargs(s) -> Dict[str, Any]:
     return {"samples": s.samples, "epochs": s.phase2_epochs, "keep": KEEP, "lr_per_member": False,
-            "keep_sequential_last": True, "member_bn": s.member_bn, "inherit_weights": s.inherit_weights}
+            "keep_sequential_last": True, "member_bn": "recalibrate", "inherit_weights": True,
+            "selection": s.selection}
 
 
-def retrain_kwargs(s) -> Dict[str, Any]:
-    return {"seeds": SEEDS, "max_epochs": s.epochs, "batch_size": BATCH_SIZE, "patch_size": s.patch_size,
-            "split_seed": SPLIT_SEED, "lr": LR}
+def search_dir(s, seed: int) -> Path:
+    return s.work / f"bixnas-{digest(training(s), s.width, s.phase1_epochs, phase2_kwargs(s), seed)}"
 
 
-def bixnas_strategy(s, out_dir: Path, retrain: Optional[Dict[str, Any]]) -> BiXNAS:
-    return BiXNAS(phase1={"epochs": s.phase1_epochs}, phase2=phase2_kwargs(s), retrain=retrain, training=training(s),
-                  out_dir=str(out_dir), seed=s.seed)
-
-
-def current_unit(strategy: BiXNAS) -> str:
-    """What the chain is about to run (called before every unit)."""
-    if strategy.phase1.result is None:
-        return "Phase 1"
-    if strategy.phase2 is None or not strategy.phase2.final_samples:
-        done = 0 if strategy.phase2 is None else len(strategy.phase2.history)
-        return f"Phase 2 stage {2 * ITERATIONS - 1 - done}"
-    return f"retrain seed {strategy.retrain_kwargs['seeds'][len(strategy.retrained)]}"
-
-
-def run_chain(s, strategy: BiXNAS, on_unit: Callable[[str], None]) -> Dict[str, Any]:
+def bixnas_search(s, units: Units, seed: int) -> Dict[str, Any]:
+    """Phase 1 + Phase 2 (no retraining), timed per unit."""
+    out = search_dir(s, seed)
+    clock = Stopwatch(out / "search_timing.json", units.log)
+    strategy = BiXNAS(phase1={"epochs": s.phase1_epochs}, phase2=phase2_kwargs(s), retrain=None,
+                      training=training(s), out_dir=str(out), seed=seed)
     engine = SequentialExecutionEngine()
-    remove = add_unit_listener(engine, lambda: on_unit(current_unit(strategy)))
+
+    def current() -> str:
+        if strategy.phase1.result is None:
+            return "Phase 1"
+        return f"Phase 2 stage {len(strategy.phase2.history) + 1 if strategy.phase2 else 1}"
+    remove = add_unit_listener(engine, lambda: clock.mark(current()))
+    clock.start()
     try:
         strategy(bixnas_space(s), engine)
     finally:
         remove()
-    return json.loads((Path(strategy.out_dir) / "result.json").read_text())
+        clock.end()
+    result = json.loads((out / "result.json").read_text())
+    timing = clock.summary()
+    phase1_wall = sum(u["wall_s"] for u in timing["units"] if u["unit"] == "Phase 1")
+    return {"sample": result["final_samples"][0], "gene": result["genes"][0], "candidates": strategy.phase1.candidates,
+            "phase1_iou": strategy.phase1.result.get("default"), "phase1_weights": strategy.phase1.result["weights"],
+            "phase2_history": result["phase2_history"], "timing": timing, "phase1_wall_s": phase1_wall,
+            "budget_s": timing["wall_s"], "seed": seed}
 
 
-def bixnas_search(s, units: Units) -> Dict[str, Any]:
-    """Phase 1 + Phase 2 (no retraining), timed per unit."""
-    out = search_dir(s)
-    clock = Stopwatch(out / "search_timing.json", units.log)
-    strategy = bixnas_strategy(s, out, None)
-    clock.start()
-    result = run_chain(s, strategy, clock.mark)
-    clock.end()
-    return {"gene": result["genes"][0], "sample": result["final_samples"][0], "candidates": strategy.phase1.candidates,
-            "phase1_iou": strategy.phase1.result.get("default"), "phase2_history": result["phase2_history"],
-            "timing": clock.summary(), "out_dir": str(out), "phase1": {"epochs": s.phase1_epochs},
-            "phase2": phase2_kwargs(s), "training": training(s), "seed": s.seed}
+# ----- the narrowed space: its sampler and shared-weight scoring ---------------------------------------
+def narrowed(s, candidates: Dict[str, List[int]]):
+    """``(space module, sampler, initial parent)`` of the Phase-1-narrowed space, as Phase 2 builds them."""
+    space = narrow_space(bixnas_space(s), candidates)
+    module = phase2_module(space)
+    skips = check_stage_skips(space.simplify(), fits_max_k=True)
+    sampler = SkipSetSampler.from_skips(skips, samples=s.fidelity_members, keep_sequential_last=True, max_redraws=500,
+                                        effective=module.effective_sample)
+    parent = {label: list(m.candidates) for label, m in skips.items()}
+    return space, module, sampler, parent
 
 
-def bixnas_retrain(s, units: Units, search: Dict[str, Any]) -> Dict[str, Any]:
-    """BiXNAS's own retraining of the winner, on a copy of the finished search's state (the search
-    folder stays as it was, so another recipe retrains from the same search)."""
-    out = search_dir(s) / f"retrain-{digest(retrain_kwargs(s), s.data)}"
-    if not (out / STATE_FILE).is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(search_dir(s) / STATE_FILE, out / STATE_FILE)
-    result = run_chain(s, bixnas_strategy(s, out, retrain_kwargs(s)),
-                       lambda label: units.log(f"  bixnas unit: {label}"))
-    if result["genes"][0] != search["gene"]:
-        raise RuntimeError(f"the resumed chain in {out} retrained another gene than the search found")
-    return {"retrained": result["retrained"], "gene": search["gene"], "retrain": retrain_kwargs(s), "out_dir": str(out)}
+def random_member(sampler: SkipSetSampler, rs: RandomState) -> Dict[str, List[int]]:
+    """A member of the narrowed space drawn block by block with BiX-NAS's own sampler (``keep_sequential_last``)."""
+    return {label: sampler.sample_block(label, stage == sampler.last_stage, rs)
+            for stage, labels in sampler.blocks.items() for label in labels}
 
 
-# ----- random genes -----------------------------------------------------------------------------------
-def draws_key(s, search: Dict[str, Any]) -> str:
-    return f"random-draws-{digest(s.seed, s.random, s.max_draws, MACS_TOLERANCE, search['gene'], s.width)}"
+class SharedScorer:
+    """Validation IoU of members on trained SuperNet weights, with per-member recalibrated BatchNorm."""
+
+    def __init__(self, s, candidates: Dict[str, List[int]], weights: str, stage: int) -> None:
+        self.model = BiONetPlusPlus(width=s.width, stem_width=s.width, candidates=candidates)
+        state, own = torch.load(weights, map_location="cpu", weights_only=True), self.model.state_dict()
+        self.model.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape},
+                                   strict=False)  # Phase 1's fusion modules are not Phase 2's
+        self.model.eval()
+        module = SegDataModule(data=s.data, batch_size=BATCH_SIZE, patch_size=s.patch_size, split_seed=s.split_seed,
+                               val_fraction=VAL_FRACTION, seed=0)
+        module.setup("fit")
+        self.batches = []
+        for images, _ in module.train_dataloader(epoch=0):
+            self.batches.append(images)
+            if len(self.batches) == RECALIBRATION_BATCHES:
+                break
+        self.val = list(module.val_dataloader())
+        self.stage = stage
+
+    @torch.no_grad()
+    def __call__(self, member: Dict[str, List[int]]) -> float:
+        stats = [recalibrated_statistics(self.model, self.batches, self.stage, member)]
+        metric = SegmentationMetrics()
+        for images, target in self.val:
+            metric.update(evaluate_members(self.model, images, self.stage, [member], "recalibrate", stats)[0].float(),
+                          target)
+        return float(metric.compute()["iou"])
 
 
-def random_sample(space: BiONetPlusPlus, seed: int, draw: int) -> Dict[str, List[int]]:
-    rs = RandomState([seed, draw])
-    sample: Dict[str, List[int]] = {}
-    for label, mutable in sorted(space.simplify().items()):
-        mutable.random(sample, random_state=rs)  # SkipSubset.random: k ~ U{1..max_k}, then k of the candidates
-    return sample
-
-
-def screened_macs(gene_text: str) -> int:
-    """MACs at width 48 and 512 x 512, counted at 64 x 64 and scaled by 64 (exact: see the check below)."""
-    model = create_model("bixnet", gene=gene_text, width=PAPER_WIDTH, stem_width=PAPER_STEM)
-    macs = count_complexity(model, input_size=(MACS_SCREEN_SIZE, MACS_SCREEN_SIZE)).macs
-    return macs * (512 // MACS_SCREEN_SIZE) ** 2
-
-
-def check_scaling(gene_text: str, screened: int) -> None:
-    model = create_model("bixnet", gene=gene_text, width=PAPER_WIDTH, stem_width=PAPER_STEM)
-    exact = count_complexity(model, input_size=(512, 512)).macs
-    if exact != screened:
-        raise RuntimeError(f"MACs at 64x64 x 64 ({screened}) differ from the count at 512x512 ({exact})")
-
-
-def draw_random(s, search: Dict[str, Any]) -> Dict[str, Any]:
-    target = count_complexity(create_model("bixnet", gene=search["gene"], width=PAPER_WIDTH, stem_width=PAPER_STEM),
-                              input_size=(512, 512)).macs
-    space = BiONetPlusPlus(width=s.width, stem_width=s.width)
-    draws, matched = [], set()
-    for draw in range(s.max_draws):
-        text = Gene.from_sample(random_sample(space, s.seed, draw)).to_text()
-        macs = screened_macs(text)
-        if draw == 0:
-            check_scaling(text, macs)
-        within = abs(macs / target - 1.0) <= MACS_TOLERANCE
-        draws.append({"draw": draw, "gene": text, "macs48": macs, "matched": within})
-        matched |= {text} if within else set()
-        if len({d["gene"] for d in draws}) >= s.random and len(matched) >= s.random:
-            break
-    return {"target_macs48": target, "tolerance": MACS_TOLERANCE, "draws": draws, "max_draws": s.max_draws,
-            "reached": len(matched) >= s.random}
-
-
-def random_groups(s, draws: Dict[str, Any]) -> Dict[str, List[Dict[str, Any]]]:
-    """``{'matched': [...], 'unconstrained': [...]}``: the first ``s.random`` distinct genes of each group."""
-    def first(rows):
-        seen, out = set(), []
-        for row in rows:
-            if row["gene"] not in seen and len(out) < s.random:
-                seen.add(row["gene"])
-                out.append(row)
-        return out
-    return {"matched": first(d for d in draws["draws"] if d["matched"]), "unconstrained": first(draws["draws"])}
+def rs_ws(s, units: Units, search: Dict[str, Any]) -> Dict[str, Any]:
+    """Random members of the narrowed space scored on Phase 1's SuperNet until ``B_k - Phase 1`` is spent."""
+    budget = max(0.0, search["budget_s"] - search["phase1_wall_s"])
+    _, _, sampler, parent = narrowed(s, search["candidates"])
+    score = SharedScorer(s, search["candidates"], search["phase1_weights"], min(sampler.blocks))  # all searched stages
+    rs, seen, scored, started = RandomState([search["seed"], 7]), set(), [], time.perf_counter()
+    export_iou = score(parent)  # Phase 1's argmax export (every narrowed candidate fused), hard, on its own weights
+    while len(scored) < s.rsws_max and (time.perf_counter() - started < budget or not scored):
+        member = random_member(sampler, rs)
+        key = sampler.effective_key(member)
+        if key in seen:
+            continue
+        seen.add(key)
+        scored.append({"sample": member, "iou": score(member)})
+    best = max(scored, key=lambda m: m["iou"])
+    return {"budget_s": budget, "spent_s": time.perf_counter() - started, "scored": len(scored), "best": best,
+            "gene": Gene.from_sample(best["sample"]).to_text(), "phase1_soft_iou": search["phase1_iou"],
+            "phase1_export_iou": export_iou, "ious": [m["iou"] for m in scored]}
 
 
 # ----- RegularizedEvolution ---------------------------------------------------------------------------
-def re_key(s, budget: float) -> str:
-    key = digest(s.data, s.width, s.re_epochs, budget, s.seed, s.patch_size, RE_POPULATION, RE_SAMPLE, RE_MUTATION)
-    return f"re-search-{key}"
-
-
-def re_budget(s, search: Dict[str, Any]) -> float:
-    return float(s.re_budget) if s.re_budget is not None else float(search["timing"]["wall_s"])
-
-
-def run_re(s, units: Units, budget: float) -> Dict[str, Any]:
+def run_re(s, units: Units, budget: float, seed: int) -> Dict[str, Any]:
     """NNI's RegularizedEvolution on the full space until its trials have used ``budget`` wall seconds."""
-    trials_dir = s.work / re_key(s, budget) / "trials"
+    trials_dir = s.work / f"re-{digest(recipe(s), s.re_epochs, budget, seed)}" / "trials"
     shutil.rmtree(trials_dir, ignore_errors=True)  # not resumable: an interrupted run starts again
     trials_dir.mkdir(parents=True)
     space = RawFormatModelSpace.from_model(BiONetPlusPlus(width=s.width, stem_width=s.width),
                                            make_evaluator(**{**recipe(s), "max_epochs": s.re_epochs}))
     strategy = RegularizedEvolution(population_size=RE_POPULATION, sample_size=RE_SAMPLE, mutation_prob=RE_MUTATION,
-                                    seed=s.seed)
+                                    seed=seed)
     engine = SequentialExecutionEngine(max_duration=budget)
     engine.register_model_event_callback(
         ModelEventType.TrainingEnd, lambda event: units.log(f"  RE trial {len(list(engine.list_models()))}: "
@@ -548,152 +492,34 @@ def run_re(s, units: Units, budget: float) -> Dict[str, Any]:
         strategy(space, engine)
     finally:
         tempfile.tempdir = previous
-    trials = [{"sample": m.sample, "iou": m.metric, "status": m.status.value} for m in engine.list_models()]
+    trials = [{"sample": m.sample, "iou": m.metric} for m in engine.list_models()]
     scored = [t for t in trials if isinstance(t["iou"], (int, float)) and math.isfinite(t["iou"])]
     best = max(scored, key=lambda t: t["iou"])
-    return {"budget_s": budget, "engine_trial_s": engine.state_dict()["total_duration"], "trials": trials,
-            "best": {**best, "gene": Gene.from_sample(best["sample"]).to_text()}, "trial_epochs": s.re_epochs,
-            "population_size": RE_POPULATION, "sample_size": RE_SAMPLE, "mutation_prob": RE_MUTATION, "seed": s.seed}
+    return {"budget_s": budget, "engine_trial_s": engine.state_dict()["total_duration"], "trials": len(trials),
+            "trial_ious": [t["iou"] for t in scored], "best": best, "gene": Gene.from_sample(best["sample"]).to_text()}
 
 
 # ----- ranking fidelity -------------------------------------------------------------------------------
-def first_stage(search: Dict[str, Any]) -> Dict[str, Any]:
-    return next(h for h in search["phase2_history"] if h["population"])
+def fidelity_population(s, search: Dict[str, Any]) -> Dict[str, Any]:
+    """``fidelity_members`` distinct members of the first Phase 2 stage, drawn by the Phase 2 sampler."""
+    _, _, sampler, parent = narrowed(s, search["candidates"])
+    _, members = sampler.sample_population(sampler.last_stage, [parent], RandomState([search["seed"], 11]))
+    return {"stage": sampler.last_stage, "members": members[:s.fidelity_members]}
 
 
-def fidelity_members(search: Dict[str, Any]) -> List[Dict[str, List[int]]]:
-    return [p["sample"] for p in first_stage(search)["population"]]
-
-
-def stage_kwargs(s, search: Dict[str, Any], mode: str) -> Dict[str, Any]:
-    """``phase2_stage_unit`` arguments of the BiX-NAS run's first stage, in ``mode``. For 'fair' these are
-    the chain's own arguments and run folder (``ProgressiveEvolution._run``), so its trained stage is reused."""
-    candidates = search["candidates"]
-    out_dir = Path(search["out_dir"]) / "phase2" if mode == "fair" else s.work / f"fidelity-{search_id(s)}"
-    return dict(space=space_reference(narrow_space(bixnas_space(s), candidates)), stage=first_stage(search)["stage"],
-                members=fidelity_members(search), candidates=candidates, epochs=s.phase2_epochs, milestones=None,
-                gamma=0.1, lr=LR, step="low_memory", mode=mode, member_bn=s.member_bn,
-                recalibration_batches=RECALIBRATION_BATCHES, macs_input_size=[512, 512], init_weights=None,
-                out_dir=str(out_dir), data=s.data, batch_size=BATCH_SIZE, split_seed=SPLIT_SEED,
-                patch_size=s.patch_size)
-
-
-def stage_key(s, mode: str) -> str:
-    return f"fidelity-train-{mode}-{search_id(s)}"
-
-
-def train_stage(s, search: Dict[str, Any], mode: str) -> Dict[str, Any]:
-    result = phase2_stage_unit(**stage_kwargs(s, search, mode))
-    searched = [p["iou"] for p in first_stage(search)["population"]]
-    ious = [p["iou"] for p in result["population"]]
-    return {"mode": mode, "stage": result["stage"], "population": result["population"], "weights": result["weights"],
-            "same_scores_as_search": ious == searched}
-
-
-def recalibration_batches(module: SegDataModule) -> List[torch.Tensor]:
-    batches = []
-    for images, _ in module.train_dataloader(epoch=0):
-        batches.append(images)
-        if len(batches) == RECALIBRATION_BATCHES:
-            break
-    return batches
-
-
-def loaded_supernet(s, search: Dict[str, Any], weights: str) -> BiONetPlusPlus:
-    model = BiONetPlusPlus(width=s.width, stem_width=s.width, candidates=search["candidates"])
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return model.eval()
-
-
-@torch.no_grad()
-def score_members(s, search: Dict[str, Any], trained: Dict[str, Any], member_bn: str) -> Dict[str, Any]:
-    """Every member's validation IoU/Dice on the trained SuperNet, as ``Phase2Task.validation_step`` scores."""
-    model = loaded_supernet(s, search, trained["weights"])
-    members, stage = fidelity_members(search), trained["stage"]
-    module = SegDataModule(data=s.data, batch_size=BATCH_SIZE, patch_size=s.patch_size, split_seed=SPLIT_SEED, seed=0)
-    module.setup("fit")
-    batches = recalibration_batches(module) if member_bn == "recalibrate" else []
-    statistics_ = [recalibrated_statistics(model, batches, stage, m) for m in members] if batches else None
-    metrics = [SegmentationMetrics(num_classes=int(module.info.num_classes)) for _ in members]
-    for images, target in module.val_dataloader():
-        for metric, logits in zip(metrics, evaluate_members(model, images, stage, members, member_bn, statistics_)):
-            metric.update(logits.float(), target)
-    scores = [m.compute() for m in metrics]
-    return {"mode": trained["mode"], "member_bn": member_bn, "iou": [float(x["iou"]) for x in scores],
-            "dice": [float(x["dice"]) for x in scores], "recalibration_batches": len(batches)}
-
-
-def score_key(s, mode: str, member_bn: str) -> str:
-    return f"fidelity-score-{mode}-{member_bn}-{search_id(s)}"
-
-
-def fidelity(units: Units, s, search: Dict[str, Any]) -> None:
-    for mode in ("fair", "naive"):
-        trained = units.run(stage_key(s, mode), f"fidelity: train stage SuperNet ({mode})",
-                            lambda: train_stage(s, search, mode))
-        for member_bn in ("batch", "recalibrate"):
-            units.run(score_key(s, mode, member_bn), f"fidelity: score members ({mode}, {member_bn})",
-                      lambda: score_members(s, search, trained, member_bn))
-    for member in fidelity_members(search):
-        retrain(units, s, member_spec(s, search["candidates"], member), 0)
-
-
-# ----- the pipeline -----------------------------------------------------------------------------------
-def run_all(s, units: Units) -> None:
-    """Every unit, in order; finished ones are read from the cache."""
-    search = units.run(f"bixnas-search-{search_id(s)}", "BiX-NAS search (Phase 1 + Phase 2)",
-                       lambda: bixnas_search(s, units))
-    both_widths(units, gene_spec(s, search["gene"]))
-    units.run(bixnas_retrain_key(s), "BiX-NAS retraining of the winner (seeds 0 1 2)",
-              lambda: bixnas_retrain(s, units, search))
-    for _, _, spec in reference_arms(s):
-        both_widths(units, spec)
-        for seed in SEEDS:
-            retrain(units, s, spec, seed)
-    draws = units.run(draws_key(s, search), "random gene draws", lambda: draw_random(s, search))
-    for group in random_groups(s, draws).values():
-        for row in group:
-            retrain(units, s, gene_spec(s, row["gene"]), 0)
-    budget = re_budget(s, search)
-    evolution = units.run(re_key(s, budget), f"RegularizedEvolution ({budget:.0f} s budget)",
-                          lambda: run_re(s, units, budget))
-    both_widths(units, gene_spec(s, evolution["best"]["gene"]))
-    for seed in SEEDS:
-        retrain(units, s, gene_spec(s, evolution["best"]["gene"]), seed)
-    fidelity(units, s, search)
-
-
-def both_widths(units: Units, spec: Dict[str, Any]) -> None:
-    complexity(units, spec)
-    complexity(units, paper_width(spec))
-
-
-def bixnas_retrain_key(s) -> str:
-    return f"bixnas-retrain-{search_id(s)}-{digest(retrain_kwargs(s), s.data)}"
-
-
-# ----- statistics ---------------------------------------------------------------------------------------
-def mean_std(values: Sequence[float]) -> str:
-    if not values:
-        return "pending"
-    std = f"{statistics.stdev(values):.4f}" if len(values) > 1 else "—"
-    return f"{statistics.mean(values):.4f} ± {std}"
-
-
-def p_value(test: str, bix: Dict[int, float], other: Dict[int, float]) -> Optional[float]:
-    """Two-sided p of ``'paired'`` (by seed, ``ttest_rel``) or ``'welch'`` (``ttest_ind(equal_var=False)``)."""
-    from scipy import stats
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if test == "paired":
-            seeds = sorted(set(bix) & set(other))
-            if len(seeds) < 2:
-                return None
-            return float(stats.ttest_rel([bix[k] for k in seeds], [other[k] for k in seeds]).pvalue)
-        if len(bix) < 2 or len(other) < 2:
-            return None
-        return float(stats.ttest_ind(list(bix.values()), list(other.values()), equal_var=False).pvalue)
+def fidelity_stage(s, search: Dict[str, Any], population: Dict[str, Any], variant: Tuple) -> Dict[str, Any]:
+    name, options, factor = variant
+    options = dict(options)
+    inherit, per_member = options.pop("inherit", False), options.pop("lr_per_member", False)
+    members = population["members"]
+    space = space_reference(narrow_space(bixnas_space(s), search["candidates"]))
+    result = phase2_stage_unit(
+        space=space, stage=population["stage"], members=members, candidates=search["candidates"],
+        epochs=s.phase2_epochs * factor, milestones=None, gamma=0.1, lr=LR / len(members) if per_member else LR,
+        step="low_memory", member_bn="recalibrate", recalibration_batches=RECALIBRATION_BATCHES,
+        macs_input_size=[512, 512], init_weights=search["phase1_weights"] if inherit else None,
+        out_dir=str(s.work / f"fidelity-{digest(name)}"), **training(s), **options)
+    return {"variant": name, "iou": [p["iou"] for p in result["population"]]}
 
 
 def kendall(x: Sequence[float], y: Sequence[float]) -> Tuple[Optional[float], Optional[float]]:
@@ -707,385 +533,316 @@ def kendall(x: Sequence[float], y: Sequence[float]) -> Tuple[Optional[float], Op
     return float(result.statistic), float(result.pvalue)
 
 
-def num(value: Optional[float], digits: int = 4) -> str:
-    if value is None:
-        return "pending"
-    return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:.{digits}f}"
+def sparse_tau(x: Sequence[float], y: Sequence[float], noise: float) -> Tuple[Optional[float], int]:
+    """Kendall's tau over the pairs whose ``y`` differ by more than ``noise`` (the others are ties in noise)."""
+    concordant = discordant = 0
+    for i in range(len(y)):
+        for j in range(i + 1, len(y)):
+            if abs(y[i] - y[j]) <= noise:
+                continue
+            sign = np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])
+            concordant, discordant = concordant + (sign > 0), discordant + (sign < 0)
+    pairs = concordant + discordant
+    return ((concordant - discordant) / pairs if pairs else None), int(pairs)
 
 
-def yes_no(flag: Optional[bool]) -> str:
-    return "pending" if flag is None else ("yes" if flag else "no")
+# ----- the pipeline -----------------------------------------------------------------------------------
+def run_all(s, units: Units, progress: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
+    """Every unit, in order (the arms of each search seed first, then the fixed arms, then the fidelity);
+    ``progress(state)`` after each finished part."""
+    state: Dict[str, Any] = {"seeds": {}, "random": {}, "references": {}, "fidelity": None,
+                             "ref_macs": macs48(units, reference_specs(s)[0][1])}
+    for k in range(s.search_seeds):
+        search = units.run(f"bixnas-search-{search_dir(s, k).name}", f"BiX-NAS search seed {k}",
+                           lambda: bixnas_search(s, units, k))
+        picks = {"BiX-NAS": {"gene": search["gene"], "search_s": search["budget_s"]}}
+        budget = float(search["budget_s"])
+        evolution = units.run(f"re-{digest(recipe(s), s.re_epochs, budget, k)}",
+                              f"RegularizedEvolution seed {k} ({budget:.0f} s budget)",
+                              lambda: run_re(s, units, budget, k))
+        picks["RegularizedEvolution"] = {"gene": evolution["gene"], "search_s": evolution["engine_trial_s"],
+                                         "trials": evolution["trials"]}
+        shared = units.run(f"rsws-{digest(search['gene'], budget, s.rsws_max, k)}", f"RS-WS seed {k}",
+                           lambda: rs_ws(s, units, search))
+        picks["RS-WS"] = {"gene": shared["gene"], "search_s": search["phase1_wall_s"] + shared["spent_s"],
+                          "scored": shared["scored"], "phase1_soft_iou": shared["phase1_soft_iou"],
+                          "phase1_export_iou": shared["phase1_export_iou"]}
+        state["seeds"][k] = {"budget_s": budget, "picks": {}, "search": search}
+        for name, pick in picks.items():
+            spec = gene_spec(s, pick["gene"])
+            pick["macs48"], pick["runs"] = macs48(units, spec), retrain_all(units, s, spec)
+            state["seeds"][k]["picks"][name] = pick
+            progress(state)
+    for name, spec in reference_specs(s):
+        state["references"][name] = {"macs48": macs48(units, spec), "runs": retrain_all(units, s, spec)}
+        progress(state)
+    first = units.get(f"bixnas-search-{search_dir(s, 0).name}")
+    _, module, sampler, _ = narrowed(s, first["candidates"])
+    space_full = BiONetPlusPlus(width=s.width, stem_width=s.width)
+    draws = {"narrowed": distinct(lambda rs: random_member(sampler, rs), sampler.effective_key, s.random),
+             "full space": distinct(lambda rs: full_member(space_full, rs), sampler.effective_key, s.random)}
+    for group, samples in draws.items():
+        rows = []
+        for sample in samples:
+            spec = sample_spec(s, sample)
+            rows.append({"macs48": macs48(units, spec), "runs": [retrain(units, s, spec, 0)]})
+            state["random"][group] = rows
+            progress(state)
+    if not s.no_fidelity:
+        population = units.run(f"fidelity-population-{digest(first['candidates'], s.fidelity_members)}",
+                               "fidelity population", lambda: fidelity_population(s, first))
+        standalone = [retrain_all(units, s, sample_spec(s, m)) for m in population["members"]]
+        variants = [units.run(f"fidelity-{digest(v[0], population, s.phase2_epochs, training(s))}",
+                              f"fidelity stage: {v[0]}", lambda v=v: fidelity_stage(s, first, population, v))
+                    for v in VARIANTS]
+        state["fidelity"] = {"population": population, "standalone": standalone, "variants": variants,
+                             "macs48": [macs48(units, sample_spec(s, m)) for m in population["members"]]}
+    progress(state)
+    return state
+
+
+def reference_specs(s) -> List[Tuple[str, Dict[str, Any]]]:
+    return [("BiO-Net++ (all skips)", registry_spec("bionet_pp", width=s.width, stem_width=s.width)),
+            ("BiX-Net (published gene)", gene_spec(s, published_gene().to_text()))]
+
+
+def full_member(space: BiONetPlusPlus, rs: RandomState) -> Dict[str, List[int]]:
+    sample: Dict[str, List[int]] = {}
+    for label, mutable in sorted(space.simplify().items()):
+        mutable.random(sample, random_state=rs)  # SkipSubset.random: k ~ U{1..max_k}, then k of the candidates
+    return sample
+
+
+def distinct(draw: Callable[[RandomState], Dict[str, List[int]]], key: Callable, n: int) -> List[Dict[str, List[int]]]:
+    rs, seen, out = RandomState(12345), set(), []
+    for _ in range(100 * n):
+        sample = draw(rs)
+        if key(sample) not in seen:
+            seen.add(key(sample))
+            out.append(sample)
+        if len(out) == n:
+            break
+    return out
 
 
 # ----- the report ---------------------------------------------------------------------------------------
-class Report:
-    """Builds the markdown and JSON from whatever units have finished (missing ones read 'pending')."""
-
-    def __init__(self, s, units: Units, command: str, started: str) -> None:
-        self.s, self.units, self.command, self.started = s, units, command, started
-        self.start_load = load_average()
-        self.pending: List[str] = []
-        self.used: Dict[str, Any] = {}
-        self.summary: Dict[str, Any] = {}
-
-    def need(self, key: str, title: str) -> Optional[Dict[str, Any]]:
-        result = self.units.get(key)
-        if result is None:
-            self.pending.append(title)
-        else:
-            self.used[key] = result
-        return result
-
-    # -- arms -----------------------------------------------------------------------------------------
-    def seed_results(self, spec: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
-        out = {}
-        for seed in SEEDS:
-            done = self.need(retrain_key(self.s, spec, seed), f"retrain {spec_title(spec)} seed {seed}")
-            if done is not None:
-                out[seed] = done["final"]
-        return out
-
-    def bixnas(self) -> Tuple[Optional[Dict[str, Any]], Dict[int, Dict[str, Any]]]:
-        search = self.need(f"bixnas-search-{search_id(self.s)}", "BiX-NAS search")
-        done = self.need(bixnas_retrain_key(self.s), "BiX-NAS retraining") if search else None
-        finals = {r["seed"]: r for r in done["retrained"]} if done else {}
-        if search is None:
-            self.pending.append("everything that depends on the BiX-NAS search")
-        return search, finals
-
-    def macs(self, spec: Dict[str, Any]) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
-        return (self.need(complexity_key(spec), f"complexity {spec_title(spec)}"),
-                self.need(complexity_key(paper_width(spec)), f"complexity {spec_title(paper_width(spec))}"))
-
-    def arm_row(self, name: str, network: str, spec: Optional[Dict[str, Any]], finals: Dict[int, Dict[str, Any]],
-                test: str, bix: Dict[int, float], cost: str = "— | —") -> str:
-        small, paper = self.macs(spec) if spec else (None, None)
-        ious = {k: v["default"] for k, v in finals.items()}
-        p = "—" if test == "—" else num(p_value(test, bix, ious), 3)
-        self.summary.setdefault("arms", {})[name] = {"iou": ious, "dice": {k: v["dice"] for k, v in finals.items()},
-                                                    "complexity_w": small, "complexity_48": paper, "test": test}
-        return (f"| {name} | {network} | {len(finals)}/{len(SEEDS)} seeds | {cplx(small)} | {cplx(paper)} "
-                f"| {mean_std(list(ious.values()))} | {mean_std([v['dice'] for v in finals.values()])} "
-                f"| {test_name(test)} | {p} | {cost} |")
-
-    def group_row(self, name: str, rows: List[Dict[str, Any]], bix: Dict[int, float]) -> str:
-        finals = [self.need(retrain_key(self.s, gene_spec(self.s, r["gene"]), 0), f"retrain random gene {r['draw']}")
-                  for r in rows]
-        ious = [f["final"]["default"] for f in finals if f]
-        p = num(p_value("welch", bix, dict(enumerate(ious))), 3)
-        best = f"; max {max(ious):.4f}" if ious else ""
-        self.summary.setdefault("arms", {})[name] = {"iou": ious, "macs48": [r["macs48"] for r in rows],
-                                                    "test": "welch", "genes": len(rows),
-                                                    "complete": len(ious) == len(rows)}
-        small = span([f["final"]["macs"] for f in finals if f]) if len(ious) == len(rows) else "pending"
-        return (f"| {name} | {len(rows)} random genes | {len(ious)}/{len(rows)} genes (seed 0) | GMACs {small} "
-                f"| GMACs {span([r['macs48'] for r in rows])} | {mean_std(ious)}{best} "
-                f"| {mean_std([f['final']['dice'] for f in finals if f])} | {test_name('welch')} | {p} | — | — |")
-
-    def arms(self, search, bix_finals) -> List[str]:
-        s = self.s
-        bix = {k: v["default"] for k, v in bix_finals.items()}
-        lines = ["## Arms", "",
-                 f"Val IoU / Dice: best epoch of {s.epochs}-epoch retrainings (mean ± sample std over seeds or genes). "
-                 "Params (M) / GMACs at 1x3x512x512, at width W and at the paper's width 48.", "",
-                 f"| arm | network | done | params M / GMACs @W={s.width} | params M / GMACs @48 | val IoU | val Dice "
-                 "| test vs BiX-NAS | p | search wall s | search CPU s |",
-                 "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
-        timing = search["timing"] if search else None
-        cost = f"{timing['wall_s']:.0f} | {timing['cpu_s']:.0f}" if timing else "pending | pending"
-        bix_spec = gene_spec(s, search["gene"]) if search else None
-        network = f"searched gene {digest(search['gene'])}" if search else "pending"
-        lines.append(self.arm_row("BiX-NAS", network, bix_spec, bix_finals, "—", bix, cost))
-        lines += self.random_rows(search, bix)
-        lines.append(self.re_row(search, bix))
-        for _, name, spec in reference_arms(s):
-            lines.append(self.arm_row(name, spec["name"], spec, self.seed_results(spec), "paired", bix))
-        return lines + [""]
-
-    def random_rows(self, search, bix) -> List[str]:
-        draws = self.need(draws_key(self.s, search), "random gene draws") if search else None
-        if draws is None:
-            return [f"| Random, {g} | pending | | | | | | {test_name('welch')} | | — | — |"
-                    for g in ("MACs-matched ±10 %", "unconstrained")]
-        groups = random_groups(self.s, draws)
-        return [self.group_row("Random, MACs-matched ±10 %", groups["matched"], bix),
-                self.group_row("Random, unconstrained", groups["unconstrained"], bix)]
-
-    def evolution(self, search) -> Optional[Dict[str, Any]]:
-        if search is None:
-            return None
-        return self.need(re_key(self.s, re_budget(self.s, search)), "RegularizedEvolution search")
-
-    def re_row(self, search, bix) -> str:
-        evolution = self.evolution(search)
-        if evolution is None:
-            return (f"| RegularizedEvolution (best trial) | pending | | | | | | {test_name('paired')} "
-                    "| | pending | pending |")
-        unit = evolution["unit"]
-        spec = gene_spec(self.s, evolution["best"]["gene"])
-        return self.arm_row("RegularizedEvolution (best trial)", f"best of {len(evolution['trials'])} trials", spec,
-                            self.seed_results(spec), "paired", bix, f"{unit['wall_s']:.0f} | {unit['cpu_s']:.0f}")
-
-    # -- details --------------------------------------------------------------------------------------
-    def random_table(self, search) -> List[str]:
-        draws = self.units.get(draws_key(self.s, search)) if search else None
-        if draws is None:
-            return []
-        groups = random_groups(self.s, draws)
-        lines = ["## Random genes", "",
-                 f"{len(draws['draws'])} draw(s) (bound {draws['max_draws']}); BiX-NAS gene: "
-                 f"{draws['target_macs48'] / 1e9:.3f} GMACs at width 48; MACs-matched = within "
-                 f"±{draws['tolerance'] * 100:.0f} %: {'reached' if draws['reached'] else 'NOT reached'} "
-                 f"({len(groups['matched'])} of {self.s.random}). A gene in both groups is trained once.", "",
-                 f"| group | draw | gene id | GMACs @W={self.s.width} | GMACs @48 | ratio to BiX-NAS @48 "
-                 "| val IoU | val Dice |",
-                 "|---|---:|---|---:|---:|---:|---:|---:|"]
-        for group, rows in groups.items():
-            for r in rows:
-                done = self.units.get(retrain_key(self.s, gene_spec(self.s, r["gene"]), 0))
-                final = done["final"] if done else {}
-                small = f"{final['macs'] / 1e9:.3f}" if final else "pending"
-                lines.append(f"| {group} | {r['draw']} | {digest(r['gene'])} | {small} | {r['macs48'] / 1e9:.3f} "
-                             f"| {r['macs48'] / draws['target_macs48']:.3f} | {num(final.get('default'))} "
-                             f"| {num(final.get('dice'))} |")
-        return lines + [""]
-
-    def search_details(self, search) -> List[str]:
-        if search is None:
-            return []
-        t = search["timing"]
-        lines = ["## BiX-NAS search", "",
-                 f"Search budget B = {t['wall_s']:.1f} s wall, {t['cpu_s']:.1f} s CPU (`time.perf_counter` / "
-                 f"`time.process_time` of this process, from the chain's start to its end, {t['attempts']} attempt(s); "
-                 "per unit from one `add_unit_listener` mark to the next).", "",
-                 f"Phase 1 best val IoU (selection-matrix SuperNet): {num(search['phase1_iou'])}. "
-                 f"Candidates per block: {sum(len(v) for v in search['candidates'].values())} inputs over "
-                 f"{len(search['candidates'])} blocks.", "",
-                 "| unit | members | kept | best / mean member IoU (shared weights) | wall s | CPU s |",
-                 "|---|---:|---:|---:|---:|---:|"]
-        by_unit = {u["unit"]: u for u in t["units"]}
-        lines.append(unit_line("Phase 1", by_unit, "—", "—", "—"))
-        for h in search["phase2_history"]:
-            ious = [p["iou"] for p in h["population"]]
-            score = f"{max(ious):.4f} / {statistics.mean(ious):.4f}" if ious else "—"
-            lines.append(unit_line(f"Phase 2 stage {h['stage']}", by_unit, len(ious), len(h["kept"]), score))
-        lines += ["", "Winner gene (text format):", "", "```", search["gene"].rstrip(), "```", ""]
-        return lines
-
-    def re_details(self, search) -> List[str]:
-        evolution = self.units.get(re_key(self.s, re_budget(self.s, search))) if search else None
-        if evolution is None:
-            return []
-        ious = [t["iou"] for t in evolution["trials"] if isinstance(t["iou"], (int, float))]
-        return ["## RegularizedEvolution", "",
-                f"Budget {evolution['budget_s']:.1f} s; the engine counted {evolution['engine_trial_s']:.1f} s "
-                f"of trials (the trial running when the budget passed finished); {len(evolution['trials'])} trials of "
-                f"{evolution['trial_epochs']} epoch(s), population {evolution['population_size']}, sample "
-                f"{evolution['sample_size']}, mutation {evolution['mutation_prob']}, seed {evolution['seed']}; "
-                f"trial IoU max {max(ious):.4f}, mean {statistics.mean(ious):.4f}. Best trial gene id "
-                f"{digest(evolution['best']['gene'])}, retrained with seeds {SEEDS}. The number of trials depends "
-                "on the machine's speed and load (a wall budget), so this arm is not bit-reproducible.", ""]
-
-    def fidelity_table(self, search) -> List[str]:
-        lines = ["## Supernet ranking fidelity", ""]
-        if search is None:
-            return lines + ["pending", ""]
-        members = fidelity_members(search)
-        specs = [member_spec(self.s, search["candidates"], m) for m in members]
-        standalone = [self.need(retrain_key(self.s, spec, 0), f"standalone member {i}") for i, spec in enumerate(specs)]
-        alone = [r["final"]["default"] if r else None for r in standalone]
-        scores, trained = {}, {}
-        for mode in ("fair", "naive"):
-            trained[mode] = self.need(stage_key(self.s, mode), f"fidelity training {mode}")
-            for bn in ("batch", "recalibrate"):
-                scores[mode, bn] = self.need(score_key(self.s, mode, bn), f"fidelity scoring {mode} {bn}")
-        lines += self.fidelity_intro(search, trained)
-        lines += self.member_rows(search, alone, scores)
-        lines += self.tau_rows(alone, scores, [p["iou"] for p in first_stage(search)["population"]])
-        return lines
-
-    def fidelity_intro(self, search, trained) -> List[str]:
-        fair = trained.get("fair")
-        reused = "pending" if fair is None else ("yes" if fair["same_scores_as_search"] else "no (trained again)")
-        return [f"Stage {first_stage(search)['stage']} population of the BiX-NAS run ({len(fidelity_members(search))} "
-                f"members), SuperNets trained {self.s.phase2_epochs} epoch(s) (`phase2_stage_unit`, lr {LR}). "
-                f"'fair' reuses the BiX-NAS run's own stage (same arguments and run folder; scores identical to the "
-                f"search's: {reused}). Shared-weight IoU: final SuperNet weights on the validation set; 'batch' = "
-                f"each batch's own BatchNorm statistics, 'recalibrate' = per-member statistics from "
-                f"{RECALIBRATION_BATCHES} training batches (epoch-0 crops, seed 0). Standalone: the member retrained "
-                f"with the recipe, seed 0.", ""]
-
-    def member_rows(self, search, alone, scores) -> List[str]:
-        population = first_stage(search)["population"]
-        lines = ["| member | GMACs @W (512²) | standalone IoU | fair/batch | fair/recalibrate | naive/batch "
-                 "| naive/recalibrate | search score (best epoch) |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for i, member in enumerate(population):
-            cells = [num(scores[c]["iou"][i]) if scores[c] else "pending" for c in
-                     [("fair", "batch"), ("fair", "recalibrate"), ("naive", "batch"), ("naive", "recalibrate")]]
-            lines.append(f"| {i} | {member['macs'] / 1e9:.3f} | {num(alone[i])} | {' | '.join(cells)} "
-                         f"| {member['iou']:.4f} |")
-        return lines + [""]
-
-    def tau_rows(self, alone, scores, searched: List[float]) -> List[str]:
-        lines = ["| SuperNet training | member_bn | Kendall tau | p | n |", "|---|---|---:|---:|---:|"]
-        taus = {}
-        for (mode, bn), score in scores.items():
-            ready = score is not None and None not in alone
-            tau, p = kendall(score["iou"], alone) if ready else (None, None)
-            taus[mode, bn] = tau
-            lines.append(f"| {mode} | {bn} | {num(tau, 3)} | {num(p, 3)} | {len(alone)} |")
-        own, own_p = kendall(searched, alone) if None not in alone else (None, None)
-        self.summary["fidelity"] = {**{f"{m}/{b}": t for (m, b), t in taus.items()}, "search_score": own}
-        lines += ["", f"- the search's own stage score (fair, best epoch, member_bn={self.s.member_bn}) vs standalone: "
-                      f"Kendall tau {num(own, 3)}, p {num(own_p, 3)}"]
-        for mode in ("fair", "naive"):
-            lines.append(f"- {mode} SuperNet: member_bn with the higher Kendall tau: "
-                         f"{higher(taus[mode, 'batch'], taus[mode, 'recalibrate'])}")
-        return lines + [""]
-
-    # -- targets and page -----------------------------------------------------------------------------
-    def targets(self) -> List[str]:
-        arms = self.summary.get("arms", {})
-        bix = list(arms.get("BiX-NAS", {}).get("iou", {}).values())
-        group = arms.get("Random, MACs-matched ±10 %", {})
-        matched = group.get("iou", []) if group.get("complete") else []
-        dense = list(arms.get("BiO-Net++ (all skips)", {}).get("iou", {}).values())
-        bix_macs = (arms.get("BiX-NAS", {}).get("complexity_48") or {}).get("macs")
-        dense_macs = (arms.get("BiO-Net++ (all skips)", {}).get("complexity_48") or {}).get("macs")
-        full = len(bix) == len(SEEDS)
-        beat = bool(statistics.mean(bix) >= max(matched)) if full and matched else None
-        no_match = group.get("genes") == 0
-        delta = statistics.mean(bix) - statistics.mean(dense) if full and len(dense) == len(SEEDS) else None
-        close = None if delta is None else abs(delta) <= 0.01
-        cheap = None if not (bix_macs and dense_macs) else bix_macs <= 0.85 * dense_macs
-        self.summary["targets"] = {"beats_best_matched_random": beat, "within_1_point_of_bionet_pp": close,
-                                   "iou_delta_vs_bionet_pp": delta, "macs_le_85pct_of_bionet_pp": cheap}
-        ratio = f" (ratio {bix_macs / dense_macs:.3f})" if cheap is not None else ""
-        return ["## Targets", "",
-                f"- BiX-NAS mean IoU >= best MACs-matched random gene: "
-                f"{'n/a (no MACs-matched gene drawn)' if no_match else yes_no(beat)}"
-                + ("" if beat is None else f" ({statistics.mean(bix):.4f} vs {max(matched):.4f})"),
-                f"- within 1 point of BiO-Net++: {yes_no(close)}"
-                + ("" if delta is None else f" (Δ IoU = {delta * 100:+.2f} points, |Δ| <= 1)"),
-                f"- MACs <= 85% of BiO-Net++ at width 48: {yes_no(cheap)}{ratio}", ""]
-
-    def header(self) -> List[str]:
-        s = self.s
-        status = ("**Run complete.**" if not self.pending else
-                  f"**Partial run**: {len(self.pending)} unit(s) pending (rows say 'pending'); "
-                  "rerun the command to continue.")
-        return ["# Search quality: BiX-NAS vs chance", "", status, "",
-                f"- command: `{self.command}`",
-                f"- date: started {self.started}, this file written {now()}",
-                f"- machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} with "
-                f"{torch.get_num_threads()} thread(s) (`--threads {s.threads}`), Python {platform.python_version()}; "
-                f"load average (1/5/15 min) {self.start_load} at this invocation's start, {load_average()} now "
-                "(the machine may be shared: wall times grow with its load)",
-                f"- cost: finished units took {self.unit_seconds('wall_s'):.0f} s wall, "
-                f"{self.unit_seconds('cpu_s'):.0f} s CPU in all (summed over units and invocations)",
-                f"- data `{s.data}`, split_seed {SPLIT_SEED}, val_fraction {VAL_FRACTION} (by tile), "
-                "full validation patches",
-                f"- recipe (every retraining): `train_and_report(model, max_epochs={s.epochs}, "
-                f"batch_size={BATCH_SIZE}, patch_size={s.patch_size}, split_seed={SPLIT_SEED}, lr={LR}, seed=s)`; "
-                f"width W = {s.width} (stem {s.width})",
-                f"- BiX-NAS: Phase 1 {s.phase1_epochs} epochs; Phase 2 {phase2_kwargs(s)}; "
-                f"retraining seeds {SEEDS}; seed {s.seed}",
-                f"- random genes: {s.random} per group, seed 0 retraining; "
-                f"RegularizedEvolution: population {RE_POPULATION}, "
-                f"sample {RE_SAMPLE}, mutation {RE_MUTATION}, trial epochs {s.re_epochs}, budget "
-                f"{'B (BiX-NAS search wall s)' if s.re_budget is None else f'{s.re_budget:g} s'}"
-                f"{' — `--quick` smoke sizes, not a result' if s.quick else ''}",
-                "- tests: 3-seed arms paired two-sided t-test by seed (`ttest_rel`) vs BiX-NAS; random groups Welch's "
-                "two-sided t-test (`ttest_ind(equal_var=False)`) of BiX-NAS's 3 values vs the group's", ""]
-
-    def unit_seconds(self, kind: str) -> float:
-        return sum(u["unit"][kind] for u in self.used.values() if "unit" in u)
-
-    def build(self) -> Tuple[str, Dict[str, Any]]:
-        self.pending, self.used, self.summary = [], {}, {}
-        search, bix_finals = self.bixnas()
-        body = self.arms(search, bix_finals) + self.targets() + self.random_table(search) + self.re_details(search)
-        body += self.fidelity_table(search) + self.search_details(search)
-        text = "\n".join(self.header() + body) + "\n"
-        raw = {"command": self.command, "started": self.started, "written": now(), "complete": not self.pending,
-               "pending": self.pending, "settings": settings_dict(self.s), "summary": self.summary, "units": self.used}
-        return text, raw
-
-    def write(self) -> None:
-        text, raw = self.build()
-        with atomic_write(self.s.out) as handle:
-            handle.write(text)
-        with atomic_write(self.s.out.with_suffix(".json")) as handle:
-            json.dump(raw, handle, indent=1, default=plain)
+def mean(values: Sequence[float]) -> Optional[float]:
+    return statistics.fmean(values) if values else None
 
 
-def load_average() -> str:
-    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def span(values: Sequence[float]) -> str:
-    return f"{min(values) / 1e9:.3f}–{max(values) / 1e9:.3f}" if values else "—"
-
-
-def cplx(result: Optional[Dict[str, Any]]) -> str:
-    return "pending" if result is None else f"{result['params'] / 1e6:.4f} / {result['macs'] / 1e9:.3f}"
-
-
-def test_name(test: str) -> str:
-    return {"paired": "paired t (by seed)", "welch": "Welch t", "—": "—"}[test]
-
-
-def unit_line(label: str, by_unit: Dict[str, Dict[str, float]], members, kept, score) -> str:
-    unit = by_unit.get(label)
-    cost = f"{unit['wall_s']:.1f} | {unit['cpu_s']:.1f}" if unit else "— | —"
-    return f"| {label} | {members} | {kept} | {score} | {cost} |"
-
-
-def higher(batch: Optional[float], recalibrate: Optional[float]) -> str:
-    if batch is None or recalibrate is None:
+def mean_std(values: Sequence[float]) -> str:
+    if not values:
         return "pending"
-    if math.isnan(batch) or math.isnan(recalibrate):
-        return f"undetermined (tau batch {num(batch, 3)}, recalibrate {num(recalibrate, 3)})"
-    if batch == recalibrate:
-        return f"tie ({batch:.3f})"
-    name = "batch" if batch > recalibrate else "recalibrate"
-    return f"{name} (tau batch {batch:.3f} vs recalibrate {recalibrate:.3f})"
+    std = f"{statistics.stdev(values):.4f}" if len(values) > 1 else "—"
+    return f"{statistics.fmean(values):.4f} ± {std}"
 
 
-def settings_dict(s) -> Dict[str, Any]:
-    keys = ["quick", "data", "width", "epochs", "phase1_epochs", "phase2_epochs", "samples", "random", "patch_size",
-            "re_epochs", "re_budget", "max_draws", "member_bn", "inherit_weights", "threads", "seed"]
-    return {**{k: getattr(s, k) for k in keys}, "work": str(s.work), "out": str(s.out), "batch_size": BATCH_SIZE,
-            "split_seed": SPLIT_SEED, "val_fraction": VAL_FRACTION, "lr": LR, "seeds": SEEDS, "keep": KEEP,
-            "re_population": RE_POPULATION, "re_sample": RE_SAMPLE, "re_mutation": RE_MUTATION,
-            "recalibration_batches": RECALIBRATION_BATCHES, "macs_tolerance": MACS_TOLERANCE}
+def num(value: Optional[float], digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:.{digits}f}"
+
+
+def paired_p(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+    from scipy import stats
+
+    if len(a) < 2 or len(a) != len(b):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = float(stats.ttest_rel(a, b).pvalue)
+    return None if math.isnan(p) else p
+
+
+def hypervolume(points: Sequence[Tuple[float, float]]) -> float:
+    """Area dominated by ``(iou, macs ratio)`` points (IoU maximised, ratio minimised) against (0, 1)."""
+    area, best = 0.0, 0.0
+    for ratio, iou in sorted((min(r, 1.0), max(i, 0.0)) for i, r in points):
+        if iou > best:
+            area += (1.0 - ratio) * (iou - best)
+            best = iou
+    return area
+
+
+def summarise(s, state: Dict[str, Any]) -> Dict[str, Any]:
+    """Every figure of the report, computed from the units' results."""
+    ref_macs = state["ref_macs"]
+    arms: Dict[str, Any] = {}
+    for name in SEARCHING:
+        seeds = {k: v["picks"][name] for k, v in state["seeds"].items() if name in v["picks"]}
+        per_seed = {k: mean([r["test_iou"] for r in p["runs"]]) for k, p in seeds.items()}
+        ratio = {k: p["macs48"] / ref_macs for k, p in seeds.items()}
+        arms[name] = {
+            "seed_test_iou": per_seed,
+            "seed_val_iou": {k: mean([r["val_iou"] for r in p["runs"]]) for k, p in seeds.items()},
+            "runs_test_iou": [r["test_iou"] for p in seeds.values() for r in p["runs"]],
+            "macs48": {k: p["macs48"] for k, p in seeds.items()}, "macs_ratio": ratio,
+            "search_s": {k: p["search_s"] for k, p in seeds.items()},
+            "hypervolume": hypervolume([(per_seed[k], ratio[k]) for k in per_seed]) if per_seed else None,
+        }
+    bix = arms["BiX-NAS"]["seed_test_iou"]
+    for name in SEARCHING[1:]:
+        other = arms[name]["seed_test_iou"]
+        keys = sorted(set(bix) & set(other))
+        arms[name]["p_vs_bixnas"] = paired_p([bix[k] for k in keys], [other[k] for k in keys])
+    fixed = {}
+    for name, ref in state["references"].items():
+        fixed[name] = {"test_iou": [r["test_iou"] for r in ref["runs"]], "val_iou": [r["val_iou"] for r in ref["runs"]],
+                       "macs_ratio": ref["macs48"] / ref_macs}
+    for group, rows in state["random"].items():
+        fixed[f"Random nets, {group}"] = {
+            "test_iou": [r["runs"][0]["test_iou"] for r in rows], "val_iou": [r["runs"][0]["val_iou"] for r in rows],
+            "macs_ratio": mean([r["macs48"] / ref_macs for r in rows])}
+    out = {"arms": arms, "fixed": fixed, "fidelity": fidelity_summary(state["fidelity"])}
+    bix_iou, re_iou = mean(list(bix.values())), mean(list(arms["RegularizedEvolution"]["seed_test_iou"].values()))
+    ws_iou = mean(list(arms["RS-WS"]["seed_test_iou"].values()))
+    bix_ratio = mean(list(arms["BiX-NAS"]["macs_ratio"].values()))
+    out["targets"] = {
+        "BiX-NAS mean test IoU >= RegularizedEvolution's": None if None in (bix_iou, re_iou) else bix_iou >= re_iou,
+        "BiX-NAS mean MACs <= 85% of BiO-Net++'s": None if bix_ratio is None else bix_ratio <= 0.85,
+        "BiX-NAS mean test IoU > RS-WS's": None if None in (bix_iou, ws_iou) else bix_iou > ws_iou,
+    }
+    out["values"] = {"bixnas": bix_iou, "re": re_iou, "rsws": ws_iou, "bixnas_macs_ratio": bix_ratio}
+    return out
+
+
+def fidelity_summary(fidelity: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    if not fidelity:
+        return None
+    runs = fidelity["standalone"]
+    standalone = [mean([r["val_iou"] for r in member]) for member in runs]
+    # pooled standard error of the difference of two members' seed means (ties within noise)
+    spreads = [statistics.variance([r["val_iou"] for r in member]) for member in runs if len(member) > 1]
+    noise = math.sqrt(2 * statistics.fmean(spreads) / len(runs[0])) if spreads else 0.0
+    rows = []
+    for variant in fidelity["variants"]:
+        tau, p = kendall(variant["iou"], standalone)
+        sparse, pairs = sparse_tau(variant["iou"], standalone, noise)
+        rows.append({"variant": variant["variant"], "tau": tau, "p": p, "sparse_tau": sparse, "pairs": pairs})
+    cheap = [-m for m in fidelity["macs48"]]
+    tau, p = kendall(cheap, standalone)
+    sparse, pairs = sparse_tau(cheap, standalone, noise)
+    rows.append({"variant": "null proxy: fewer MACs ranks higher", "tau": tau, "p": p, "sparse_tau": sparse,
+                 "pairs": pairs})
+    return {"rows": rows, "members": len(standalone), "seeds": len(runs[0]), "noise": noise,
+            "standalone_span": [min(standalone), max(standalone)], "stage": fidelity["population"]["stage"]}
+
+
+def machine() -> str:
+    load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    return (f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} "
+            f"thread(s) (`torch.set_num_threads`), Python {platform.python_version()}; load average {load} when "
+            "written (the machine may be shared: wall times, and so the budgets, grow with its load)")
+
+
+def render(s, state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, Any]) -> str:
+    arms, fixed = summary["arms"], summary["fixed"]
+    lines = ["# Search quality: BiX-NAS vs NNI's RegularizedEvolution, random search and random nets", "",
+             "**Run complete.**" if meta["complete"] else "**Run incomplete: rows so far.**", "",
+             f"- command: `{meta['command']}`", f"- date: started {meta['started']}, this file written {now()}",
+             f"- machine: {machine()}",
+             f"- data: {s.n_tiles or '?'} tiles; test (held out, never read by a search or a selection): "
+             f"{', '.join(s.test_tiles)}; the rest split into train/validation by tile (val_fraction "
+             f"{VAL_FRACTION}, split_seed {s.split_seed})",
+             f"- recipe: `train_and_report(max_epochs={s.epochs}, batch_size={BATCH_SIZE}, patch_size={s.patch_size}, "
+             f"lr={LR})`, width {s.width}; scored at the **final epoch** (`last.ckpt`) on validation and test; "
+             f"retraining seeds 0..{s.retrain_seeds - 1}",
+             f"- BiX-NAS: Phase 1 {s.phase1_epochs} epochs, Phase 2 {phase2_kwargs(s)}; search seeds "
+             f"0..{s.search_seeds - 1}. RE: population {RE_POPULATION}, sample {RE_SAMPLE}, mutation {RE_MUTATION}, "
+             f"{s.re_epochs}-epoch trials, budget = the same seed's BiX-NAS wall seconds. RS-WS: at most "
+             f"{s.rsws_max} members on Phase 1's SuperNet within that budget less Phase 1's",
+             "- tests: paired two-sided t-test by search seed (`ttest_rel`) of the per-seed mean test IoU", ""]
+    lines += ["## Searching arms (test IoU)", "",
+              "Per search seed: the pick's mean test IoU over its retrainings; the arm: mean ± std over search seeds. "
+              "MACs at 1x3x512x512, width 48, as a fraction of BiO-Net++'s. Hypervolume of the (test IoU, MACs ratio) "
+              "points of the seeds against (0, 1).", "",
+              "| arm | seeds done | test IoU | val IoU | MACs / BiO-Net++ | hypervolume | p vs BiX-NAS | search s |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in SEARCHING:
+        a = arms[name]
+        seeds = a["seed_test_iou"]
+        lines.append(f"| {name} | {len(seeds)}/{s.search_seeds} | {mean_std(list(seeds.values()))} | "
+                     f"{mean_std(list(a['seed_val_iou'].values()))} | {num(mean(list(a['macs_ratio'].values())), 3)} | "
+                     f"{num(a['hypervolume'])} | {num(a.get('p_vs_bixnas'), 3)} | "
+                     f"{num(mean(list(a['search_s'].values())), 0)} |")
+    lines += ["", "| search seed | budget s | arm | gene id | MACs / BiO-Net++ | test IoU per retraining |",
+              "|---:|---:|---|---|---:|---|"]
+    for k, seed in state["seeds"].items():
+        for name in SEARCHING:
+            if name not in seed["picks"]:
+                continue
+            pick = seed["picks"][name]
+            ratio = arms[name]["macs_ratio"].get(k)
+            lines.append(f"| {k} | {seed['budget_s']:.0f} | {name} | {digest(pick['gene'])} | {num(ratio, 3)} | "
+                         + ", ".join(f"{r['test_iou']:.4f}" for r in pick["runs"]) + " |")
+    lines += ["", "## Arms without search", "", "| arm | nets or seeds | test IoU | val IoU | MACs / BiO-Net++ |",
+              "|---|---:|---:|---:|---:|"]
+    for name, f in fixed.items():
+        lines.append(f"| {name} | {len(f['test_iou'])} | {mean_std(f['test_iou'])} | {mean_std(f['val_iou'])} | "
+                     f"{num(f['macs_ratio'], 3)} |")
+    lines += ["", "## Targets", ""]
+    for target, flag in summary["targets"].items():
+        lines.append(f"- {target}: {'pending' if flag is None else ('yes' if flag else 'no')}")
+    v = summary["values"]
+    lines += ["", f"BiX-NAS {num(v['bixnas'])} vs RE {num(v['re'])} vs RS-WS {num(v['rsws'])} test IoU; BiX-NAS at "
+              f"{num(v['bixnas_macs_ratio'], 3)} of BiO-Net++'s MACs."]
+    gaps = [(k, seed["picks"]["RS-WS"]) for k, seed in state["seeds"].items() if "RS-WS" in seed["picks"]]
+    lines += ["", "## Phase 1: soft (Gumbel) forward vs its hard export", "",
+              "Phase 1's reported validation IoU (the soft selection-matrix forward) against the hard export (every "
+              "narrowed candidate fused, Phase 2's first parent) on the same weights with recalibrated BatchNorm.", "",
+              "| search seed | soft IoU | export IoU | gap |", "|---:|---:|---:|---:|"]
+    for k, pick in gaps:
+        soft, hard = pick["phase1_soft_iou"], pick["phase1_export_iou"]
+        lines.append(f"| {k} | {num(soft)} | {num(hard)} | {num(None if soft is None else soft - hard)} |")
+    fid = summary["fidelity"]
+    lines += ["", "## Ranking fidelity", ""]
+    if fid is None:
+        lines.append("Pending (or skipped with `--no-fidelity`).")
+    else:
+        lines += [f"{fid['members']} members of stage {fid['stage']} (narrowed space of search seed 0), each retrained "
+                  f"standalone with {fid['seeds']} seeds (final-epoch validation IoU, mean; span "
+                  f"{fid['standalone_span'][0]:.4f}–{fid['standalone_span'][1]:.4f}). Sparse tau: pairs whose "
+                  f"standalone means differ by at most {fid['noise']:.4f} (pooled SE of a difference) are ties, "
+                  "left out.", "",
+                  "| ranking | Kendall tau | p | sparse tau | pairs |", "|---|---:|---:|---:|---:|"]
+        for row in fid["rows"]:
+            lines.append(f"| {row['variant']} | {num(row['tau'], 3)} | {num(row['p'], 3)} | "
+                         f"{num(row['sparse_tau'], 3)} | {row['pairs']} |")
+    return "\n".join(lines) + "\n"
 
 
 def quiet(verbose: bool) -> None:
-    if not verbose:
-        warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # Lightning's own deprecation, once per training
-        for name in ("nni", "nni_bixnas"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    if verbose:
+        return
+    for name in ("nni", "pytorch_lightning", "lightning", "lightning.pytorch", "nni_bixnas"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    s = resolve(parse_args(argv))
-    quiet(s.verbose)
+    args = parse_args(argv)
+    s = resolve(args)
     torch.set_num_threads(s.threads)
-    command = "python benchmarks/search_quality.py " + shlex.join(argv)
-    report: Optional[Report] = None
-    units = Units(s.work, lambda: report.write())
-    report = Report(s, units, command, now())
-    report.write()
-    units.log(f"work {s.work}, results {s.out}")
-    run_all(s, units)
-    report.write()
-    units.log(f"units: {units.ran} run, {units.cached} cached; {'complete' if not report.pending else 'INCOMPLETE'}; "
-              f"wrote {s.out} and {s.out.with_suffix('.json')}")
-    return 0 if not report.pending else 1
+    quiet(s.verbose)
+    meta = {"command": "python benchmarks/search_quality.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+            "started": now(), "complete": False}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()}
+
+    def write(state: Dict[str, Any]) -> None:
+        summary = summarise(s, state)
+        s.out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(s.out) as handle:
+            handle.write(render(s, state, summary, meta))
+        with atomic_write(s.out.with_suffix(".json")) as handle:
+            json.dump({**meta, "settings": settings, "summary": summary, "state": state}, handle, indent=1,
+                      default=plain)
+
+    units = Units(s.work, lambda: None)
+    state = run_all(s, units, write)
+    meta["complete"] = True
+    write(state)
+    print(f"units: {units.ran} run, {units.cached} cached; wrote {s.out}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -145,5 +145,6 @@ def select_parents(ious: Sequence[float], costs: Sequence[float], keep: int, *, 
     order = front + rest
     if one_of("selection", selection, SELECTIONS) == "one_se":
         noise = within_noise(ious, image_ious if image_ious is not None else [[] for _ in ious], n_se)
-        order = sorted(noise, key=lambda i: (float(costs[i]), -float(ious[i]), i)) + [i for i in order if i not in noise]
+        cheapest = sorted(noise, key=lambda i: (float(costs[i]), -float(ious[i]), i))
+        order = cheapest + [i for i in order if i not in noise]
     return order[:keep]
