@@ -101,6 +101,7 @@ from nni_bixnas.profile import count_complexity  # noqa: E402
 from nni_bixnas.space import BiONetPlusPlus, Gene, published_gene  # noqa: E402
 from nni_bixnas.strategy import BiXNAS  # noqa: E402
 from nni_bixnas.strategy.fair_step import evaluate_members, recalibrated_statistics  # noqa: E402
+from nni_bixnas.strategy.pareto import select_parents  # noqa: E402
 from nni_bixnas.strategy.runner import add_unit_listener  # noqa: E402
 from nni_bixnas.strategy.skip_sampler import SkipSetSampler  # noqa: E402
 from nni_bixnas.strategy.spaces import check_stage_skips, narrow_space, phase2_module, space_reference  # noqa: E402
@@ -693,7 +694,8 @@ def summarise(s, state: Dict[str, Any]) -> Dict[str, Any]:
         fixed[f"Random nets, {group}"] = {
             "test_iou": [r["runs"][0]["test_iou"] for r in rows], "val_iou": [r["runs"][0]["val_iou"] for r in rows],
             "macs_ratio": mean([r["macs48"] / ref_macs for r in rows])}
-    out = {"arms": arms, "fixed": fixed, "fidelity": fidelity_summary(state["fidelity"])}
+    out = {"arms": arms, "fixed": fixed, "fidelity": fidelity_summary(state["fidelity"]),
+           "selection_replay": selection_replay(state, ref_macs)}
     bix_iou, re_iou = mean(list(bix.values())), mean(list(arms["RegularizedEvolution"]["seed_test_iou"].values()))
     ws_iou = mean(list(arms["RS-WS"]["seed_test_iou"].values()))
     bix_ratio = mean(list(arms["BiX-NAS"]["macs_ratio"].values()))
@@ -704,6 +706,30 @@ def summarise(s, state: Dict[str, Any]) -> Dict[str, Any]:
     }
     out["values"] = {"bixnas": bix_iou, "re": re_iou, "rsws": ws_iou, "bixnas_macs_ratio": bix_ratio}
     return out
+
+
+REPLAY = [("iou", 0.0), ("one_se", 0.0), ("one_se", 1.0), ("one_se", 2.0), ("one_se", 3.0)]
+
+
+def selection_replay(state: Dict[str, Any], ref_macs: int) -> List[Dict[str, Any]]:
+    """Each BiX-NAS stage population re-selected offline by every rule of :data:`REPLAY`: the first pick's
+    shared-weight IoU and MACs (at the search's width, over BiO-Net++'s at that width: the first stage's
+    dense parent is the reference). Later stages depend on earlier picks, so this compares rules per stage."""
+    rows = []
+    for k, seed in state["seeds"].items():
+        for stage in seed["search"]["phase2_history"]:
+            pop = stage["population"]
+            if not pop:
+                continue
+            dense = max(p["macs"] for p in seed["search"]["phase2_history"][0]["population"])
+            row = {"seed": k, "stage": stage["stage"], "members": len(pop), "picks": []}
+            for rule, n_se in REPLAY:
+                first = select_parents([p["iou"] for p in pop], [p["macs"] for p in pop], 1, selection=rule,
+                                       image_ious=[p.get("image_iou") or [] for p in pop], n_se=n_se)[0]
+                row["picks"].append({"rule": f"{rule} ({n_se:g} SE)" if rule == "one_se" else rule,
+                                     "iou": pop[first]["iou"], "macs_ratio": pop[first]["macs"] / dense})
+            rows.append(row)
+    return rows
 
 
 def fidelity_summary(fidelity: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -794,6 +820,17 @@ def render(s, state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, An
     for k, pick in gaps:
         soft, hard = pick["phase1_soft_iou"], pick["phase1_export_iou"]
         lines.append(f"| {k} | {num(soft)} | {num(hard)} | {num(None if soft is None else soft - hard)} |")
+    replay = summary["selection_replay"]
+    lines += ["", "## Selection rules replayed on the searches' own stages", "",
+              "Each stage population re-selected offline; the first pick's shared-weight IoU / MACs as a fraction of "
+              "the stage's densest member (later stages depend on the picks, so this compares rules stage by stage).",
+              ""]
+    if replay:
+        lines += ["| seed | stage | members | " + " | ".join(p["rule"] for p in replay[0]["picks"]) + " |",
+                  "|---:|---:|---:|" + "---|" * len(replay[0]["picks"])]
+        for row in replay:
+            lines.append(f"| {row['seed']} | {row['stage']} | {row['members']} | "
+                         + " | ".join(f"{p['iou']:.4f} / {p['macs_ratio']:.3f}" for p in row["picks"]) + " |")
     fid = summary["fidelity"]
     lines += ["", "## Ranking fidelity", ""]
     if fid is None:
