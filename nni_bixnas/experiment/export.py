@@ -365,6 +365,7 @@ def export_experiment(experiment_id: str, out_dir: Optional[PathLike] = None,
         written.update(_write_architecture(out, text, experiment_id, complexity))
     if checkpoint is not None:
         written["checkpoint"] = _copy(checkpoint, out / checkpoint.name)
+        written.update(_copy_run_record(checkpoint, out))
         if program:
             written.update(_write_program(checkpoint, out))
     counter = NetCounter(model_args)
@@ -427,6 +428,19 @@ def _copy(source: Path, target: Path) -> Path:
     with atomic_write(target, "wb") as handle, open(source, "rb") as src:
         shutil.copyfileobj(src, handle)
     return target
+
+
+def _copy_run_record(checkpoint: Path, out: Path) -> Dict[str, Path]:
+    """The checkpoint's ``run.json`` (data, split, held-out images) beside its copy, so that ``bixnas evaluate
+    --split val`` scores the held-out images and a score over training images is warned about."""
+    from nni_bixnas.training.run_folder import RUN_NAME
+
+    for run in (checkpoint.parent.parent / RUN_NAME, checkpoint.parent / RUN_NAME):
+        if run.is_file():
+            return {"run": _copy(run, out / RUN_NAME)}
+    _logger.warning("checkpoint %s has no %s in its run folder: the exported one has none beside it", checkpoint,
+                    RUN_NAME)
+    return {}
 
 
 def _checkpoint_model_args(checkpoint: Optional[Path]) -> Optional[Dict[str, Any]]:
