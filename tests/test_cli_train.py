@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -208,13 +209,37 @@ def test_predict_with_gt_writes_contours_probabilities_and_scores_each_image(run
     for image in images:
         for kind in ("mask", "overlay", "contours", "prob", "gt_vs_pred"):
             assert (out / f"{image.stem}_{kind}.png").is_file(), kind
-    with Image.open(out / f"{images[0].stem}_gt_vs_pred.png") as picture:
-        assert picture.size == (2 * 64 + 4, 64)  # ground truth | prediction
+    with Image.open(out / f"{images[0].stem}_gt_vs_pred.png") as picture:  # ground truth | prediction, captioned
+        band = picture.size[1] - 64
+        assert picture.size[0] == 2 * 64 + 4 and band > 0
+        captions = np.asarray(picture.convert("L"))[:band]
+        assert (captions[:, :64] < 128).any() and (captions[:, 68:] < 128).any()  # text on both sides
     expected = evaluate(ckpt, "default:n=2")["per_image"]
     for image, scores in zip(images, expected):
         line = next(line for line in text.splitlines() if line.startswith(str(image)))
         assert f"IoU {scores['iou']:.4f}  Dice {scores['dice']:.4f}" in line
     assert "mean over 2 image(s): IoU" in text
+
+
+def test_predict_gt_in_the_images_folder_takes_the_mask_not_the_image(run_dir, tmp_path, capsys):
+    images = _dataset_files(tmp_path)
+    together = tmp_path / "together"
+    together.mkdir()
+    for image in images:  # images and masks in one folder: case.png beside case_mask.png
+        (together / image.name).write_bytes(image.read_bytes())
+        (together / f"{image.stem}_mask.png").write_bytes((tmp_path / "masks" / f"{image.stem}_mask.png").read_bytes())
+    ckpt = str(run_dir / "checkpoints" / "best.ckpt")
+    inputs = [str(together / image.name) for image in images]
+    assert main(["predict", "--checkpoint", ckpt, *inputs, "--out", str(tmp_path / "a"), "--gt", str(together),
+                 "--no-progress"]) == 0
+    shared = capsys.readouterr().out
+    assert main(["predict", "--checkpoint", ckpt, *inputs, "--out", str(tmp_path / "b"), "--gt",
+                 str(tmp_path / "masks"), "--no-progress"]) == 0
+    apart = capsys.readouterr().out
+    scores = [re.findall(r"IoU \S+  Dice \S+", text) for text in (shared, apart)]
+    assert len(scores[0]) == len(images) + 1 and scores[0] == scores[1]  # each image and the mean
+    assert main(["predict", "--checkpoint", ckpt, inputs[0], "--out", str(tmp_path / "c"), "--gt", inputs[0]]) == 2
+    assert "is the image itself" in capsys.readouterr().err
 
 
 def test_predict_says_when_a_prediction_is_empty(run_dir, tmp_path, capsys):

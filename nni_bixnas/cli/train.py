@@ -343,7 +343,7 @@ def add_parser(subparsers) -> None:
         description="Segment images; for each IMAGE write OUT/<stem>_mask.png (0/255, or class ids), "
                     "<stem>_overlay.png (filled), <stem>_contours.png (outlines), with --probabilities "
                     "<stem>_prob.png (foreground probability 0..255) and with --gt <stem>_gt_vs_pred.png (ground "
-                    "truth beside the prediction) and per-image IoU/Dice. An image whose prediction is empty at the "
+                    "truth, left, beside the prediction, right, each captioned) and per-image IoU/Dice. An image whose prediction is empty at the "
                     "threshold gets a line saying so.",
     )
     predict.add_argument("--checkpoint", required=True,
@@ -356,7 +356,8 @@ def add_parser(subparsers) -> None:
                          help="also write <stem>_prob.png, the foreground probability as 0..255")
     predict.add_argument("--gt", metavar="MASK|DIR|SPEC",
                          help="ground truth: a mask file (one image), a folder of masks named <stem>.png or "
-                              "<stem>_mask.png, or a data spec (e.g. monuseg:PATH) with items named like the images")
+                              "<stem>_mask.png (it may also hold the images: they are never their own masks), "
+                              "or a data spec (e.g. monuseg:PATH) with items named like the images")
     _add_num_threads(predict, progress=True)
     predict.set_defaults(func=run_predict)
 
