@@ -324,3 +324,20 @@ def test_train_gene_takes_the_model_arguments_of_its_header(extra, expected_widt
     kwargs = calls[0]["model_kwargs"]
     assert kwargs["width"] == expected_width and kwargs["stem_width"] == 4
     assert "in_channels" not in kwargs and "num_classes" not in kwargs  # they come from the data
+
+
+def test_data_sample_writes_a_tile_and_its_mask_for_predict(run_dir, tmp_path, capsys):
+    from nni_bixnas.data.build import load_collection
+    from nni_bixnas.data.sample import SAMPLE_SPEC
+
+    tile, mask = tmp_path / "tile.png", tmp_path / "tile_mask.png"
+    assert main(["data", "sample", str(tile), "--mask", str(mask)]) == 0
+    assert f"synthetic_0000 of {SAMPLE_SPEC} -> {tile}, mask -> {mask}" in capsys.readouterr().out
+    image, truth = load_collection(SAMPLE_SPEC).load("synthetic_0000")
+    assert np.array_equal(np.asarray(Image.open(tile)), np.asarray(image).transpose(1, 2, 0))
+    assert np.array_equal(np.asarray(Image.open(mask)), np.asarray(truth) * 255)
+    assert main(["predict", "--checkpoint", str(run_dir / "checkpoints" / "best.ckpt"), str(tile), "--out",
+                 str(tmp_path / "pred"), "--gt", str(mask), "--no-progress"]) == 0
+    assert "IoU" in capsys.readouterr().out
+    assert main(["data", "sample", str(tmp_path / "x.png"), "--data", "default:n=2", "--index", "2"]) == 2
+    assert "index must be in 0..1" in capsys.readouterr().err

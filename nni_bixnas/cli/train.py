@@ -283,13 +283,19 @@ def _fmt(value: Optional[float]) -> str:
 # parsers
 
 
+#: ``nni_bixnas.list_models()``, kept here so that ``bixnas train --help`` does not load torch
+#: (tests/test_cli_lazy.py checks that it is the registry).
+REGISTERED_MODELS = ("autodeeplab", "bionet", "bionet_pp", "bixnet", "nasunet", "r2unet", "unet")
+
+
 def add_parser(subparsers) -> None:
     train = subparsers.add_parser(
         "train", help="retrain a network (best-val-IoU and last checkpoints, resumable)",
         description="Train a registered network with the authors' recipe (Adam, 1/(1+3e-3*epoch) decay, BCE). "
                     "Re-running the same command resumes from OUT/checkpoints/last.ckpt.",
     )
-    train.add_argument("--model", required=True, help="registered model: bixnet, bionet_pp, bionet, unet")
+    train.add_argument("--model", required=True,
+                       help=f"registered model: {', '.join(REGISTERED_MODELS)} (bixnet takes --gene)")
     train.add_argument("--data", default="default", help="data spec, e.g. monuseg:PATH (default: embedded data)")
     train.add_argument("--epochs", type=int, default=300, help="total epochs (default 300, as the authors)")
     train.add_argument("--batch-size", type=int, default=2)
