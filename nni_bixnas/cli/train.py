@@ -349,8 +349,8 @@ def add_parser(subparsers) -> None:
         description="Segment images; for each IMAGE write OUT/<stem>_mask.png (0/255, or class ids), "
                     "<stem>_overlay.png (filled), <stem>_contours.png (outlines), with --probabilities "
                     "<stem>_prob.png (foreground probability 0..255) and with --gt <stem>_gt_vs_pred.png (ground "
-                    "truth, left, beside the prediction, right, each captioned) and per-image IoU/Dice. An image whose prediction is empty at the "
-                    "threshold gets a line saying so.",
+                    "truth, left, beside the prediction, right, each captioned) and per-image IoU/Dice. An image "
+                    "whose prediction is empty at the threshold gets a line saying so.",
     )
     predict.add_argument("--checkpoint", required=True,
                          help="a .ckpt written by bixnas train (loaded weights-only)")
