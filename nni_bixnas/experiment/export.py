@@ -371,7 +371,7 @@ def export_experiment(experiment_id: str, out_dir: Optional[PathLike] = None,
     counter = NetCounter(model_args)
     views = _stage_views(results, counter)
     runs = _retrained_runs(results)
-    plain = [c for c in points if c.stage is None and not (c.unit or "").startswith("retrain")]
+    plain = [c for c in points if c.stage is None and not (c.unit or "").startswith(("retrain", "result"))]
     panels = _panels(views, runs, plain)
     costs = " and ".join(name for key, name in (("macs", "MACs"), ("latency_ms", "latency"))
                          if any(p.x == key and p.usable() for p in panels)) or "MACs"
