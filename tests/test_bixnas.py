@@ -246,13 +246,19 @@ def test_a_finished_retraining_seed_is_not_retrained_after_a_restart(tmp_path, m
     monkeypatch.setattr(units, "retrain_unit", note_seed)
     strategy = BiXNAS(**kw, out_dir=str(tmp_path), seed=0)
     strategy(space(), SequentialExecutionEngine())
-    assert seeds_run == [1, 2] and [name for name, _ in count_units] == ["note_seed", "note_seed"]
+    assert seeds_run == [1, 2]
+    assert [name for name, _ in count_units] == ["note_seed", "note_seed", "retrained_result_unit"]
     result = json.loads((tmp_path / "result.json").read_text())
     assert [r["seed"] for r in result["retrained"]] == [0, 1, 2]
     ious = [r["default"] for r in result["retrained"]]
     assert result["retrained_seeds"] == 3 and result["retrained_iou_mean"] == pytest.approx(sum(ious) / 3)
     assert not any("retrained_iou_mean" in r for r in result["retrained"])
     assert "over 3 seeds" in strategy.summary_line()
+    assert strategy.headline_reported
+    count_units.clear()  # a resume of the finished search reports no second headline
+    strategy = BiXNAS(**kw, out_dir=str(tmp_path), seed=0)
+    strategy(space(), SequentialExecutionEngine())
+    assert count_units == []
 
 
 def test_retraining_seeds_must_be_distinct():

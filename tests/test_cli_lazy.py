@@ -44,6 +44,7 @@ TEST_CASES_LIGHT = [
     [["compare", "--help"], 0],
     [["data", "--help"], 0],
     [["data", "inspect", "--help"], 0],
+    [["data", "sample", "--help"], 0],
     [["export", "--help"], 0],
     [["profile", "--help"], 0],
     [["table1", "--help"], 0],
@@ -84,3 +85,15 @@ def test_data_inspect_help_lists_every_scheme_and_option(capsys):
         for option, values in options.items():
             assert f"{scheme}:PATH[?{option}={'|'.join(values)}]" in text
     assert "PATH/images/ and PATH/masks/" in text and "integer class" in text  # the folder layout
+
+
+def test_train_help_lists_every_registered_model(capsys):
+    from nni_bixnas import list_models
+    from nni_bixnas.cli import main
+    from nni_bixnas.cli.train import REGISTERED_MODELS
+
+    assert list(REGISTERED_MODELS) == list_models()
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"registered model: {', '.join(list_models())}" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -208,13 +209,37 @@ def test_predict_with_gt_writes_contours_probabilities_and_scores_each_image(run
     for image in images:
         for kind in ("mask", "overlay", "contours", "prob", "gt_vs_pred"):
             assert (out / f"{image.stem}_{kind}.png").is_file(), kind
-    with Image.open(out / f"{images[0].stem}_gt_vs_pred.png") as picture:
-        assert picture.size == (2 * 64 + 4, 64)  # ground truth | prediction
+    with Image.open(out / f"{images[0].stem}_gt_vs_pred.png") as picture:  # ground truth | prediction, captioned
+        band = picture.size[1] - 64
+        assert picture.size[0] == 2 * 64 + 4 and band > 0
+        captions = np.asarray(picture.convert("L"))[:band]
+        assert (captions[:, :64] < 128).any() and (captions[:, 68:] < 128).any()  # text on both sides
     expected = evaluate(ckpt, "default:n=2")["per_image"]
     for image, scores in zip(images, expected):
         line = next(line for line in text.splitlines() if line.startswith(str(image)))
         assert f"IoU {scores['iou']:.4f}  Dice {scores['dice']:.4f}" in line
     assert "mean over 2 image(s): IoU" in text
+
+
+def test_predict_gt_in_the_images_folder_takes_the_mask_not_the_image(run_dir, tmp_path, capsys):
+    images = _dataset_files(tmp_path)
+    together = tmp_path / "together"
+    together.mkdir()
+    for image in images:  # images and masks in one folder: case.png beside case_mask.png
+        (together / image.name).write_bytes(image.read_bytes())
+        (together / f"{image.stem}_mask.png").write_bytes((tmp_path / "masks" / f"{image.stem}_mask.png").read_bytes())
+    ckpt = str(run_dir / "checkpoints" / "best.ckpt")
+    inputs = [str(together / image.name) for image in images]
+    assert main(["predict", "--checkpoint", ckpt, *inputs, "--out", str(tmp_path / "a"), "--gt", str(together),
+                 "--no-progress"]) == 0
+    shared = capsys.readouterr().out
+    assert main(["predict", "--checkpoint", ckpt, *inputs, "--out", str(tmp_path / "b"), "--gt",
+                 str(tmp_path / "masks"), "--no-progress"]) == 0
+    apart = capsys.readouterr().out
+    scores = [re.findall(r"IoU \S+  Dice \S+", text) for text in (shared, apart)]
+    assert len(scores[0]) == len(images) + 1 and scores[0] == scores[1]  # each image and the mean
+    assert main(["predict", "--checkpoint", ckpt, inputs[0], "--out", str(tmp_path / "c"), "--gt", inputs[0]]) == 2
+    assert "is the image itself" in capsys.readouterr().err
 
 
 def test_predict_says_when_a_prediction_is_empty(run_dir, tmp_path, capsys):
@@ -299,3 +324,20 @@ def test_train_gene_takes_the_model_arguments_of_its_header(extra, expected_widt
     kwargs = calls[0]["model_kwargs"]
     assert kwargs["width"] == expected_width and kwargs["stem_width"] == 4
     assert "in_channels" not in kwargs and "num_classes" not in kwargs  # they come from the data
+
+
+def test_data_sample_writes_a_tile_and_its_mask_for_predict(run_dir, tmp_path, capsys):
+    from nni_bixnas.data.build import load_collection
+    from nni_bixnas.data.sample import SAMPLE_SPEC
+
+    tile, mask = tmp_path / "tile.png", tmp_path / "tile_mask.png"
+    assert main(["data", "sample", str(tile), "--mask", str(mask)]) == 0
+    assert f"synthetic_0000 of {SAMPLE_SPEC} -> {tile}, mask -> {mask}" in capsys.readouterr().out
+    image, truth = load_collection(SAMPLE_SPEC).load("synthetic_0000")
+    assert np.array_equal(np.asarray(Image.open(tile)), np.asarray(image).transpose(1, 2, 0))
+    assert np.array_equal(np.asarray(Image.open(mask)), np.asarray(truth) * 255)
+    assert main(["predict", "--checkpoint", str(run_dir / "checkpoints" / "best.ckpt"), str(tile), "--out",
+                 str(tmp_path / "pred"), "--gt", str(mask), "--no-progress"]) == 0
+    assert "IoU" in capsys.readouterr().out
+    assert main(["data", "sample", str(tmp_path / "x.png"), "--data", "default:n=2", "--index", "2"]) == 2
+    assert "index must be in 0..1" in capsys.readouterr().err

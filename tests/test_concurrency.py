@@ -260,9 +260,14 @@ def test_three_retraining_seeds_run_at_once_with_the_sequential_results(tmp_path
     for key in ("retrained_iou_mean", "retrained_iou_std", "retrained_seeds"):
         assert together["result"][key] == alone["result"][key]
     assert together["result"]["retrained_seeds"] == 3
-    # Each seed's trial reports its own IoU; the headline is the strategy's (result.json, the summary line).
+    # Each seed's trial reports its own IoU; one more trial, the last, reports the headline as its default.
     finals = [decode_metric(t["finalMetricData"][0]["data"]) for t in retrains]
     assert sorted(f["default"] for f in finals) == sorted(ious[0].values())
     assert not any("retrained_iou_mean" in f for f in finals)
+    for run in (together, alone):
+        last = max(run["trials"], key=lambda t: t["sequenceId"])
+        headline = decode_metric(last["finalMetricData"][0]["data"])
+        assert _unit(last) == "result" and headline["default_is"] == "retrained_iou_mean"
+        assert headline["default"] == headline["retrained_iou_mean"] == run["result"]["retrained_iou_mean"]
     assert f"retrained IoU {together['result']['retrained_iou_mean']:.4f} ±" in together["log"]
     assert "over 3 seeds" in together["log"]

@@ -288,3 +288,30 @@ def test_export_draws_the_wiring_and_one_pareto_panel_per_stage(tmp_path):
     assert svg.tag == "{http://www.w3.org/2000/svg}svg"
     with Image.open(written["plot"]) as image:  # stage 5, stage 4, retrained: three panels in a row
         assert image.size == (3 * 470, 450)
+
+
+def test_the_exported_checkpoint_has_its_run_record_and_evaluates_on_the_held_out_images(tmp_path, capsys):
+    from nni_bixnas.training import fit
+
+    run = tmp_path / "bixnas_out" / "retrain" / "seed_0"
+    fit("unet", "default:n=8", model_kwargs={"base": 4, "levels": 2}, max_epochs=1, patch_size=32, out_dir=str(run),
+        progress=False)
+    gene = published_gene("bixnet")
+    (tmp_path / "bixnas_out" / "result.json").write_text(json.dumps({
+        "final_samples": [gene.to_sample()], "genes": [gene.to_text()],
+        "retrained": [{"seed": 0, "default": 0.5, "checkpoint": str(run / "checkpoints" / "best.ckpt")}],
+    }))
+    fabricate(tmp_path / "exps", strategy_out=tmp_path / "bixnas_out")
+    written = export_experiment(EXP_ID, out_dir=tmp_path / "out", experiment_dir=tmp_path / "exps" / EXP_ID,
+                                program=False)
+    assert written["run"] == tmp_path / "out" / "run.json"
+    assert written["run"].read_text() == (run / "run.json").read_text()
+    assert "- `run.json`: the checkpoint's run record" in written["summary"].read_text()
+    ckpt = str(written["checkpoint"])
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", "default:n=8", "--no-progress"]) == 0
+    assert "warning: the score includes training images" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", "default:n=8", "--split", "val", "--format", "json",
+                 "--no-progress"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    held_out = json.loads((run / "run.json").read_text())["val_sources"]
+    assert scores["training_images"] == 0 and [r["image"] for r in scores["per_image"]] == sorted(held_out)

@@ -176,3 +176,37 @@ def test_the_complexity_results_file_holds_every_registered_model_at_our_counts(
     assert set(rows) == set(list_models()) == set(PAPER)
     for name, (params, macs) in PAPER.items():
         assert rows[name] == (params, round(macs / 1e9, 3)), name
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _complexity_table():
+    """``{model: (params, GMACs text)}`` of benchmarks/results/complexity.md."""
+    rows = {}
+    for line in (ROOT / "benchmarks" / "results" / "complexity.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 8 and cells[0] in PAPER:
+            rows[cells[0]] = (int(cells[1].replace(",", "")), cells[4])
+    return rows
+
+
+def test_the_complexity_table_and_the_readme_quote_the_asserted_counts():
+    """benchmarks/results/complexity.md holds the counts test_profile_json_reproduces_the_paper asserts, and
+    every "<number> GMACs" of the README is one of them at its printed precision (numbers are never typed)."""
+    import re
+
+    from nni_bixnas.profile import Complexity
+
+    table = _complexity_table()
+    assert set(table) == set(PAPER)
+    for name, (params, macs) in PAPER.items():
+        assert table[name] == (params, f"{macs / 1e9:.3f}"), name
+    readme = (ROOT / "README.md").read_text()
+    quoted = re.findall(r"(\d+\.\d+) GMACs", readme)
+    assert "27.969" in quoted
+    for number in quoted:
+        decimals = len(number.split(".")[1])
+        assert any(f"{macs / 1e9:.{decimals}f}" == number for _, macs in PAPER.values()), number
+    tour = re.search(r'print\(count_complexity\(create_model\("bixnet"\)\)\)\s+# (.*)', readme)
+    assert tour and tour.group(1) == str(Complexity(*PAPER["bixnet"]))

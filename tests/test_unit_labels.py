@@ -171,6 +171,21 @@ def test_the_last_retraining_reports_the_headline(tmp_path, monkeypatch):
     assert first["iou_kind"] == "retrained" and "retrained_iou_mean" not in first
 
 
+def test_the_result_unit_reports_the_retrained_mean_as_its_labelled_default(monkeypatch):
+    from nni_bixnas.experiment.stages import unit_label
+
+    reported = []
+    monkeypatch.setattr(nni, "report_final_result", reported.append)
+    final = units.retrained_result_unit(TinyNet(width=4), seeds=[0, 1], ious=[0.6, 0.8], macs=2e9, params=10)
+    assert reported == [final]
+    assert final["default"] == final["retrained_iou_mean"] == pytest.approx(0.7)
+    assert final["default_is"] == "retrained_iou_mean" and final["iou_kind"] == "retrained, mean over seeds"
+    assert final["retrained_ious"] == {"0": 0.6, "1": 0.8} and final["retrained_seeds"] == 2
+    assert (final["macs"], final["params"]) == (2e9, 10)
+    assert unit_summary(units.retrained_result_unit, {"seeds": [0, 1]}) == {"unit": "result"}
+    assert unit_label({"function": "retrained_result_unit"}, final) == "result"
+
+
 def finished_bixnas(retrained) -> BiXNAS:
     strategy = BiXNAS(phase1={"epochs": 1}, phase2={"samples": 2, "epochs": 1}, retrain={"seeds": [0, 1]},
                       training={"data": DATA})

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 
 # module -> its sub-commands and their one-line help, in the order `bixnas --help` lists them
 COMMANDS: Dict[str, Tuple[Tuple[str, str], ...]] = {
-    "nni_bixnas.cli.data": (("data", "inspect datasets"),),
+    "nni_bixnas.cli.data": (("data", "inspect datasets; write a sample tile (and its mask)"),),
     "nni_bixnas.cli.profile": (("profile", "parameters and MACs of the models, beside the paper's Table 1"),),
     "nni_bixnas.cli.train": (
         ("train", "retrain a network (best-val-IoU and last checkpoints, resumable)"),

@@ -1,4 +1,5 @@
-"""``bixnas data inspect SCHEME:PATH``: what a dataset holds and what is wrong with it."""
+"""``bixnas data inspect SCHEME:PATH``: what a dataset holds and what is wrong with it; ``bixnas data sample OUT``:
+one of its items as a PNG."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ data specs (SCHEME:PATH, or default):
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="inspect datasets", description="Dataset tools.")
+    parser = subparsers.add_parser("data", help="inspect datasets; write a sample tile (and its mask)",
+                                   description="Dataset tools.")
     commands = parser.add_subparsers(dest="data_command", metavar="ACTION")
     inspect = commands.add_parser(
         "inspect",
@@ -54,6 +56,19 @@ def add_parser(subparsers) -> None:
     inspect.add_argument("--strict", action="store_true",
                          help="exit with status 2 if any file is dropped (default: list the problems, exit 0)")
     inspect.set_defaults(func=run_inspect)
+    sample = commands.add_parser(
+        "sample", help="write one item of a dataset as a PNG (and its mask), e.g. a tile for bixnas predict",
+        description="Write item INDEX of a dataset (a patch, as training sees it) to OUT as a PNG, RGB or grayscale;\n"
+        "with --mask also its mask (0/255 binary, else class ids). The default data is an embedded synthetic\n"
+        "tile of another seed than the default training data ('default:n=1,size=256,seed=100').",
+        epilog=SCHEMES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sample.add_argument("out", metavar="OUT.png", help="the image file to write")
+    sample.add_argument("--data", default=None, metavar="SCHEME:PATH",
+                        help="the dataset (default: the embedded synthetic tile above)")
+    sample.add_argument("--index", type=int, default=0, help="which item (default 0; see bixnas data inspect)")
+    sample.add_argument("--mask", metavar="MASK.png", help="also write the item's mask here")
+    sample.set_defaults(func=run_sample)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
@@ -71,6 +86,15 @@ def run_inspect(args: argparse.Namespace) -> int:
             f"--strict: {report['dropped']} file(s) of {args.spec} dropped; first: {report['problems'][0]}"
             + (f" (and {more} more problem(s) in the report)" if more else "")
         )
+    return 0
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from nni_bixnas.data.sample import SAMPLE_SPEC, write_sample
+
+    written = write_sample(args.out, args.data or SAMPLE_SPEC, args.index, args.mask)
+    print(f"{written['key']} of {args.data or SAMPLE_SPEC} -> {written['image']}"
+          + (f", mask -> {written['mask']}" if "mask" in written else ""))
     return 0
 
 

@@ -283,13 +283,19 @@ def _fmt(value: Optional[float]) -> str:
 # parsers
 
 
+#: ``nni_bixnas.list_models()``, kept here so that ``bixnas train --help`` does not load torch
+#: (tests/test_cli_lazy.py checks that it is the registry).
+REGISTERED_MODELS = ("autodeeplab", "bionet", "bionet_pp", "bixnet", "nasunet", "r2unet", "unet")
+
+
 def add_parser(subparsers) -> None:
     train = subparsers.add_parser(
         "train", help="retrain a network (best-val-IoU and last checkpoints, resumable)",
         description="Train a registered network with the authors' recipe (Adam, 1/(1+3e-3*epoch) decay, BCE). "
                     "Re-running the same command resumes from OUT/checkpoints/last.ckpt.",
     )
-    train.add_argument("--model", required=True, help="registered model: bixnet, bionet_pp, bionet, unet")
+    train.add_argument("--model", required=True,
+                       help=f"registered model: {', '.join(REGISTERED_MODELS)} (bixnet takes --gene)")
     train.add_argument("--data", default="default", help="data spec, e.g. monuseg:PATH (default: embedded data)")
     train.add_argument("--epochs", type=int, default=300, help="total epochs (default 300, as the authors)")
     train.add_argument("--batch-size", type=int, default=2)
@@ -343,8 +349,8 @@ def add_parser(subparsers) -> None:
         description="Segment images; for each IMAGE write OUT/<stem>_mask.png (0/255, or class ids), "
                     "<stem>_overlay.png (filled), <stem>_contours.png (outlines), with --probabilities "
                     "<stem>_prob.png (foreground probability 0..255) and with --gt <stem>_gt_vs_pred.png (ground "
-                    "truth beside the prediction) and per-image IoU/Dice. An image whose prediction is empty at the "
-                    "threshold gets a line saying so.",
+                    "truth, left, beside the prediction, right, each captioned) and per-image IoU/Dice. An image "
+                    "whose prediction is empty at the threshold gets a line saying so.",
     )
     predict.add_argument("--checkpoint", required=True,
                          help="a .ckpt written by bixnas train (loaded weights-only)")
@@ -356,7 +362,8 @@ def add_parser(subparsers) -> None:
                          help="also write <stem>_prob.png, the foreground probability as 0..255")
     predict.add_argument("--gt", metavar="MASK|DIR|SPEC",
                          help="ground truth: a mask file (one image), a folder of masks named <stem>.png or "
-                              "<stem>_mask.png, or a data spec (e.g. monuseg:PATH) with items named like the images")
+                              "<stem>_mask.png (it may also hold the images: they are never their own masks), "
+                              "or a data spec (e.g. monuseg:PATH) with items named like the images")
     _add_num_threads(predict, progress=True)
     predict.set_defaults(func=run_predict)
 

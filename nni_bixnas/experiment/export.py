@@ -365,12 +365,13 @@ def export_experiment(experiment_id: str, out_dir: Optional[PathLike] = None,
         written.update(_write_architecture(out, text, experiment_id, complexity))
     if checkpoint is not None:
         written["checkpoint"] = _copy(checkpoint, out / checkpoint.name)
+        written.update(_copy_run_record(checkpoint, out))
         if program:
             written.update(_write_program(checkpoint, out))
     counter = NetCounter(model_args)
     views = _stage_views(results, counter)
     runs = _retrained_runs(results)
-    plain = [c for c in points if c.stage is None and not (c.unit or "").startswith("retrain")]
+    plain = [c for c in points if c.stage is None and not (c.unit or "").startswith(("retrain", "result"))]
     panels = _panels(views, runs, plain)
     costs = " and ".join(name for key, name in (("macs", "MACs"), ("latency_ms", "latency"))
                          if any(p.x == key and p.usable() for p in panels)) or "MACs"
@@ -427,6 +428,19 @@ def _copy(source: Path, target: Path) -> Path:
     with atomic_write(target, "wb") as handle, open(source, "rb") as src:
         shutil.copyfileobj(src, handle)
     return target
+
+
+def _copy_run_record(checkpoint: Path, out: Path) -> Dict[str, Path]:
+    """The checkpoint's ``run.json`` (data, split, held-out images) beside its copy, so that ``bixnas evaluate
+    --split val`` scores the held-out images and a score over training images is warned about."""
+    from nni_bixnas.training.run_folder import RUN_NAME
+
+    for run in (checkpoint.parent.parent / RUN_NAME, checkpoint.parent / RUN_NAME):
+        if run.is_file():
+            return {"run": _copy(run, out / RUN_NAME)}
+    _logger.warning("checkpoint %s has no %s in its run folder: the exported one has none beside it", checkpoint,
+                    RUN_NAME)
+    return {}
 
 
 def _checkpoint_model_args(checkpoint: Optional[Path]) -> Optional[Dict[str, Any]]:

@@ -17,7 +17,8 @@ __all__ = ["StageView", "mean_std", "retrained_runs", "stage_title", "stage_view
 
 
 def unit_label(unit: Mapping[str, Any], final: Any) -> str:
-    """``'Phase 1'``, ``'stage k'``, ``'retrain seed s'`` or ``'trial'``.
+    """``'Phase 1'``, ``'stage k'``, ``'retrain seed s'``, ``'result'`` (the retrained mean over the seeds, no
+    training) or ``'trial'``.
 
     ``unit`` is what the trial's parameters say (``function``: the unit's name, ``stage``, ``seed``);
     ``final`` its final metrics.
@@ -29,6 +30,8 @@ def unit_label(unit: Mapping[str, Any], final: Any) -> str:
     stage = final.get("stage", unit.get("stage"))
     if function == "phase2_stage_unit" or (stage is not None and "population" in final):
         return f"stage {stage}" if stage is not None else "Phase 2 stage"
+    if function == "retrained_result_unit" or final.get("default_is") == "retrained_iou_mean":
+        return "result"
     if function == "retrain_unit":
         seed = unit.get("seed")
         return f"retrain seed {seed}" if seed is not None else "retrain"

@@ -202,6 +202,7 @@ _FILES = {
     "architecture": "the wiring of the found net",
     "architecture_svg": "the same, as SVG",
     "checkpoint": "the best retrained checkpoint (load with nni_bixnas)",
+    "run": "the checkpoint's run record (data, split, held-out images: `bixnas evaluate --split val` reads it)",
     "program": "the retrained net as a torch.export program (loads with torch alone)",
     "program_info": "the program's input and output contract",
 }

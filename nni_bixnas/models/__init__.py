@@ -6,6 +6,7 @@ from typing import Optional, Tuple, Union
 
 from ..space.bionet_pp import BiONetPlusPlus
 from ..space.gene import Gene, published_gene
+from .authors import load_authors_checkpoint
 from .autodeeplab import AutoDeepLab
 from .bionet import BiONet
 from .nasunet import NasUnet
@@ -15,7 +16,7 @@ from .unet import UNet
 
 __all__ = [
     "create_model", "list_models", "model_entrypoint", "register_model", "paper_figures", "describe_model",
-    "BiONet", "UNet", "BiONetPlusPlus",
+    "BiONet", "UNet", "BiONetPlusPlus", "load_authors_checkpoint",
 ]
 
 
@@ -49,7 +50,10 @@ def bionet_pp(in_channels: int = 3, num_classes: int = 1, iterations: int = 3, l
 @register_model(paper={"params": 0.38e6, "macs": 28.00e9})
 def bixnet(in_channels: int = 3, num_classes: int = 1, gene: Optional[Union[Gene, str]] = None,
            **kwargs) -> BiONetPlusPlus:
-    """BiX-Net: BiO-Net++ with the authors' published searched gene, or any ``gene`` (text or :class:`Gene`)."""
+    """BiX-Net: BiO-Net++ with the authors' published searched gene, or any ``gene`` (text or :class:`Gene`).
+
+    ``legacy_shared=True`` wires the convolutions as the authors' pre-2022 code did (their released
+    checkpoints; :func:`load_authors_checkpoint` loads those)."""
     iterations, levels = kwargs.pop("iterations", None), kwargs.pop("levels", None)
     gene = _gene(gene, iterations or 3, levels or 4) if gene is not None else published_gene("bixnet")
     return BiONetPlusPlus(in_channels, num_classes, iterations=gene.iterations, levels=gene.levels, gene=gene, **kwargs)

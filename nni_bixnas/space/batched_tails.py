@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .gene import parse_label
 from .mutables import resize_to
 
 __all__ = ["forward_tails"]
@@ -170,7 +171,7 @@ def _fuse(inputs: Sequence[_Batch], chosen: Sequence[Sequence[int]]) -> _Batch:
 
 def _block(model: nn.Module, label: str, kind: str, level: int, inputs: Sequence[_Batch],
            chosen: Sequence[Sequence[int]], users: Sequence[int], stats: _RunningStats) -> _Batch:
-    block, convs = model.blocks[label], model.convs[f"{kind}_{level}"]
+    block, convs = model.blocks[label], model.level_convs(kind, parse_label(label)[0] // 2, level)
     x = _fuse(inputs, chosen)
     x = _batch_norm(block.bn1, x.map(convs[0]), users, stats).map(block.act)
     return _batch_norm(block.bn2, x.map(convs[1]), users, stats).map(block.act)

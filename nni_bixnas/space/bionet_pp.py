@@ -4,7 +4,8 @@ Faithful to the authors' code (``tiangexiang/BiX-NAS@36490ad``, ``Phase2model.py
 ``shared/notes/official-code.md`` §1): constant width 48 with a 32-wide stem and head, Conv-BN-ReLU
 blocks without conv bias, convolutions shared per level across iterations while every block owns its
 BatchNorms, max-pool down, bilinear up, a bridge at the bottom of every iteration, and the stem output
-feeding the level-0 encoder of every iteration.
+feeding the level-0 encoder of every iteration. ``legacy_shared=True`` wires the convolutions as the
+authors' code before ``36490ad`` (Sep 2022) did, the wiring their released checkpoints were trained with.
 """
 
 from __future__ import annotations
@@ -124,6 +125,12 @@ class BiONetPlusPlus(SkipSpaceMixin, ModelSpace):
     bn_momentum
         BatchNorm momentum (PyTorch convention). The authors' 0.99 is a literal port of Keras'
         ``momentum=0.01`` and makes the running statistics those of the last batch; we default to 0.1.
+    legacy_shared
+        The authors' pre-2022 convolution sharing (``tiangexiang/BiX-NAS@52f19c1``, ``Phase2model.py``): the
+        blocks of iteration 0 use their level's convolutions, every block of iterations >= 1 those of the last
+        iteration-0 decoder level (a loop variable left over in their code). Their released ``bixnet_monuseg.pt``
+        was trained so; :func:`nni_bixnas.models.authors.load_authors_checkpoint` loads it. Default ``False``:
+        convolutions shared per level across iterations (the paper's, and their code since ``36490ad``).
     """
 
     def __init__(
@@ -138,12 +145,16 @@ class BiONetPlusPlus(SkipSpaceMixin, ModelSpace):
         candidates: Optional[Mapping[str, Sequence[int]]] = None,
         gene: Optional[Gene | str] = None,
         bn_momentum: float = 0.1,
+        legacy_shared: bool = False,
     ) -> None:
         super().__init__()
         for name, value in [("in_channels", in_channels), ("num_classes", num_classes), ("width", width),
                             ("stem_width", stem_width), ("levels", levels), ("iterations", iterations)]:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(legacy_shared, bool):
+            raise ValueError(f"legacy_shared must be True or False, got {legacy_shared!r}")
+        self.legacy_shared = legacy_shared
         self.in_channels, self.num_classes = in_channels, num_classes
         self.width, self.stem_width = width, stem_width
         self.levels, self.iterations = levels, iterations
@@ -175,7 +186,7 @@ class BiONetPlusPlus(SkipSpaceMixin, ModelSpace):
         self.convs = nn.ModuleDict()
         for kind in ("enc", "dec"):
             for level in range(levels):
-                if any(label in live for label in self._labels_at(kind, level)):
+                if any(label in live for label in self._conv_users(kind, level)):
                     self.convs[f"{kind}_{level}"] = nn.ModuleList(
                         [nn.Conv2d(width, width, 3, padding=1, bias=False) for _ in range(2)]
                     )
@@ -204,6 +215,22 @@ class BiONetPlusPlus(SkipSpaceMixin, ModelSpace):
 
     def _labels_at(self, kind: str, level: int) -> List[str]:
         return [f"{kind}_{it}_{level}" for it in range(self.iterations)]
+
+    def _conv_users(self, kind: str, level: int) -> List[str]:
+        """The blocks that run the convolutions of ``{kind}_{level}``."""
+        if not self.legacy_shared:
+            return self._labels_at(kind, level)
+        users = [f"{kind}_0_{level}"]
+        if kind == "dec" and level == self.levels - 1:
+            users += [f"{k}_{it}_{lvl}" for k in ("enc", "dec") for it in range(1, self.iterations)
+                      for lvl in range(self.levels)]
+        return users
+
+    def level_convs(self, kind: str, iteration: int, level: int) -> nn.ModuleList:
+        """The two convolutions block ``{kind}_{iteration}_{level}`` runs (see ``legacy_shared``)."""
+        if self.legacy_shared and iteration > 0:
+            return self.convs[f"dec_{self.levels - 1}"]
+        return self.convs[f"{kind}_{level}"]
 
     # ----- structure ----------------------------------------------------------------------------------
     @property
@@ -361,7 +388,8 @@ class BiONetPlusPlus(SkipSpaceMixin, ModelSpace):
                 x = self._to_next_level(outputs[-1], is_decoder) if level in plan.seq else None
             if level in plan.run:
                 size = None if x is not None else self._level_size(features.stem, is_decoder, level)
-                x = self.blocks[f"{kind}_{it}_{level}"]([x, *features.previous], self.convs[f"{kind}_{level}"], size)
+                block, convs = self.blocks[f"{kind}_{it}_{level}"], self.level_convs(kind, it, level)
+                x = block([x, *features.previous], convs, size)
             outputs.append(x)  # a skipped block passes its sequential input through, as in the authors' code
         bridge = None
         if plan.bridge and not is_decoder:

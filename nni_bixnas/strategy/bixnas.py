@@ -51,7 +51,8 @@ class BiXNAS(Strategy):
         and keyword arguments of :func:`~nni_bixnas.training.train_and_report` (``max_epochs``, ...). The
         seeds are independent units, submitted together: with ``trialConcurrency: N`` N of them train at
         once. Their mean ± std is in :attr:`result` (``retrained_iou_mean``, ...), ``result.json`` and
-        :meth:`summary_line`.
+        :meth:`summary_line`, and (several seeds) the ``default`` of one last trial,
+        :func:`~nni_bixnas.strategy.units.retrained_result_unit`.
     training
         Training settings shared by every unit (``data``, ``batch_size``, ``patch_size``, ...); by default
         those of the experiment's evaluator.
@@ -113,6 +114,7 @@ class BiXNAS(Strategy):
                              unit_retries=self.unit_retries)
         self.phase2: Optional[ProgressiveEvolution] = None
         self.retrained: List[Dict[str, Any]] = []
+        self.headline_reported = False  # the trial of the retrained IoU mean has run
         self.result: Optional[Dict[str, Any]] = None
         self._pending_phase2_state: Optional[dict] = None
         self._remove_listener = None
@@ -171,6 +173,10 @@ class BiXNAS(Strategy):
                 self._retrain()
             except NoBudget as err:
                 _logger.warning("Retraining stops after %d seed(s): %s", len(self.retrained), err)
+            try:
+                self._report_headline()
+            except NoBudget as err:
+                _logger.warning("No trial reports the retrained IoU mean (it is in result.json): %s", err)
         self._finish()
         self.save_state()
 
@@ -200,8 +206,7 @@ class BiXNAS(Strategy):
         if done:
             _logger.info("Retraining: seed(s) %s already finished", sorted(s for s in seeds if s in done))
         # A single seed's trial also reports the headline (mean, std over the seeds) for the web UI; with
-        # several, they run concurrently and none sees the others: the headline is in result.json and the
-        # summary line.
+        # several, they run concurrently and none sees the others: _report_headline runs one more trial.
         headline = {"earlier_ious": []} if len(seeds) == 1 else {}
         jobs = []
         for seed in todo:
@@ -226,6 +231,22 @@ class BiXNAS(Strategy):
         if summary:
             _logger.info("Retrained IoU %.4f ± %.4f over %d seed(s)", summary["retrained_iou_mean"],
                          summary["retrained_iou_std"], summary["retrained_seeds"])
+
+    def _report_headline(self) -> None:
+        """With several seeds, all retrained: one more trial (no training, ``unit: result``) whose ``default``
+        is their IoU mean, labelled so, for the web UI (the seeds ran concurrently: none knew the others').
+        One seed's trial reports the headline itself."""
+        seeds = self.retrain_kwargs["seeds"]
+        by_seed = {r.get("seed"): r for r in self.retrained}
+        if self.headline_reported or len(seeds) < 2 or any(seed not in by_seed for seed in seeds):
+            return
+        ious = [by_seed[seed].get("default") for seed in seeds]
+        complexity = self._final_complexity()
+        with UnitRunner(self.phase2.model_space, self.engine, retries=self.unit_retries) as runner:
+            runner.run(units.retrained_result_unit, self.phase2.final_samples[0], seeds=list(seeds), ious=ious,
+                       **complexity)
+        self.headline_reported = True
+        self.save_state()
 
     def _finish(self) -> None:
         samples = self.phase2.final_samples
@@ -310,6 +331,7 @@ class BiXNAS(Strategy):
             "phase1": self.phase1.state_dict(),
             "phase2": None if self.phase2 is None else self.phase2.state_dict(),
             "retrained": copy.deepcopy(self.retrained),
+            "headline_reported": self.headline_reported,
             "random_state": self._random_state.get_state(),
             "phase_seeds": list(self._phase_seeds),
         }
@@ -325,6 +347,7 @@ class BiXNAS(Strategy):
         self._phase_seeds = seeds
         self.phase1.load_state_dict(state_dict["phase1"])
         self.retrained = copy.deepcopy(list(state_dict.get("retrained", [])))
+        self.headline_reported = bool(state_dict.get("headline_reported", False))
         if state_dict.get("phase2") is not None:
             if self.phase2 is not None:
                 self.phase2.load_state_dict(state_dict["phase2"])

@@ -10,7 +10,7 @@ import dataclasses
 import statistics
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["Member", "StageRecord", "SHARED_WEIGHTS", "RETRAINED", "retrained_headline"]
+__all__ = ["Member", "StageRecord", "SHARED_WEIGHTS", "RETRAINED", "RETRAINED_MEAN", "retrained_headline"]
 
 Sample = Dict[str, List[int]]
 
@@ -115,6 +115,8 @@ class StageRecord:
 #: ``iou_kind`` of a final result: Phase 1 and stage IoUs come from weights shared by many nets and are not
 #: comparable with the IoU of a net retrained from scratch (NNI's engine needs every result's ``default``).
 SHARED_WEIGHTS, RETRAINED = "shared weights", "retrained"
+#: ``iou_kind`` of the trial that reports the retrained IoU mean over the seeds as its ``default``.
+RETRAINED_MEAN = "retrained, mean over seeds"
 
 
 def retrained_headline(ious: Sequence[Optional[float]]) -> Dict[str, Any]:

@@ -7,7 +7,8 @@ Each is a function ``unit(model, **kwargs)`` that a strategy submits through
 
 - :func:`selection_matrix_unit`: Phase 1, the selection-matrix supernet, exported to candidate sets;
 - :func:`phase2_stage_unit`: one Phase 2 stage, a population on one shared SuperNet;
-- :func:`retrain_unit`: a searched architecture retrained from scratch.
+- :func:`retrain_unit`: a searched architecture retrained from scratch;
+- :func:`retrained_result_unit`: no training, the headline of several retraining seeds as one trial.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from nni_bixnas._checks import positive_int
 from nni_bixnas.strategy.member_macs import member_macs as count_member_macs
 from nni_bixnas.strategy.pareto import pareto_front
 from nni_bixnas.strategy.phase2_task import Phase2Task, default_milestones
-from nni_bixnas.strategy.records import RETRAINED, SHARED_WEIGHTS, retrained_headline
+from nni_bixnas.strategy.records import RETRAINED, RETRAINED_MEAN, SHARED_WEIGHTS, retrained_headline
 from nni_bixnas.strategy.settings import check_training, require_data
 from nni_bixnas.strategy.spaces import build_space
 from nni_bixnas.strategy.supermodule import check_tau, check_variant, to_supernet
@@ -37,7 +38,7 @@ from nni_bixnas.utils import atomic_torch_save, atomic_write, seed_everything
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["selection_matrix_unit", "phase2_stage_unit", "retrain_unit", "CANDIDATES_FILE",
+__all__ = ["selection_matrix_unit", "phase2_stage_unit", "retrain_unit", "retrained_result_unit", "CANDIDATES_FILE",
            "HEATMAP_FILE", "WEIGHTS_FILE"]
 
 CANDIDATES_FILE = "candidates.json"
@@ -64,6 +65,24 @@ def retrain_unit(model: nn.Module, *, seed: int, earlier_ious: Optional[List[flo
     final = train_and_score(model, seed=seed, **kwargs)
     headline = {} if earlier_ious is None else retrained_headline([*earlier_ious, final.get("default")])
     final = {**final, "iou_kind": RETRAINED, **headline}
+    nni.report_final_result(final)
+    return final
+
+
+def retrained_result_unit(model: nn.Module, *, seeds: List[int], ious: List[float],
+                          macs: Optional[float] = None, params: Optional[float] = None) -> Dict[str, Any]:
+    """Report the search's headline as one trial, after the retraining seeds (no training).
+
+    Its ``default`` (the web UI's metric of the trial) is the retrained IoU mean over ``seeds``, and says so:
+    ``default_is: 'retrained_iou_mean'``, ``iou_kind: 'retrained, mean over seeds'``, beside
+    ``retrained_iou_mean``, ``retrained_iou_std``, ``retrained_seeds``, every seed's IoU
+    (``retrained_ious``, by seed) and the net's ``macs`` and ``params``. ``model`` (the found net) is unused.
+    """
+    headline = retrained_headline(ious)
+    final = {"default": headline["retrained_iou_mean"], "default_is": "retrained_iou_mean",
+             "iou_kind": RETRAINED_MEAN, **headline,
+             "retrained_ious": {str(seed): iou for seed, iou in zip(seeds, ious)}}
+    final.update({key: value for key, value in (("macs", macs), ("params", params)) if value is not None})
     nni.report_final_result(final)
     return final
 
@@ -361,3 +380,4 @@ def phase2_stage_unit(
 selection_matrix_unit.trial_label = "phase1"
 phase2_stage_unit.trial_label = "stage {stage}"
 retrain_unit.trial_label = "retrain"
+retrained_result_unit.trial_label = "result"

@@ -260,15 +260,19 @@ def _read_image(path: Path, channels: int) -> torch.Tensor:
 
 
 def _mask_files(gt: Path, paths: Sequence[Path]) -> Dict[Path, Path]:
-    """Image -> mask file: ``gt`` itself for one image, else ``gt/<stem>.*`` or ``gt/<stem>_mask.*``."""
+    """Image -> mask file: ``gt`` itself for one image, else ``gt/<stem>.*`` or ``gt/<stem>_mask.*``; the images
+    themselves are never their masks (images and masks may share one folder)."""
     from nni_bixnas.data.io import by_stem, list_images
 
+    images = {p.resolve() for p in paths}
     if gt.is_file():
         if len(paths) != 1:
             raise ValueError(f"--gt {gt} is one mask file but {len(paths)} images were given; "
                              "give a folder of masks named like the images (or a data spec)")
+        if gt.resolve() in images:
+            raise ValueError(f"--gt {gt} is the image itself; expected its mask")
         return {paths[0]: gt}
-    masks = by_stem(list_images(gt))
+    masks = by_stem([m for m in list_images(gt) if m.resolve() not in images])
     found = {p: masks.get(p.stem) or masks.get(f"{p.stem}_mask") for p in paths}
     missing = [p.name for p, m in found.items() if m is None]
     if missing:
@@ -351,9 +355,26 @@ def _highest_class_probability(task, logits: torch.Tensor) -> float:
     return float(torch.softmax(logits, dim=0)[1:].max())
 
 
+#: The captions of ``<stem>_gt_vs_pred.png``, left and right.
+COMPARISON_CAPTIONS = ("ground truth", "prediction")
+
+
 def _side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarray:
+    """``left | right`` under a white band captioned :data:`COMPARISON_CAPTIONS`."""
+    from PIL import ImageDraw
+
+    from nni_bixnas._drawing import readable_font, text_size
+
     spacer = np.full((left.shape[0], gap, 3), 255, dtype=np.uint8)
-    return np.concatenate([left, spacer, right], axis=1)
+    body = np.concatenate([left, spacer, right], axis=1)
+    font = readable_font(max(8, min(14, left.shape[1] // 8)))
+    band = max(text_size(font, caption)[1] for caption in COMPARISON_CAPTIONS) + 8
+    picture = Image.new("RGB", (body.shape[1], band + body.shape[0]), "white")
+    picture.paste(Image.fromarray(body), (0, band))
+    draw = ImageDraw.Draw(picture)
+    for caption, x in zip(COMPARISON_CAPTIONS, (0, left.shape[1] + gap)):
+        draw.text((x + 2, 2), caption, fill="black", font=font)
+    return np.asarray(picture)
 
 
 def _write_pictures(task, path: Path, out_dir: Path, image: torch.Tensor, logits: torch.Tensor,
@@ -420,7 +441,7 @@ def predict(
     - ``<stem>_contours.png``: the outlines of the predicted regions over the input;
     - with ``probabilities``, ``<stem>_prob.png``: the foreground probability as 0..255 (multi-class:
       1 - P(background));
-    - with ``gt``, ``<stem>_gt_vs_pred.png``: ground truth (left) beside the prediction (right).
+    - with ``gt``, ``<stem>_gt_vs_pred.png``: ground truth (left) beside the prediction (right), captioned so.
 
     Every file is written atomically.
 
