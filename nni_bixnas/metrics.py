@@ -20,15 +20,14 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from nni_bixnas._checks import positive_int
+from nni_bixnas._checks import positive_int, probability
 
 EPSILON = 1e-7  # the authors' epsilon, used only by the batch-pooled variant
 
 
 def _check_args(num_classes: int, threshold: float) -> None:
     positive_int("num_classes", num_classes)
-    if not isinstance(threshold, (int, float)) or not 0.0 < float(threshold) < 1.0:
-        raise ValueError(f"threshold must be a probability in (0, 1), got {threshold!r}")
+    probability("threshold", threshold)
 
 
 def _one_hot_pred_target(

@@ -13,6 +13,8 @@ from typing import IO, Any, Iterator, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from nni_bixnas._writes import refused_writes
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -22,21 +24,24 @@ def atomic_write(path: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
 
     A crash or exception leaves ``path`` untouched (the old content stays, nothing half-written). The file
     gets the permissions ``open()`` would give it (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
+    A write the folder or the disk refuses (read-only, full, a file where a folder should be) raises
+    :class:`~nni_bixnas._writes.WriteRefused`, whose message names ``path`` and what to do.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, mode, **kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with refused_writes(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())
+            with os.fdopen(fd, mode, **kwargs) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def _umask() -> int:

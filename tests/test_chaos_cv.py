@@ -267,3 +267,24 @@ def test_cv_missing_folder_or_other_data_is_one_error_line(tmp_path, capsys):
     assert err == ("bixnas cv: error: data must be a spec of a dataset split by patient (chaos:PATH) for "
                    "cross-validation, got 'default'\n")
 
+
+
+def test_a_fold_failing_on_a_rerun_keeps_the_finished_table(tmp_path, monkeypatch, capsys):
+    """A finished cv.json/cv.md is not rewritten as 'Incomplete' by a rerun whose fold fails midway."""
+    import nni_bixnas.training as training
+
+    write_chaos(tmp_path / "MR", patients=2, slices=1, size=32)
+    out = tmp_path / "out"
+    argv = ["cv", "--data", f"chaos:{tmp_path / 'MR'}", "--folds", "2", "--epochs", "1", "--out", str(out), *TINY]
+    assert main(argv) == 0
+    finished = {name: (out / name).read_text() for name in ("cv.json", "cv.md")}
+    (out / "seed_0" / "fold_1" / "fold.json").write_text("{")  # damaged: the fold goes through fit again
+
+    def refuse(*args, **kwargs):
+        raise ValueError("cannot resume from last.ckpt: the file cannot be read")
+
+    monkeypatch.setattr(training, "fit", refuse)
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "bixnas cv: error: cannot resume from last.ckpt" in capsys.readouterr().err
+    assert {name: (out / name).read_text() for name in finished} == finished

@@ -418,3 +418,235 @@ def test_an_os_error_the_command_meets_is_one_line(tmp_path, capsys, monkeypatch
     assert cli.main(["data"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"bixnas data: error: [Errno 13] Permission denied: '{tmp_path / 'locked'}'"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# 9. each bad input one clear line (issue 21): nothing written, no traceback
+
+GENE_LINES = Gene.parse((Path(__file__).parents[1] / "nni_bixnas" / "space" / "genes" / "bixnet.txt").read_text())
+
+
+def _gene_file(tmp_path: Path, header: str) -> Path:
+    path = tmp_path / "gene.txt"
+    path.write_text(f"# model: bixnet {header}\n" + GENE_LINES.to_text())
+    return path
+
+
+def _no_gpu(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+def _two_cores(monkeypatch) -> None:
+    from nni_bixnas.training import devices
+
+    monkeypatch.setattr(devices, "available_cpus", lambda: 2)
+
+
+TEST_CASES_TRAIN_ARGS = [
+    [["--model-arg", "base=abc"], None, "model argument base of 'unet' must be an int, got 'abc'"],
+    [["--model-arg", "colour=3"], None,
+     "unknown model argument(s) for 'unet': colour; expected some of base, in_channels, levels, num_classes"],
+    [["--accelerator", "gpu"], _no_gpu,
+     "accelerator (--accelerator) 'gpu': no CUDA GPU is visible on this machine (torch.cuda.is_available() is "
+     "False); expected 'cpu' or 'auto' here"],
+    [["--accelerator", "cpu", "--devices", "5"], _two_cores,
+     "devices (--devices) 5 asks for 5 training processes, but this machine has 2 CPU core(s) this process may "
+     "use; expected at most 2"],
+]
+
+
+@pytest.mark.parametrize("extra, patch, message", TEST_CASES_TRAIN_ARGS)
+def test_bad_training_settings_are_one_line_before_the_run_folder(extra, patch, message, tmp_path, monkeypatch,
+                                                                  capsys):
+    if patch is not None:
+        patch(monkeypatch)
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", *extra, "--out", str(out)]) == 2
+    assert message in _error_line(capsys, "train")
+    assert not out.exists()
+
+
+TEST_CASES_GENE_HEADER = [
+    ["colour=2 width=4 stem_width=4",
+     "unknown model argument(s) for 'bixnet' (the '# model:' line of {path}): colour; expected some of bn_momentum"],
+    ["width=four", "model argument width of 'bixnet' (the '# model:' line of {path}) must be an int, got 'four'"],
+    ["levels=3 width=4 stem_width=4",
+     "{path} is a gene of 3 iterations and 4 levels, but the net is built with levels=3 (from the arguments or the "
+     "'# model:' line); expected a gene of 3 levels, or levels=4"],
+]
+
+
+@pytest.mark.parametrize("command", ["train", "profile"])
+@pytest.mark.parametrize("header, message", TEST_CASES_GENE_HEADER)
+def test_a_bad_gene_header_is_one_line_naming_the_file(command, header, message, tmp_path, capsys):
+    path = _gene_file(tmp_path, header)
+    out = tmp_path / "run"
+    argv = (["train", "--model", "bixnet", "--gene", str(path), "--data", "default:n=8,size=32", "--epochs", "1",
+             "--out", str(out)] if command == "train" else ["profile", "--gene", str(path)])
+    assert main(argv) == 2
+    assert message.format(path=path) in _error_line(capsys, command)
+    assert not out.exists()
+
+
+def test_a_gene_without_header_builds_the_net_of_its_own_shape():
+    from nni_bixnas import create_model
+
+    three_levels = Gene.dense(iterations=2, levels=3)
+    net = create_model("bixnet", gene=three_levels.to_text(), width=4, stem_width=4)
+    assert (net.iterations, net.levels) == (2, 3)
+    with pytest.raises(ValueError, match="unknown model argument\\(s\\) for 'unet': colour"):
+        create_model("unet", colour=3)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(one_epoch) -> Path:
+    return one_epoch / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture
+def image(tmp_path) -> Path:
+    path = tmp_path / "cells.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("threshold", ["nan", "5", "0", "-1"])
+def test_predict_threshold_outside_0_1_is_one_line(threshold, checkpoint, image, tmp_path, capsys):
+    out = tmp_path / "masks"
+    argv = ["predict", "--checkpoint", str(checkpoint), str(image), "--out", str(out), "--threshold", threshold]
+    assert main([*argv, "--no-progress"]) == 2
+    assert f"threshold must be a probability in (0, 1), got {float(threshold)}" in _error_line(capsys, "predict")
+    assert not out.exists()
+
+
+def _full_disk(monkeypatch, out: Path) -> str:
+    def no_space(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a write to a full disk: no file named
+
+    monkeypatch.setattr(Image.Image, "save", no_space)
+    return f"cannot write {out / 'cells_mask.png'}: No space left on device; free some space and rerun"
+
+
+def _read_only(monkeypatch, out: Path) -> str:
+    def refuse(prefix="", suffix="", dir=None, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(Path(dir) / f"{prefix}k2j4{suffix}"))
+
+    monkeypatch.setattr(utils.tempfile, "mkstemp", refuse)
+    return f"cannot write {out / 'cells_mask.png'}: Permission denied; make {out} writable, or choose another --out"
+
+
+def _existing_file(monkeypatch, out: Path) -> str:
+    out.write_text("a file, not a folder")
+    return f"out_dir (--out) {out} is an existing file; expected a folder (an existing one, or one to create)"
+
+
+def _file_above(monkeypatch, out: Path) -> str:
+    _existing_file(monkeypatch, out)
+    return f"out_dir (--out) {out / 'masks'}: {out}, above it, is an existing file; expected a folder"
+
+
+@pytest.mark.parametrize("refusal", [_full_disk, _read_only, _existing_file, _file_above])
+def test_predict_into_a_refusing_out_is_one_line_naming_the_path(refusal, checkpoint, image, tmp_path, monkeypatch,
+                                                                capsys):
+    out = tmp_path / "out"
+    message = refusal(monkeypatch, out)
+    target = out / "masks" if refusal is _file_above else out
+    assert main(["predict", "--checkpoint", str(checkpoint), str(image), "--out", str(target), "--no-progress"]) == 2
+    assert message in _error_line(capsys, "predict")
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_train_into_an_existing_file_is_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.write_text("")
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 2
+    assert f"out_dir (--out) {out} is an existing file; expected a folder" in _error_line(capsys, "train")
+
+
+def test_evaluate_of_a_colour_checkpoint_on_grayscale_data_is_one_line(checkpoint, tmp_path, capsys):
+    root = _float_folder(tmp_path / "gray", {})
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", f"folder:{root}", "--no-progress"]) == 2
+    assert (f"'folder:{root}' has 1-channel images but the network of {checkpoint} takes 3-channel ones; expected "
+            "data of 3 channel(s)") in _error_line(capsys, "evaluate")
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ["history.json", '{"best_iou": 0.', "is not valid JSON (Expecting"],
+    ["history.json", "[1, 2]", "holds a JSON list, not an object"],
+    ["run.json", "{", "is not valid JSON (Expecting property name"],
+])
+def test_compare_of_a_damaged_run_names_the_file(name, text, message, run_copy, capsys):
+    (run_copy / name).write_text(text)
+    assert main(["compare", str(run_copy)]) == 2
+    line = _error_line(capsys, "compare")
+    assert f"{run_copy / name} {message}" in line and "bixnas train" in line
+
+
+def _bad_image_folder(root: Path) -> Path:
+    root = _float_folder(root, {})
+    data = (root / "images" / "c.tif").read_bytes()
+    (root / "images" / "c.tif").write_bytes(data[: len(data) // 2])  # a header that opens, a body that is cut
+    return root
+
+
+def test_a_bad_image_met_in_training_leaves_no_run_folder(tmp_path, capsys):
+    root = _bad_image_folder(tmp_path / "data")
+    out = tmp_path / "runs" / "new"
+    argv = ["train", "--model", "unet", "--model-arg", "base=4", "--model-arg", "levels=2", "--data", f"folder:{root}",
+            "--epochs", "1", "--no-progress", "--out", str(out)]
+    assert main(argv) == 2
+    assert f"{root / 'images' / 'c.tif'}" in _error_line(capsys, "train")
+    assert not out.exists() and (tmp_path / "runs").is_dir()
+
+
+def test_a_bad_image_met_in_training_keeps_a_folder_that_was_there(run_copy, tmp_path, capsys):
+    root = _bad_image_folder(tmp_path / "data")
+    before = _digests(run_copy)
+    argv = ["train", "--model", "unet", "--model-arg", "base=4", "--model-arg", "levels=2", "--data", f"folder:{root}",
+            "--epochs", "1", "--no-progress", "--no-resume", "--out", str(run_copy)]
+    assert main(argv) == 2
+    _error_line(capsys, "train")
+    after = _digests(run_copy)
+    assert set(after) == set(before) - {"checkpoints/last.ckpt"}  # --no-resume drops the old last.ckpt first
+    assert all(after[name] == before[name] for name in ("checkpoints/best.ckpt", "history.json"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# 10. bixnas export from a damaged strategy result or state
+
+def _damaged_experiment(root: Path, result: bool) -> Path:
+    from nni_bixnas.experiment.state import STATE_FILE
+    from test_experiment_export import fabricate
+
+    strategy_out = root / "strategy_out"
+    strategy_out.mkdir(parents=True)
+    if result:
+        (strategy_out / "result.json").write_text('{"genes": ["enc_0_0_0\\nenc_0_1')  # truncated
+    expdir = fabricate(root / "exps", strategy_out=strategy_out)
+    (expdir / "checkpoint" / STATE_FILE).write_text('{"finished": [[0, 0.')  # truncated
+    return strategy_out
+
+
+def test_export_refuses_a_damaged_result_json(tmp_path, capsys):
+    from test_experiment_export import EXP_ID
+
+    strategy_out = _damaged_experiment(tmp_path, result=True)
+    out = tmp_path / "export"
+    assert main(["export", EXP_ID, "--out", str(out), "--experiment-dir", str(tmp_path / "exps"), "--no-program"]) == 2
+    line = _error_line(capsys, "export")
+    assert (f"cannot export: {strategy_out / 'result.json'} is not valid JSON" in line
+            and "it holds the search's final gene, so no other gene is exported in its place" in line)
+    assert not out.exists()
+
+
+def test_export_without_a_readable_final_gene_says_which_it_took(tmp_path, capsys):
+    from test_experiment_export import EXP_ID
+
+    _damaged_experiment(tmp_path, result=False)
+    out = tmp_path / "export"
+    assert main(["export", EXP_ID, "--out", str(out), "--experiment-dir", str(tmp_path / "exps"), "--no-program"]) == 0
+    err = capsys.readouterr().err
+    assert ("strategy_state.json is unreadable): exporting the best IoU (trial Eeee5) candidate instead, which need "
+            "not be the one the search would have chosen") in err
+    assert "trial Eeee5" in json.loads((out / "gene.json").read_text())["source"]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import pickle
+import shlex
 from pathlib import Path
 
 import nni
@@ -38,9 +40,17 @@ class Payload:
         return exec, (f"open({self.marker!r}, 'w').write('code ran')",)
 
 
-def crafted_checkpoint(path: Path, marker: Path) -> Path:
+class SystemPayload(Payload):
+    """The same through ``os.system``, whose module torch blocks with other words ("Trying to load unsupported
+    GLOBAL posix.system whose module posix is blocked")."""
+
+    def __reduce__(self):
+        return os.system, (f"echo 'code ran' > {shlex.quote(self.marker)}",)
+
+
+def crafted_checkpoint(path: Path, marker: Path, payload=Payload) -> Path:
     """A ``.ckpt`` that looks like ours (state_dict, model_name) with the payload among its values."""
-    torch.save({"state_dict": {}, "hyper_parameters": {"model_name": "unet"}, "loops": Payload(marker)}, path)
+    torch.save({"state_dict": {}, "hyper_parameters": {"model_name": "unet"}, "loops": payload(marker)}, path)
     return path
 
 
@@ -85,8 +95,11 @@ def image(tmp_path) -> Path:
 @pytest.mark.filterwarnings("ignore:Found positional arguments")
 def test_the_payloads_run_when_loaded_unsafely(tmp_path):
     marker = tmp_path / "marker"
+    for payload in (Payload, SystemPayload):
+        torch.load(crafted_checkpoint(tmp_path / "x.ckpt", marker, payload), weights_only=False)
+        assert marker.read_text().strip() == "code ran"
+        marker.unlink()
     torch.load(crafted_checkpoint(tmp_path / "x.ckpt", marker), weights_only=False)
-    assert marker.read_text() == "code ran"
     for key in ("object", "type", "call"):
         marker.unlink()
         state = json.loads(crafted_state(tmp_path / "state.json", marker).read_text())
@@ -95,13 +108,32 @@ def test_the_payloads_run_when_loaded_unsafely(tmp_path):
 
 
 # -- checkpoints ------------------------------------------------------------------------------------
+PAYLOADS = [[Payload, "it holds a pickled Python object (exec)"],
+            [SystemPayload, f"it holds a pickled Python object ({os.system.__module__}.system)"]]
+
+
+@pytest.mark.parametrize("payload, message", PAYLOADS)
 @pytest.mark.parametrize("loader", [read_checkpoint, load_checkpoint, load_task])
-def test_a_crafted_checkpoint_is_refused_without_running_code(loader, tmp_path):
+def test_a_crafted_checkpoint_is_refused_without_running_code(loader, payload, message, tmp_path):
     marker = tmp_path / "marker"
-    path = crafted_checkpoint(tmp_path / "evil.ckpt", marker)
+    path = crafted_checkpoint(tmp_path / "evil.ckpt", marker, payload)
     with pytest.raises(ValueError, match="evil.ckpt") as err:
         loader(path)
-    assert NOT_OURS in str(err.value) and "(exec)" in str(err.value)
+    assert NOT_OURS in str(err.value) and message in str(err.value) and "corrupt" not in str(err.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("payload, message", PAYLOADS)
+def test_train_does_not_resume_a_crafted_last_checkpoint(payload, message, tmp_path, capsys):
+    out, marker = tmp_path / "run", tmp_path / "marker"
+    tiny = ["--model", "unet", "--model-arg", "base=4", "--model-arg", "levels=2", "--data", "default:n=6,size=32",
+            "--epochs", "1", "--no-progress", "--out", str(out)]
+    assert main(["train", *tiny]) == 0
+    capsys.readouterr()
+    crafted_checkpoint(out / "checkpoints" / "last.ckpt", marker, payload)
+    assert main(["train", *tiny]) == 2
+    line = one_error_line(capsys, "train")
+    assert f"cannot resume from {out / 'checkpoints' / 'last.ckpt'}: {message}" in line
     assert not marker.exists()
 
 

@@ -15,6 +15,9 @@ def export_experiment(*args, **kwargs):
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from .train import _show_training_log
+
+    _show_training_log()  # which gene was taken, when the search recorded none readable
     written = export_experiment(args.experiment_id, out_dir=args.out, experiment_dir=args.experiment_dir,
                                 program=not args.no_program)
     for kind, path in written.items():

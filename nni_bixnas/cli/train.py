@@ -216,13 +216,15 @@ def load_run(run_dir: str) -> Dict[str, Any]:
 
     The seed is the one its ``run.json`` records (the run's configuration), else ``history.json``'s.
     """
+    from nni_bixnas._checks import json_object
+
     path = Path(run_dir)
     history = path / "history.json"
     if not history.is_file():
         raise FileNotFoundError(f"{path} is not a finished-epoch training run (no history.json)")
-    summary = json.loads(history.read_text())
+    summary = json_object(history, "the history.json `bixnas train` writes; rerun or resume that training")
     config_path = path / "run.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config = json_object(config_path, "the run.json `bixnas train` writes") if config_path.is_file() else {}
     if summary.get("best_iou") is None:
         raise ValueError(f"{history} has no validation IoU")
     return {

@@ -24,7 +24,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from nni_bixnas._checks import is_int, non_negative_int, one_of, positive_int, positive_number
+from nni_bixnas._checks import is_int, non_negative_int, one_of, out_folder, positive_int, positive_number
 from nni_bixnas.comparison.stats import mean_std
 from nni_bixnas.utils import PathLike, atomic_write
 
@@ -133,6 +133,21 @@ def _write_json(path: Path, payload: Any) -> None:
         handle.write("\n")
 
 
+def _write_report(out_dir: Path, report: Dict[str, Any]) -> None:
+    """``cv.json`` and ``cv.md`` of ``report``, unless ``cv.json`` holds a report of the same settings with more
+    fold runs: a rerun whose fold fails midway must not turn a finished table into an incomplete one."""
+    try:
+        old = json.loads((out_dir / "cv.json").read_text())
+    except (OSError, ValueError):
+        old = None
+    if (isinstance(old, dict) and old.get("settings") == _plain(json.loads(json.dumps(report["settings"])))
+            and len(old.get("runs") or ()) > len(report["runs"])):
+        return
+    _write_json(out_dir / "cv.json", report)
+    with atomic_write(out_dir / "cv.md") as handle:
+        handle.write(format_markdown(report))
+
+
 def _finished(run_dir: Path, config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The ``fold.json`` of ``run_dir`` when it records ``config``, else ``None``."""
     try:
@@ -203,6 +218,7 @@ def cross_validate(
     seeds = _check_options(data, model, folds, epochs, seeds, batch_size, lr, split_seed, resize, num_threads,
                            model_kwargs)
     one_of("checkpoint", checkpoint, CHECKPOINTS)
+    out_folder("out_dir (--out)", out_dir)
     out_dir = Path(out_dir)
     plan = fold_plan(data, folds, split_seed, resize)
     settings = {"model": model, "model_kwargs": dict(model_kwargs or {}), "data": data, "folds": folds,
@@ -216,9 +232,7 @@ def cross_validate(
             records.append(_run_fold(out_dir / f"seed_{seed}" / f"fold_{fold['fold']}", fold, seed, settings,
                                      training))
             report = summarize(records, settings)
-            _write_json(out_dir / "cv.json", report)
-            with atomic_write(out_dir / "cv.md") as handle:
-                handle.write(format_markdown(report))
+            _write_report(out_dir, report)
     _log.info("cv: %d fold(s) x %d seed(s) done; %s and %s", folds, len(seeds), out_dir / "cv.json",
               out_dir / "cv.md")
     return report

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from nni_bixnas._checks import out_folder
 from nni_bixnas.space.gene_header import model_header, with_model_header
 from nni_bixnas.utils import PathLike, atomic_write
 
@@ -85,6 +86,7 @@ class ExperimentResults:
     strategy_state: Any
     strategy_result: Optional[Dict[str, Any]] = None
     class_args: Dict[str, Any] = field(default_factory=dict)
+    state_problem: Optional[str] = None  # why the strategy state could not be read, if it could not
 
     def final_dicts(self) -> List[Tuple[TrialRecord, Dict[str, Any]]]:
         return [(t, t.final) for t in self.trials if isinstance(t.final, dict)]
@@ -146,11 +148,12 @@ def read_experiment(experiment_id: str, experiment_dir: Optional[PathLike] = Non
     state_file = directory / "checkpoint" / STATE_FILE
     try:
         state = read_state_data(state_file)
+        state_problem = None
     except ValueError as err:  # not JSON: still export the trials
         _logger.warning("cannot read %s: %s", state_file, err)
-        state = None
+        state, state_problem = None, f"{state_file} is unreadable"
     return ExperimentResults(experiment_id, directory, list(trials.values()), state, strategy_result,
-                             _class_args(profile[0] if profile else None))
+                             _class_args(profile[0] if profile else None), state_problem)
 
 
 def _class_args(params_json: Optional[str]) -> Dict[str, Any]:
@@ -200,8 +203,12 @@ def _strategy_result(params_json: Optional[str], directory: Optional[Path] = Non
     try:
         return json.loads(path.read_text())
     except ValueError as err:
-        _logger.warning("cannot read %s: %s", path, err)
-        return None
+        # it holds the search's final gene: exporting another one in its place would pass for the result
+        raise ValueError(
+            f"cannot export: {path} is not valid JSON ({err}); it holds the search's final gene, so no other gene "
+            "is exported in its place. Restore the file, or move it away to export the best candidate the "
+            "trials report instead"
+        ) from None
 
 
 def _parameters(data: str) -> Tuple[Optional[int], Optional[Dict[str, List[int]]], Dict[str, Any]]:
@@ -353,9 +360,14 @@ def export_experiment(experiment_id: str, out_dir: Optional[PathLike] = None,
     """
     results = read_experiment(experiment_id, experiment_dir)
     out = Path(out_dir) if out_dir is not None else results.directory / "export"
+    out_folder("out_dir (--out)", out)
     out.mkdir(parents=True, exist_ok=True)
     points = candidates(results)
     sample, gene_text, source = final_choice(results, points)
+    if source.startswith("best IoU") and results.state_problem:
+        _logger.warning("the final gene is not recorded (no strategy result.json, and %s): exporting the %s "
+                        "candidate instead, which need not be the one the search would have chosen",
+                        results.state_problem, source)
     checkpoint = _reported_checkpoint(results)
     model_args = searched_model_args(results.class_args) or _checkpoint_model_args(checkpoint)
     text, sample = _gene_text(sample, gene_text, model_args)

@@ -33,7 +33,7 @@ def describe_model(model) -> Optional[Tuple[str, dict]]:
     return None
 
 
-def _gene(gene: Optional[Union[Gene, str]], iterations: int, levels: int) -> Optional[Gene]:
+def _gene(gene: Optional[Union[Gene, str]], iterations: Optional[int], levels: Optional[int]) -> Optional[Gene]:
     if gene is None or isinstance(gene, Gene):
         return gene
     return Gene.parse(gene, iterations, levels)
@@ -55,7 +55,8 @@ def bixnet(in_channels: int = 3, num_classes: int = 1, gene: Optional[Union[Gene
     ``legacy_shared=True`` wires the convolutions as the authors' pre-2022 code did (their released
     checkpoints; :func:`load_authors_checkpoint` loads those)."""
     iterations, levels = kwargs.pop("iterations", None), kwargs.pop("levels", None)
-    gene = _gene(gene, iterations or 3, levels or 4) if gene is not None else published_gene("bixnet")
+    # a gene text without iterations/levels is read at the shape its lines have
+    gene = _gene(gene, iterations, levels) if gene is not None else published_gene("bixnet")
     return BiONetPlusPlus(in_channels, num_classes, iterations=gene.iterations, levels=gene.levels, gene=gene, **kwargs)
 
 

@@ -139,8 +139,10 @@ class Gene:
         if not entries:
             raise ValueError(f"{source}: no gene lines found")
         stages = [parse_label(label) for label in entries]
-        iterations = iterations if iterations is not None else max(s for s, _ in stages) // 2 + 1
-        levels = levels if levels is not None else max(l for _, l in stages) + 1
+        shape = (max(s for s, _ in stages) // 2 + 1, max(l for _, l in stages) + 1)
+        if set(entries) == set(block_labels(*shape)):  # a whole gene of another shape, not a stray line
+            _check_shape(source, shape, iterations, levels)
+        iterations, levels = (shape[0] if iterations is None else iterations), (shape[1] if levels is None else levels)
         for label, indices in entries.items():
             try:
                 _check_indices(label, tuple(sorted(set(indices))), levels, allow_stage0_any=True)
@@ -230,6 +232,17 @@ class Gene:
         """The choices of the live blocks: what the net computes (genes differing elsewhere are one net)."""
         live = self.live_blocks()
         return {label: list(v) for label, v in self.choices.items() if label in live}
+
+
+def _check_shape(source: str, shape: Tuple[int, int], iterations: Optional[int], levels: Optional[int]) -> None:
+    """The iterations and levels the gene lines have (``shape``) are those asked for, where asked for."""
+    for what, found, asked in (("iterations", shape[0], iterations), ("levels", shape[1], levels)):
+        if asked is not None and found != asked:
+            raise ValueError(
+                f"{source} is a gene of {shape[0]} iterations and {shape[1]} levels, but the net is built with "
+                f"{what}={asked} (from the arguments or the '# model:' line); expected a gene of {asked} {what}, "
+                f"or {what}={found}"
+            )
 
 
 def _check_indices(label: str, indices: Tuple[int, ...], levels: int, allow_stage0_any: bool = False) -> None:

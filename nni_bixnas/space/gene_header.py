@@ -92,14 +92,17 @@ def load_gene_file(gene_file: str, overrides: Optional[Mapping[str, Any]] = None
     Raises
     ------
     ValueError
-        If the header names a model other than ``bixnet``, or the gene does not parse.
+        If the header names a model other than ``bixnet`` or an argument it does not take, or the gene does not
+        parse (at the header's ``iterations``/``levels``).
     """
+    from nni_bixnas.models.registry import check_model_kwargs
     from nni_bixnas.space.gene import Gene
 
     gene = Gene.load(gene_file)
     model, header_args = read_model_header(Path(gene_file).read_text())
     if model not in (None, "bixnet"):
         raise ValueError(f"{gene_file}: the header names model {model!r}; a gene file describes a 'bixnet'")
+    check_model_kwargs("bixnet", header_args, f" (the '# model:' line of {gene_file})")
     args = {**header_args, **dict(overrides or {})}
     args.pop("gene", None)
     iterations, levels = args.get("iterations"), args.get("levels")

@@ -12,8 +12,9 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from nni_bixnas.utils import PathLike, atomic_torch_save
 
-# torch names the refused global in its weights-only error: "Unsupported global: GLOBAL builtins.exec ..."
-_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+# torch names the refused global in its weights-only error: "Unsupported global: GLOBAL builtins.exec ...", or
+# for a module it blocks outright (os, sys, posix, nt) "Trying to load unsupported GLOBAL posix.system whose ..."
+_UNSAFE_GLOBAL = re.compile(r"(?:Unsupported global:|Trying to load unsupported) GLOBAL (\S+)")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -55,14 +56,16 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
             warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several unrelated types for a bad file
-        raise ValueError(f"cannot load checkpoint {path}: {_load_failure(err)}") from err
+        raise ValueError(f"cannot load checkpoint {path}: {load_failure(err)}") from err
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), Mapping):
         raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
     return checkpoint
 
 
-def _load_failure(err: Exception) -> str:
-    """Why a weights-only load failed, without torch's advice to retry with ``weights_only=False``."""
+def load_failure(err: Exception) -> str:
+    """Why a weights-only load failed, without torch's advice to retry with ``weights_only=False``: ``'it holds
+    a pickled Python object (...)...'`` for a refused global, else ``'not a checkpoint written by nni_bixnas, or
+    a corrupt or truncated one (...)'``."""
     text = str(err)
     found = _UNSAFE_GLOBAL.search(text)
     if found:

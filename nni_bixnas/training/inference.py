@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from nni_bixnas._checks import one_of, positive_int
+from nni_bixnas._checks import one_of, out_folder, positive_int, probability
 from nni_bixnas.metrics import SegmentationMetrics, iou_dice_per_image
 from nni_bixnas.training.checkpoint import load_task
 from nni_bixnas.training.loop import torch_threads
@@ -203,6 +203,8 @@ def evaluate(
     """
     positive_int("batch_size", batch_size)
     one_of("split", split, SPLITS)
+    if threshold is not None:
+        probability("threshold", threshold)
     task = load_task(checkpoint)
     run = run_config(checkpoint)
     dataset, info, trained = _eval_dataset(data_spec, resize, run, split)
@@ -210,10 +212,15 @@ def evaluate(
         raise ValueError(
             f"{data_spec!r} has {info.num_classes} class(es) but the checkpoint predicts {task.num_classes}"
         )
+    channels = input_channels(task)
+    if info.in_channels != channels:
+        raise ValueError(f"{data_spec!r} has {info.in_channels}-channel images but the network of {checkpoint} "
+                         f"takes {channels}-channel ones; expected data of {channels} channel(s)")
     dev = default_device(device)
     task.to(dev)
+    threshold = task.threshold if threshold is None else threshold
     with torch_threads(num_threads):
-        metrics, ious, dices = score_dataset(task, dataset, batch_size, threshold or task.threshold, dev, progress)
+        metrics, ious, dices = score_dataset(task, dataset, batch_size, threshold, dev, progress)
     scores = {k: (float(v) if k != "images" else int(v)) for k, v in metrics.compute().items()}
     seen = [None if trained is None else ref.source in trained for ref in dataset.refs]
     per_image = [{"image": _item_name(ref), "iou": iou, "dice": dice, "trained_on": flag}
@@ -233,6 +240,11 @@ def evaluate(
         "warning": warning,
         "per_image": per_image,
     }
+
+
+def input_channels(task) -> int:
+    """The image channels the network of a rebuilt checkpoint takes (its ``in_channels``; 3 by default)."""
+    return int((task.hparams.get("model_kwargs") or {}).get("in_channels", getattr(task.model, "in_channels", 3)))
 
 
 def _forward_padded(task, images: torch.Tensor) -> torch.Tensor:
@@ -407,8 +419,7 @@ def _truth_scores(task, logits: torch.Tensor, truth: np.ndarray, path: Path) -> 
 
 def _predict_one(task, path: Path, out_dir: Path, dev: torch.device, truth: Optional[np.ndarray],
                  probabilities: bool) -> Dict[str, Any]:
-    in_channels = int(task.hparams.get("model_kwargs", {}).get("in_channels", 3))
-    image = _read_image(path, in_channels)
+    image = _read_image(path, input_channels(task))
     logits = _forward_padded(task, image[None].to(dev))[0].float().cpu()
     classes = task.class_map(logits)
     scores = _truth_scores(task, logits, truth, path) if truth is not None else {}
@@ -470,6 +481,9 @@ def predict(
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"image(s) not found: {', '.join(missing)}")
+    out_folder("out_dir (--out)", out_dir)
+    if threshold is not None:
+        probability("threshold", threshold)
     task = load_task(checkpoint)
     if threshold is not None:
         task.threshold = threshold

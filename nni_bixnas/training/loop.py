@@ -19,9 +19,10 @@ import torch
 import torch.nn as nn
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from nni_bixnas._checks import a_bool, an_int, is_int, positive_int
+from nni_bixnas._checks import a_bool, an_int, is_int, out_folder, positive_int
 from nni_bixnas.training.callbacks import ChannelsLast, FiniteLossGuard, RunRecorder
 from nni_bixnas.training.checkpoint import AtomicCheckpointIO
+from nni_bixnas.training.devices import available_cpus, check_devices
 from nni_bixnas.training.input_size import check_input_size
 from nni_bixnas.training.nni_reporting import _experiment_dir, in_nni_trial
 from nni_bixnas.training.run_folder import (
@@ -31,6 +32,7 @@ from nni_bixnas.training.run_folder import (
     check_writable,
     checkpoint_problem,
     earlier_best,
+    removed_unless_started,
     run_folder_errors,
 )
 from nni_bixnas.training.task import SegmentationTask
@@ -53,14 +55,6 @@ _LIBRARY_WARNINGS = (
     r"The number of training batches .* is smaller than the logging interval",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
 )
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def trial_concurrency() -> Optional[int]:
@@ -277,6 +271,8 @@ def fit(
     if num_threads is not None:
         positive_int("num_threads", num_threads)
     an_int("seed", seed)
+    out_folder("out_dir (--out)", out_dir)
+    check_devices(accelerator, devices)
     out_dir = Path(out_dir)
     datamodule = _data_module(data, seed, batch_size, data_kwargs)
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -310,7 +306,8 @@ def fit(
         on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
         deterministic = False if on_gpu else "warn"
     tb_dir = Path(tensorboard_dir or out_dir / "tensorboard")
-    with torch_threads(num_threads), run_folder_errors(out_dir):
+    unstarted = removed_unless_started(out_dir, recorder.checkpoint_dir)
+    with torch_threads(num_threads), run_folder_errors(out_dir), unstarted:
         check_writable([out_dir, recorder.checkpoint_dir, tb_dir])
         with atomic_write(out_dir / RUN_NAME) as handle:
             json.dump(config, handle, indent=2)
@@ -337,7 +334,8 @@ def fit(
         with warnings.catch_warnings():
             for message in _LIBRARY_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
-            trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+            trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                        weights_only=True)
         if recorder.history and trainer.is_global_zero:
             recorder.write_history()  # again: a resume after a failed history.json write trains no epoch
     best = recorder.best_record

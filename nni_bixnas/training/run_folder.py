@@ -6,19 +6,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import os
-import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from nni_bixnas._writes import WRITE_ERRNOS, shown_path
 from nni_bixnas.training.callbacks import BEST_NAME, HISTORY_NAME
-from nni_bixnas.training.checkpoint import AtomicCheckpointIO, weight_mismatches
+from nni_bixnas.training.checkpoint import _UNSAFE_GLOBAL, AtomicCheckpointIO, load_failure, weight_mismatches
 from nni_bixnas.training.task import SegmentationTask
 from nni_bixnas.utils import changed_settings
 
 __all__ = ["RUN_NAME", "RESUME_KEYS", "RESTART", "RunFolderError", "check_resume", "checkpoint_problem",
-           "earlier_best", "run_folder_errors", "check_writable"]
+           "earlier_best", "run_folder_errors", "check_writable", "removed_unless_started"]
 
 RUN_NAME = "run.json"
 # run.json fields that must match for a resume to continue the same run.
@@ -29,8 +29,6 @@ class RunFolderError(OSError, ValueError):
     """The run folder cannot be written (read-only, no space left); a ``ValueError`` for the CLI's one line."""
 
 
-# errno of a write that fails because of the folder or the disk, not because of the program
-_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 RESTART = ("rerun with --no-resume (resume=False) to start afresh in this folder (its best.ckpt is kept until "
             "an epoch scores as well), or restore the file")
 
@@ -49,8 +47,10 @@ def check_resume(out_dir: Path, config: Dict[str, Any]) -> None:
 def checkpoint_problem(path: Path, task: SegmentationTask) -> Optional[str]:
     """Why ``path`` cannot be loaded into ``task`` (unreadable, not a training checkpoint, other weights), or None."""
     try:
-        checkpoint = AtomicCheckpointIO().load_checkpoint(path)
+        checkpoint = AtomicCheckpointIO().load_checkpoint(path, weights_only=True)
     except Exception as err:  # torch raises several unrelated types for a damaged file
+        if _UNSAFE_GLOBAL.search(str(err)):
+            return load_failure(err)
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:200]
         return f"the file cannot be read, it is probably truncated or corrupt ({reason})"
     if not isinstance(checkpoint, dict) or not {"state_dict", "loops"} <= set(checkpoint):
@@ -80,13 +80,6 @@ def earlier_best(out_dir: Path, config: Dict[str, Any], task: SegmentationTask) 
     return record if checkpoint_problem(best_path, task) is None else None
 
 
-def _shown_path(filename: Any) -> str:
-    """``atomic_write``'s temporary ``.NAME.XXXX.tmp`` shown as the file it stands for."""
-    path = Path(str(filename))
-    match = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", path.name)
-    return str(path.with_name(match.group(1)) if match else path)
-
-
 @contextlib.contextmanager
 def run_folder_errors(out_dir: Path):
     """A write refused by the folder or the disk -> one :class:`RunFolderError` (atomic writes kept the files)."""
@@ -95,9 +88,9 @@ def run_folder_errors(out_dir: Path):
     except RunFolderError:
         raise
     except OSError as err:
-        if err.errno not in _WRITE_ERRNOS:
+        if err.errno not in WRITE_ERRNOS:
             raise
-        where = _shown_path(os.fsdecode(err.filename)) if err.filename else str(out_dir)
+        where = str(shown_path(err.filename)) if err.filename else str(out_dir)
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             advice = ("free some space and rerun the same command (it resumes from the last checkpoint), "
                       "or choose another --out (out_dir)")
@@ -120,3 +113,17 @@ def check_writable(folders: Sequence[Path]) -> None:
                 pass
         except OSError as err:
             raise OSError(err.errno, err.strerror, str(folder)) from err
+
+
+@contextlib.contextmanager
+def removed_unless_started(out_dir: Path, checkpoint_dir: Path):
+    """A run folder the block creates is removed again when the block fails before a checkpoint is written (a
+    bad image in the first batch, a device Lightning refuses): no folder holding only ``run.json`` is left.
+    A folder that existed before is never touched."""
+    fresh = not out_dir.exists()
+    try:
+        yield
+    except BaseException:
+        if fresh and out_dir.is_dir() and not any(checkpoint_dir.glob("*.ckpt")):
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
