@@ -159,6 +159,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--test-fraction", type=float, default=0.2, help="tiles held out as the test set (default 0.2)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the test and validation splits (default 0)")
     p.add_argument("--no-fidelity", action="store_true", help="skip the ranking-fidelity part")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the report from the finished units (the rest stays pending)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--work", default=None, help=f"cache and run folders (default {DEFAULT_WORK})")
     p.add_argument("--out", default=None, help=f"markdown result; the .json goes beside it (default {DEFAULT_OUT}, "
@@ -223,12 +225,17 @@ def now() -> str:
 
 
 # ----- the unit cache ---------------------------------------------------------------------------------
-class Units:
-    """Run units once: each result is a JSON file ``work/units/<key>.json`` (atomic), reused on reruns."""
+class Pending(Exception):
+    """A unit that ``--report-only`` would have to run."""
 
-    def __init__(self, work: Path, on_finish: Callable[[], None]) -> None:
+
+class Units:
+    """Run units once: each result is a JSON file ``work/units/<key>.json`` (atomic), reused on reruns;
+    ``read_only`` raises :class:`Pending` instead of running a unit."""
+
+    def __init__(self, work: Path, on_finish: Callable[[], None], read_only: bool = False) -> None:
         self.dir = work / "units"
-        self.on_finish = on_finish
+        self.on_finish, self.read_only = on_finish, read_only
         self.ran = self.cached = 0
         self.started = time.perf_counter()
 
@@ -245,6 +252,8 @@ class Units:
             self.cached += 1
             self.log(f"cached {title}")
             return done
+        if self.read_only:
+            raise Pending(title)
         self.log(f"start  {title}")
         wall, cpu = time.perf_counter(), time.process_time()
         result = function()
@@ -389,7 +398,7 @@ def bixnas_search(s, units: Units, seed: int) -> Dict[str, Any]:
     def current() -> str:
         if strategy.phase1.result is None:
             return "Phase 1"
-        return f"Phase 2 stage {len(strategy.phase2.history) + 1 if strategy.phase2 else 1}"
+        return f"Phase 2, stage unit #{len(strategy.phase2.history) + 1 if strategy.phase2 else 1}"
     remove = add_unit_listener(engine, lambda: clock.mark(current()))
     clock.start()
     try:
@@ -548,11 +557,11 @@ def sparse_tau(x: Sequence[float], y: Sequence[float], noise: float) -> Tuple[Op
 
 
 # ----- the pipeline -----------------------------------------------------------------------------------
-def run_all(s, units: Units, progress: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
-    """Every unit, in order (the arms of each search seed first, then the fixed arms, then the fidelity);
-    ``progress(state)`` after each finished part."""
-    state: Dict[str, Any] = {"seeds": {}, "random": {}, "references": {}, "fidelity": None,
-                             "ref_macs": macs48(units, reference_specs(s)[0][1])}
+def run_all(s, units: Units, state: Dict[str, Any], progress: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
+    """Every unit, in order (the arms of each search seed first, then the fixed arms, then the fidelity), into
+    ``state`` (filled in place); ``progress(state)`` after each finished part."""
+    state.update({"seeds": {}, "random": {}, "references": {}, "fidelity": None,
+                  "ref_macs": macs48(units, reference_specs(s)[0][1])})
     for k in range(s.search_seeds):
         search = units.run(f"bixnas-search-{search_dir(s, k).name}", f"BiX-NAS search seed {k}",
                            lambda: bixnas_search(s, units, k))
@@ -874,9 +883,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             json.dump({**meta, "settings": settings, "summary": summary, "state": state}, handle, indent=1,
                       default=plain)
 
-    units = Units(s.work, lambda: None)
-    state = run_all(s, units, write)
-    meta["complete"] = True
+    units, state = Units(s.work, lambda: None, read_only=s.report_only), {}
+    try:
+        run_all(s, units, state, write)
+        meta["complete"] = True
+    except Pending as pending:
+        print(f"--report-only: stopped at the first unfinished unit ({pending})", flush=True)
     write(state)
     print(f"units: {units.ran} run, {units.cached} cached; wrote {s.out}", flush=True)
     return 0

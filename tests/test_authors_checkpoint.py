@@ -151,7 +151,7 @@ def test_a_wiring_the_checkpoint_does_not_have_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a state_dict of the authors' Phase2 model"):
         load_authors_checkpoint(tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="legacy_shared must be True or False"):
+    with pytest.raises(ValueError, match="model argument legacy_shared of .bixnet. must be true or false, got .yes."):
         create_model("bixnet", legacy_shared="yes")
 
 

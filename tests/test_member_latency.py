@@ -143,7 +143,8 @@ def test_option_errors(kwargs, message):
 
 def test_extra_repr_shows_the_objective_and_the_latency_options():
     common = ("samples=15, epochs=40, keep=(3, 2), step='low_memory', mode='fair', lr_per_member=True, "
-              "inherit_weights=False, initial_weights=None, keep_sequential_last=False, member_bn='recalibrate'")
+              "inherit_weights=False, initial_weights=None, keep_sequential_last=False, member_bn='recalibrate', "
+              "selection='one_se', selection_se=1.0")
     assert ProgressiveEvolution().extra_repr() == common + ", objective='macs'"
     timed = ProgressiveEvolution(objective="latency", macs_input_size=(64, 64), latency_repeats=3, latency_device="cpu")
     assert timed.extra_repr() == (common + ", objective='latency', latency_input_size=[64, 64], latency_repeats=3, "

@@ -237,9 +237,9 @@ class ProgressiveEvolution(Strategy):
 
     def extra_repr(self) -> str:
         names = ("samples", "epochs", "keep", "step", "mode", "lr_per_member", "inherit_weights", "initial_weights",
-                 "keep_sequential_last", "member_bn", "selection", "objective")
-        if self.selection == "one_se":
-            names += ("selection_se",)
+                 "keep_sequential_last", "member_bn", "selection")
+        names += ("selection_se",) if self.selection == "one_se" else ()
+        names += ("objective",)
         if self.objective == "latency":
             names += ("latency_input_size", "latency_repeats", "latency_warmup", "latency_device")
         return ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
