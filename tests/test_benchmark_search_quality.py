@@ -98,3 +98,15 @@ def test_sparse_tau_leaves_out_ties_within_noise(x, y, noise, tau, pairs):
     from search_quality import sparse_tau
 
     assert sparse_tau(x, y, noise) == (tau, pairs)
+
+
+def test_readme_search_section_quotes_only_the_results_files():
+    """Every IoU, ratio and hypervolume in README's "Does the search beat chance?" is in a results file."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Does the search beat chance?"):readme.index("## A short tour")]
+    results = "".join((ROOT / "benchmarks" / "results" / name).read_text()
+                      for name in ("search_quality.md", "demo_pruning.md"))
+    figures = re.findall(r"(?<![\d.])[01]\.\d{3,4}(?: ± \d\.\d{4})?(?![\d])", section)
+    assert len(figures) > 10
+    missing = [f for f in figures if f not in results]
+    assert not missing, f"README figures not in benchmarks/results: {missing}"
