@@ -529,7 +529,8 @@ def fidelity_stage(s, search: Dict[str, Any], population: Dict[str, Any], varian
         step="low_memory", member_bn="recalibrate", recalibration_batches=RECALIBRATION_BATCHES,
         macs_input_size=[512, 512], init_weights=search["phase1_weights"] if inherit else None,
         out_dir=str(s.work / f"fidelity-{digest(name)}"), **training(s), **options)
-    return {"variant": name, "iou": [p["iou"] for p in result["population"]]}
+    return {"variant": name, "iou": [p["iou"] for p in result["population"]],
+            "image_iou": [p.get("image_iou") for p in result["population"]]}
 
 
 def kendall(x: Sequence[float], y: Sequence[float]) -> Tuple[Optional[float], Optional[float]]:
