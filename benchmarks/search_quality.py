@@ -99,7 +99,7 @@ from nni_bixnas.data import SegDataModule  # noqa: E402
 from nni_bixnas.metrics import SegmentationMetrics  # noqa: E402
 from nni_bixnas.profile import count_complexity  # noqa: E402
 from nni_bixnas.space import BiONetPlusPlus, Gene, published_gene  # noqa: E402
-from nni_bixnas.strategy import BiXNAS  # noqa: E402
+from nni_bixnas.strategy import BiXNAS, SelectionMatrix  # noqa: E402
 from nni_bixnas.strategy.fair_step import evaluate_members, recalibrated_statistics  # noqa: E402
 from nni_bixnas.strategy.pareto import select_parents  # noqa: E402
 from nni_bixnas.strategy.runner import add_unit_listener  # noqa: E402
@@ -483,6 +483,20 @@ def rs_ws(s, units: Units, search: Dict[str, Any]) -> Dict[str, Any]:
             "phase1_export_iou": export_iou, "ious": [m["iou"] for m in scored]}
 
 
+def phase1_variant(s, search: Dict[str, Any], variant: str) -> Dict[str, Any]:
+    """Phase 1 alone with another selection-matrix ``variant`` (``'paper'``: straight-through one-hot columns),
+    same seed and training as ``search``'s Phase 1: its soft validation IoU against its hard export's."""
+    out = s.work / f"phase1-{variant}-{digest(training(s), s.width, s.phase1_epochs, search['seed'])}"
+    strategy = SelectionMatrix(epochs=s.phase1_epochs, variant=variant, training=training(s), out_dir=str(out),
+                               seed=search["seed"])
+    strategy(bixnas_space(s), SequentialExecutionEngine())
+    candidates = strategy.candidates
+    _, _, sampler, parent = narrowed(s, candidates)
+    score = SharedScorer(s, candidates, strategy.result["weights"], min(sampler.blocks))
+    return {"variant": variant, "soft_iou": strategy.result.get("default"), "export_iou": score(parent),
+            "candidates": candidates, "fused": sum(len(v) for v in candidates.values())}
+
+
 # ----- RegularizedEvolution ---------------------------------------------------------------------------
 def run_re(s, units: Units, budget: float, seed: int) -> Dict[str, Any]:
     """NNI's RegularizedEvolution on the full space until its trials have used ``budget`` wall seconds."""
@@ -561,7 +575,7 @@ def sparse_tau(x: Sequence[float], y: Sequence[float], noise: float) -> Tuple[Op
 def run_all(s, units: Units, state: Dict[str, Any], progress: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
     """Every unit, in order (the arms of each search seed first, then the fixed arms, then the fidelity), into
     ``state`` (filled in place); ``progress(state)`` after each finished part."""
-    state.update({"seeds": {}, "random": {}, "references": {}, "fidelity": None,
+    state.update({"seeds": {}, "random": {}, "references": {}, "fidelity": None, "phase1_hard": {},
                   "ref_macs": macs48(units, reference_specs(s)[0][1])})
     for k in range(s.search_seeds):
         search = units.run(f"bixnas-search-{search_dir(s, k).name}", f"BiX-NAS search seed {k}",
@@ -608,6 +622,13 @@ def run_all(s, units: Units, state: Dict[str, Any], progress: Callable[[Dict[str
                     for v in VARIANTS]
         state["fidelity"] = {"population": population, "standalone": standalone, "variants": variants,
                              "macs48": [macs48(units, sample_spec(s, m)) for m in population["members"]]}
+        progress(state)
+    for k in range(s.search_seeds):
+        search = units.get(f"bixnas-search-{search_dir(s, k).name}")
+        state["phase1_hard"][k] = units.run(
+            f"phase1-paper-{digest(training(s), s.width, s.phase1_epochs, k)}", f"Phase 1 'paper' variant seed {k}",
+            lambda: phase1_variant(s, search, "paper"))
+        progress(state)
     progress(state)
     return state
 
@@ -705,7 +726,7 @@ def summarise(s, state: Dict[str, Any]) -> Dict[str, Any]:
             "test_iou": [r["runs"][0]["test_iou"] for r in rows], "val_iou": [r["runs"][0]["val_iou"] for r in rows],
             "macs_ratio": mean([r["macs48"] / ref_macs for r in rows])}
     out = {"arms": arms, "fixed": fixed, "fidelity": fidelity_summary(state["fidelity"]),
-           "selection_replay": selection_replay(state, ref_macs)}
+           "selection_replay": selection_replay(state, ref_macs), "phase1_hard": phase1_hard(state)}
     bix_iou, re_iou = mean(list(bix.values())), mean(list(arms["RegularizedEvolution"]["seed_test_iou"].values()))
     ws_iou = mean(list(arms["RS-WS"]["seed_test_iou"].values()))
     bix_ratio = mean(list(arms["BiX-NAS"]["macs_ratio"].values()))
@@ -719,6 +740,24 @@ def summarise(s, state: Dict[str, Any]) -> Dict[str, Any]:
 
 
 REPLAY = [("iou", 0.0), ("one_se", 0.0), ("one_se", 1.0), ("one_se", 2.0), ("one_se", 3.0)]
+
+
+def phase1_hard(state: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Per search seed: Phase 1 'code' (the search's own, scored by the RS-WS unit) and, once run, 'paper'."""
+    rows = []
+    for k, seed in state["seeds"].items():
+        if "RS-WS" in seed["picks"]:
+            code = seed["picks"]["RS-WS"]
+            rows.append({"seed": k, "variant": "code", "soft_iou": code["phase1_soft_iou"],
+                         "export_iou": code["phase1_export_iou"],
+                         "fused": sum(len(v) for v in seed["search"]["candidates"].values())})
+        hard = (state.get("phase1_hard") or {}).get(k)
+        if hard:
+            rows.append({"seed": k, "variant": hard["variant"], "soft_iou": hard["soft_iou"],
+                         "export_iou": hard["export_iou"], "fused": hard["fused"]})
+    for row in rows:
+        row["gap"] = None if row["soft_iou"] is None else row["soft_iou"] - row["export_iou"]
+    return rows
 
 
 def selection_replay(state: Dict[str, Any], ref_macs: int) -> List[Dict[str, Any]]:
@@ -761,7 +800,35 @@ def fidelity_summary(fidelity: Optional[Dict[str, Any]]) -> Optional[Dict[str, A
     rows.append({"variant": "null proxy: fewer MACs ranks higher", "tau": tau, "p": p, "sparse_tau": sparse,
                  "pairs": pairs})
     return {"rows": rows, "members": len(standalone), "seeds": len(runs[0]), "noise": noise,
-            "standalone_span": [min(standalone), max(standalone)], "stage": fidelity["population"]["stage"]}
+            "standalone_span": [min(standalone), max(standalone)], "stage": fidelity["population"]["stage"],
+            "picks": fidelity_picks(fidelity)}
+
+
+def fidelity_picks(fidelity: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Every rule of :data:`REPLAY` applied to each variant's shared-weight scores of the fidelity population:
+    the standalone (retrained) validation and test IoU of the member it picks, and its MACs over the densest
+    member's. This is the measurement the default ``selection`` is chosen by: a rule is better when its picks
+    retrain better (or as well, cheaper)."""
+    runs, macs = fidelity["standalone"], fidelity["macs48"]
+    val = [mean([r["val_iou"] for r in member]) for member in runs]
+    test = [mean([r["test_iou"] for r in member]) for member in runs]
+    dense = max(macs)
+    rows = []
+    for variant in fidelity["variants"]:
+        if not all(variant.get("image_iou") or []):
+            continue  # a stage scored before per-image IoUs were kept: the SE rules cannot be replayed
+        row = {"variant": variant["variant"], "picks": []}
+        for rule, n_se in REPLAY:
+            first = select_parents(variant["iou"], macs, 1, selection=rule, image_ious=variant["image_iou"],
+                                   n_se=n_se)[0]
+            row["picks"].append({"rule": f"{rule} ({n_se:g} SE)" if rule == "one_se" else rule,
+                                 "val_iou": val[first], "test_iou": test[first], "macs_ratio": macs[first] / dense})
+        rows.append(row)
+    if rows:
+        best = max(range(len(val)), key=lambda i: val[i])
+        rows.append({"variant": "oracle: best standalone validation IoU", "picks": [
+            {"rule": "oracle", "val_iou": val[best], "test_iou": test[best], "macs_ratio": macs[best] / dense}]})
+    return rows
 
 
 def machine() -> str:
@@ -822,14 +889,6 @@ def render(s, state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, An
     v = summary["values"]
     lines += ["", f"BiX-NAS {num(v['bixnas'])} vs RE {num(v['re'])} vs RS-WS {num(v['rsws'])} test IoU; BiX-NAS at "
               f"{num(v['bixnas_macs_ratio'], 3)} of BiO-Net++'s MACs."]
-    gaps = [(k, seed["picks"]["RS-WS"]) for k, seed in state["seeds"].items() if "RS-WS" in seed["picks"]]
-    lines += ["", "## Phase 1: soft (Gumbel) forward vs its hard export", "",
-              "Phase 1's reported validation IoU (the soft selection-matrix forward) against the hard export (every "
-              "narrowed candidate fused, Phase 2's first parent) on the same weights with recalibrated BatchNorm.", "",
-              "| search seed | soft IoU | export IoU | gap |", "|---:|---:|---:|---:|"]
-    for k, pick in gaps:
-        soft, hard = pick["phase1_soft_iou"], pick["phase1_export_iou"]
-        lines.append(f"| {k} | {num(soft)} | {num(hard)} | {num(None if soft is None else soft - hard)} |")
     replay = summary["selection_replay"]
     lines += ["", "## Selection rules replayed on the searches' own stages", "",
               "Each stage population re-selected offline; the first pick's shared-weight IoU / MACs as a fraction of "
@@ -855,6 +914,30 @@ def render(s, state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, An
         for row in fid["rows"]:
             lines.append(f"| {row['variant']} | {num(row['tau'], 3)} | {num(row['p'], 3)} | "
                          f"{num(row['sparse_tau'], 3)} | {row['pairs']} |")
+        picks = fid.get("picks") or []
+        rules = [p["rule"] for p in picks[0]["picks"]] if picks else []
+        lines += ["", "### Which selection rule picks members that retrain better", "",
+                  "Each rule applied to each variant's shared-weight scores of these members (one pick): the "
+                  "picked member's standalone validation IoU / test IoU / MACs over the densest member's.", ""]
+        if picks:
+            lines += ["| scores from | " + " | ".join(rules) + " |", "|---|" + "---|" * len(rules)]
+            for row in picks:
+                cells = [f"{p['val_iou']:.4f} / {p['test_iou']:.4f} / {p['macs_ratio']:.3f}" for p in row["picks"]]
+                lines.append(f"| {row['variant']} | " + " | ".join(cells + [""] * (len(rules) - len(cells))) + " |")
+        else:
+            lines.append("Pending (the variants' per-image IoUs are needed).")
+    hard = summary.get("phase1_hard") or []
+    lines += ["", "## Phase 1: the 'code' (soft) and 'paper' (hard, straight-through) selection matrix", "",
+              "Same seed and training per row. Soft IoU: Phase 1's reported validation IoU (its own forward, "
+              "Gumbel noise drawn); export IoU: the narrowed space's dense parent on the same weights, recalibrated "
+              "BatchNorm; fused: the number of inputs the export keeps over all blocks.", ""]
+    if hard:
+        lines += ["| search seed | variant | soft IoU | export IoU | gap | fused |", "|---:|---|---:|---:|---:|---:|"]
+        for row in hard:
+            lines.append(f"| {row['seed']} | {row['variant']} | {num(row['soft_iou'])} | {num(row['export_iou'])} | "
+                         f"{num(row['gap'])} | {row['fused']} |")
+    else:
+        lines.append("Pending.")
     return "\n".join(lines) + "\n"
 
 

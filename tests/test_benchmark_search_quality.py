@@ -46,6 +46,12 @@ def test_quick_run_reports_every_arm_on_test_and_reruns_from_its_cache(tmp_path)
         assert re.search(rf"^\| {re.escape(arm)} \| 2 \| \d\.\d{{4}} ± ", md, re.M), f"no row for {arm}"
     for variant in VARIANTS:
         assert re.search(rf"^\| {re.escape(variant)} \| (-?\d\.\d{{3}}|—) \|", md, re.M), f"no fidelity row {variant}"
+    for variant in VARIANTS[:-1]:  # each selection rule's pick, retrained: validation / test IoU / MACs ratio
+        assert re.search(rf"^\| {re.escape(variant)} \| \d\.\d{{4}} / \d\.\d{{4}} / \d\.\d{{3}} \|", md, re.M), variant
+    assert re.search(r"^\| oracle: best standalone validation IoU \| \d\.\d{4} / ", md, re.M)
+    for variant in ("code", "paper"):  # Phase 1's two selection matrices, per search seed
+        assert len(re.findall(rf"^\| [01] \| {variant} \| \d\.\d{{4}} \| \d\.\d{{4}} \| -?\d\.\d{{4}} \| \d+ \|$",
+                              md, re.M)) == 2, variant
     for target in TARGETS:
         assert re.search(rf"^- {re.escape(target)}: (yes|no)$", md, re.M), f"no target line {target!r}"
 
@@ -110,3 +116,17 @@ def test_readme_search_section_quotes_only_the_results_files():
     assert len(figures) > 10
     missing = [f for f in figures if f not in results]
     assert not missing, f"README figures not in benchmarks/results: {missing}"
+
+
+def test_readme_search_section_is_the_one_its_generator_writes_from_the_results():
+    """README's section is ``benchmarks/readme_search.py``'s output (so no figure or placeholder is typed)."""
+    import readme_search
+
+    assert readme_search.main(["--check"]) == 0, "run python benchmarks/readme_search.py"
+
+
+def test_readme_search_generator_refuses_a_demo_file_without_its_rows():
+    import readme_search
+
+    with pytest.raises(SystemExit, match="demo_pruning.md lacks the found net"):
+        readme_search.demo_figures("| found net | 1.0 |")
