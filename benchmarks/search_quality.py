@@ -128,6 +128,7 @@ BATCH_SIZE, LR, VAL_FRACTION = 4, 1e-3, 0.25
 KEEP = (3, 2)
 RE_POPULATION, RE_SAMPLE, RE_MUTATION = 8, 3, 0.2
 RECALIBRATION_BATCHES = 8
+COLLAPSED = 0.05  # a final-epoch validation IoU below this: the retraining ended (nearly) all background
 PAPER_WIDTH, PAPER_STEM = 48, 32
 #: Ranking-fidelity variants: (name, phase2_stage_unit overrides, epochs factor).
 VARIANTS = [("fair, fresh", dict(mode="fair"), 1), ("naive, fresh", dict(mode="naive"), 1),
@@ -736,6 +737,11 @@ def summarise(s, state: Dict[str, Any]) -> Dict[str, Any]:
         "BiX-NAS mean test IoU > RS-WS's": None if None in (bix_iou, ws_iou) else bix_iou > ws_iou,
     }
     out["values"] = {"bixnas": bix_iou, "re": re_iou, "rsws": ws_iou, "bixnas_macs_ratio": bix_ratio}
+    runs = [r for seed in state["seeds"].values() for p in seed["picks"].values() for r in p["runs"]]
+    runs += [r for ref in state["references"].values() for r in ref["runs"]]
+    runs += [r for rows in state["random"].values() for row in rows for r in row["runs"]]
+    runs += [r for member in (state["fidelity"] or {}).get("standalone", []) for r in member]
+    out["collapsed"] = {"below": COLLAPSED, "runs": len(runs), "collapsed": sum(r["val_iou"] < COLLAPSED for r in runs)}
     return out
 
 
@@ -801,6 +807,8 @@ def fidelity_summary(fidelity: Optional[Dict[str, Any]]) -> Optional[Dict[str, A
                  "pairs": pairs})
     return {"rows": rows, "members": len(standalone), "seeds": len(runs[0]), "noise": noise,
             "standalone_span": [min(standalone), max(standalone)], "stage": fidelity["population"]["stage"],
+            "collapsed": sum(r["val_iou"] < COLLAPSED for member in runs for r in member),
+            "retrainings": sum(len(member) for member in runs),
             "picks": fidelity_picks(fidelity)}
 
 
@@ -825,6 +833,10 @@ def fidelity_picks(fidelity: Dict[str, Any]) -> List[Dict[str, Any]]:
                                  "val_iou": val[first], "test_iou": test[first], "macs_ratio": macs[first] / dense})
         rows.append(row)
     if rows:
+        rows.append({"variant": "mean over the variants above", "picks": [
+            {"rule": rule["rule"], **{key: mean([row["picks"][i][key] for row in rows])
+                                      for key in ("val_iou", "test_iou", "macs_ratio")}}
+            for i, rule in enumerate(rows[0]["picks"])]})
         best = max(range(len(val)), key=lambda i: val[i])
         rows.append({"variant": "oracle: best standalone validation IoU", "picks": [
             {"rule": "oracle", "val_iou": val[best], "test_iou": test[best], "macs_ratio": macs[best] / dense}]})
@@ -883,6 +895,9 @@ def render(s, state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, An
     for name, f in fixed.items():
         lines.append(f"| {name} | {len(f['test_iou'])} | {mean_std(f['test_iou'])} | {mean_std(f['val_iou'])} | "
                      f"{num(f['macs_ratio'], 3)} |")
+    c = summary["collapsed"]
+    lines += ["", f"{c['collapsed']} of the run's {c['runs']} retrainings end with a final-epoch validation IoU below "
+              f"{c['below']} (nearly all background)."]
     lines += ["", "## Targets", ""]
     for target, flag in summary["targets"].items():
         lines.append(f"- {target}: {'pending' if flag is None else ('yes' if flag else 'no')}")
@@ -907,9 +922,10 @@ def render(s, state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, An
     else:
         lines += [f"{fid['members']} members of stage {fid['stage']} (narrowed space of search seed 0), each retrained "
                   f"standalone with {fid['seeds']} seeds (final-epoch validation IoU, mean; span "
-                  f"{fid['standalone_span'][0]:.4f}–{fid['standalone_span'][1]:.4f}). Sparse tau: pairs whose "
-                  f"standalone means differ by at most {fid['noise']:.4f} (pooled SE of a difference) are ties, "
-                  "left out.", "",
+                  f"{fid['standalone_span'][0]:.4f}–{fid['standalone_span'][1]:.4f}; {fid['collapsed']} of "
+                  f"{fid['retrainings']} retrainings end below IoU {COLLAPSED}, nearly all background). "
+                  f"Sparse tau: pairs whose standalone means differ by at most {fid['noise']:.4f} (pooled SE of a "
+                  "difference) are ties, left out.", "",
                   "| ranking | Kendall tau | p | sparse tau | pairs |", "|---|---:|---:|---:|---:|"]
         for row in fid["rows"]:
             lines.append(f"| {row['variant']} | {num(row['tau'], 3)} | {num(row['p'], 3)} | "
