@@ -19,11 +19,11 @@ from nni_bixnas.experiment import export as export_module
 from nni_bixnas.experiment.export import candidates, export_experiment, read_experiment
 from nni_bixnas.experiment.stage_plot import Panel, cost_axis
 from nni_bixnas.space import BiONetPlusPlus
-from nni_bixnas.strategy import member_latency as latency_module
-from nni_bixnas.strategy.member_latency import check_device, forward_ms, member_latency, resolve_device
 from nni_bixnas.strategy.progressive_evolution import ProgressiveEvolution
 from nni_bixnas.strategy.records import Member, StageRecord
-from nni_bixnas.strategy.spaces import space_reference
+from nni_bixnas.strategy.supernet import member_latency as latency_module
+from nni_bixnas.strategy.supernet.member_latency import check_device, forward_ms, member_latency, resolve_device
+from nni_bixnas.strategy.supernet.spaces import space_reference
 from nni_bixnas.training import train_and_report
 
 DATA = "default:n=8,size=32"

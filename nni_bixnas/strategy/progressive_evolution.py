@@ -3,10 +3,10 @@
 The search visits the extraction stages from the last searchable one back to the first (5, 4, 3, 2, 1
 for ``T = 3``). At stage ``t`` it draws ``s`` skip sets for the blocks of stage ``t``, applies each to
 every retained parent (population ``s x |parents|``), trains one SuperNet on the mean loss of all members
-with a shared head (:mod:`~nni_bixnas.strategy.fair_step`), scores every member by its best validation
+with a shared head (:mod:`~nni_bixnas.strategy.supernet.fair_step`), scores every member by its best validation
 IoU over the epochs and by its MACs, and keeps the first ``|P|`` of the Pareto front of
 ``(1 - IoU, MACs)`` ranked by IoU (with ``objective='latency'``, of ``(1 - IoU, latency)``: each distinct
-net timed once on the search's device, :mod:`~nni_bixnas.strategy.member_latency`). Each stage is one unit of
+net timed once on the search's device, :mod:`~nni_bixnas.strategy.supernet.member_latency`). Each stage is one unit of
 work, submitted to the NNI engine as one job (:func:`~nni_bixnas.strategy.units.phase2_stage_unit`), so the
 strategy runs in-process or through ``nnictl``.
 
@@ -40,15 +40,15 @@ from nni_bixnas._checks import (
 )
 from nni_bixnas.space.gene import Gene
 from nni_bixnas.strategy import units
-from nni_bixnas.strategy.member_latency import check_device, member_latency, resolve_device
-from nni_bixnas.strategy.member_macs import member_macs
 from nni_bixnas.strategy.pareto import SELECTIONS, select_parents, within_noise
-from nni_bixnas.strategy.phase2_task import check_step_mode_bn
 from nni_bixnas.strategy.records import Member, Sample, StageRecord
 from nni_bixnas.strategy.runner import NoBudget, UnitRunner
 from nni_bixnas.strategy.settings import check_training, require_data, training_settings
 from nni_bixnas.strategy.skip_sampler import SkipSetSampler
-from nni_bixnas.strategy.spaces import check_stage_skips, narrow_space, phase2_module, space_reference
+from nni_bixnas.strategy.supernet.member_latency import check_device, member_latency, resolve_device
+from nni_bixnas.strategy.supernet.member_macs import member_macs
+from nni_bixnas.strategy.supernet.phase2_task import check_step_mode_bn
+from nni_bixnas.strategy.supernet.spaces import check_stage_skips, narrow_space, phase2_module, space_reference
 
 _logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class ProgressiveEvolution(Strategy):
 
     Works on any model space whose searchable choices are :class:`~nni_bixnas.space.SkipSubset` with a
     ``stage`` and whose model implements the head/tail protocol (``set_active``, ``forward_head``,
-    ``forward_tail``; see :mod:`nni_bixnas.strategy.fair_step`). Stages are searched from the last to the
+    ``forward_tail``; see :mod:`nni_bixnas.strategy.supernet.fair_step`). Stages are searched from the last to the
     first; each stage is one job (:func:`~nni_bixnas.strategy.units.phase2_stage_unit`) submitted to the engine.
 
     Parameters
@@ -121,7 +121,7 @@ class ProgressiveEvolution(Strategy):
         Width of the ``'one_se'`` rule in standard errors (0: only ties with the best).
     objective
         What the Pareto front trades against IoU: ``'macs'`` (default, the paper's) or ``'latency'``, the
-        measured inference time of each member's fixed network (:mod:`~nni_bixnas.strategy.member_latency`),
+        measured inference time of each member's fixed network (:mod:`~nni_bixnas.strategy.supernet.member_latency`),
         timed here in the strategy's process before the stage's job is submitted, once per distinct net.
         The timings are kept in :meth:`state_dict`, so a resumed search reuses them (one net, one latency,
         across the whole search) instead of timing again.
@@ -158,7 +158,7 @@ class ProgressiveEvolution(Strategy):
 
     See Also
     --------
-    nni_bixnas.strategy.fair_step.fair_step : the shared-head step.
+    nni_bixnas.strategy.supernet.fair_step.fair_step : the shared-head step.
     nni_bixnas.strategy.pareto.select_parents : the selection.
     """
 

@@ -5,7 +5,7 @@ its members by measured latency instead (``ProgressiveEvolution(objective='laten
 is the median of ``repeats`` timed forwards of its fixed network (``supernet.freeze(sample)``, eval mode,
 ``torch.no_grad``, batch 1) after ``warmup`` untimed ones, with ``torch.cuda.synchronize`` around every
 timed forward on CUDA. Two members that compute the same net (the same
-:meth:`~nni_bixnas.space.Gene.live_choices`, the key of :mod:`~nni_bixnas.strategy.member_macs`) are timed
+:meth:`~nni_bixnas.space.Gene.live_choices`, the key of :mod:`~nni_bixnas.strategy.supernet.member_macs`) are timed
 once: the value is cached by that key, the input size and the device.
 
 The clock is :func:`forward_ms`; pass ``timer=`` (or patch this module's ``forward_ms``) to replace it,
@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional, Seque
 import torch
 import torch.nn as nn
 
-from nni_bixnas.strategy.member_macs import architecture_key
+from nni_bixnas.strategy.supernet.member_macs import architecture_key
 
 __all__ = ["member_latency", "forward_ms", "check_device", "resolve_device"]
 
@@ -94,8 +94,8 @@ def member_latency(supernet: nn.Module, space: Dict[str, Any], sample: Mapping[s
     Parameters
     ----------
     supernet, space, sample
-        As for :func:`~nni_bixnas.strategy.member_macs.member_macs`: the space's module, its
-        :func:`~nni_bixnas.strategy.spaces.space_reference` and the member.
+        As for :func:`~nni_bixnas.strategy.supernet.member_macs.member_macs`: the space's module, its
+        :func:`~nni_bixnas.strategy.supernet.spaces.space_reference` and the member.
     input_size
         ``(H, W)`` of the timed input; ``C`` is the net's ``in_channels`` (default 3).
     repeats, warmup
