@@ -33,7 +33,7 @@ from nni_bixnas.strategy.supernet.phase2_task import Phase2Task, default_milesto
 from nni_bixnas.strategy.supernet.spaces import build_space
 from nni_bixnas.strategy.supernet.supermodule import check_tau, check_variant, to_supernet
 from nni_bixnas.training.distributed import global_rank
-from nni_bixnas.training.nni_reporting import trial_out_dir
+from nni_bixnas.training.trial_runtime.environment import trial_out_dir
 from nni_bixnas.utils import atomic_torch_save, atomic_write, seed_everything
 
 _logger = logging.getLogger(__name__)

@@ -1,0 +1,6 @@
+"""What an NNI trial needs to know about where it runs, below the training loop that uses it.
+
+``environment`` (is this an NNI trial, its output and experiment folders), ``concurrency`` (the torch threads
+a trial takes among its experiment's concurrent trials), ``manager_watch`` (ending a trial, or the dispatcher,
+whose NNI manager is gone). Light on purpose: no Lightning, no strategy.
+"""
