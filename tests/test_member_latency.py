@@ -149,7 +149,7 @@ def test_extra_repr_shows_the_objective_and_the_latency_options():
     timed = ProgressiveEvolution(objective="latency", macs_input_size=(64, 64), latency_repeats=3, latency_device="cpu")
     assert timed.extra_repr() == (common + ", objective='latency', latency_input_size=[64, 64], latency_repeats=3, "
                                   "latency_warmup=2, latency_device='cpu'")
-    assert ProgressiveEvolution(objective="latency", latency_input_size=(32, 48)).latency_input_size == [32, 48]
+    assert ProgressiveEvolution(objective="latency", latency_input_size=(32, 48)).latency.input_size == [32, 48]
 
 
 def test_state_dict_keeps_the_objective_and_the_timings():
