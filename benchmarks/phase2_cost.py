@@ -38,7 +38,7 @@ import torch.nn as nn
 from numpy.random import RandomState
 
 from nni_bixnas.space import BiONetPlusPlus
-from nni_bixnas.strategy.fair_step import fair_step
+from nni_bixnas.strategy.supernet.fair_step import fair_step
 from nni_bixnas.utils import atomic_write
 
 METHODS = ("low_memory", "plain", "batched", "naive")

@@ -100,11 +100,11 @@ from nni_bixnas.metrics import SegmentationMetrics  # noqa: E402
 from nni_bixnas.profile import count_complexity  # noqa: E402
 from nni_bixnas.space import BiONetPlusPlus, Gene, published_gene  # noqa: E402
 from nni_bixnas.strategy import BiXNAS, SelectionMatrix  # noqa: E402
-from nni_bixnas.strategy.fair_step import evaluate_members, recalibrated_statistics  # noqa: E402
 from nni_bixnas.strategy.pareto import select_parents  # noqa: E402
 from nni_bixnas.strategy.runner import add_unit_listener  # noqa: E402
 from nni_bixnas.strategy.skip_sampler import SkipSetSampler  # noqa: E402
-from nni_bixnas.strategy.spaces import check_stage_skips, narrow_space, phase2_module, space_reference  # noqa: E402
+from nni_bixnas.strategy.supernet.fair_step import evaluate_members, recalibrated_statistics  # noqa: E402
+from nni_bixnas.strategy.supernet.spaces import check_stage_skips, narrow_space, phase2_module, space_reference  # noqa: E402
 from nni_bixnas.strategy.units import phase2_stage_unit  # noqa: E402
 from nni_bixnas.training import evaluate, make_evaluator, train_and_report  # noqa: E402
 from nni_bixnas.utils import atomic_write  # noqa: E402

@@ -27,7 +27,7 @@ from nni.nas.execution import SequentialExecutionEngine  # noqa: E402
 from nni.nas.space import RawFormatModelSpace  # noqa: E402
 
 from nni_bixnas.strategy import ProgressiveEvolution, SelectionMatrix  # noqa: E402
-from nni_bixnas.strategy.supermodule import VARIANTS  # noqa: E402
+from nni_bixnas.strategy.supernet.supermodule import VARIANTS  # noqa: E402
 from nni_bixnas.training import make_evaluator  # noqa: E402
 from nni_bixnas.utils import atomic_write  # noqa: E402
 from second_space import NestedSkipNet  # noqa: E402

@@ -47,7 +47,7 @@ class NestedFeatures:
     """Output of :meth:`NestedSkipNet.forward_head`: every node of the columns before ``stage``.
 
     Tensors are held in tuples (not a dict), so the Phase 2 helpers that detach head features
-    (:func:`nni_bixnas.strategy.fair_step.detach_features`) see all of them.
+    (:func:`nni_bixnas.strategy.supernet.fair_step.detach_features`) see all of them.
 
     Attributes
     ----------

@@ -11,7 +11,7 @@ import torch
 
 from nni_bixnas.space import BiONetPlusPlus
 from nni_bixnas.space.batched_tails import forward_tails
-from nni_bixnas.strategy.fair_step import fair_step, union_sample
+from nni_bixnas.strategy.supernet.fair_step import fair_step, union_sample
 from test_fairness import LOSS, S, assert_same_grads, batch, grads, population, run_step, tiny_model
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from nni_bixnas.strategy.fair_step import FAIR_STEPS, fair_step
+from nni_bixnas.strategy.supernet.fair_step import FAIR_STEPS, fair_step
 from nni_bixnas.training.distributed import average_step, unpadded
 
 pytestmark = pytest.mark.slow
@@ -162,7 +162,7 @@ def test_unpadded_drops_the_repeats_of_distributed_sampler():
 
 # ----- a whole stage through Lightning's DDP -------------------------------------------------------------
 def stage_kwargs(out_dir: str):
-    from nni_bixnas.strategy.spaces import space_reference
+    from nni_bixnas.strategy.supernet.spaces import space_reference
     from test_progressive_evolution import executable, tiny_space
 
     space = tiny_space()
@@ -176,7 +176,7 @@ def stage_kwargs(out_dir: str):
 
 def stage_worker(rank: int, port: int, out: str) -> None:
     torchrun_env(rank, port)
-    from nni_bixnas.strategy.phase2_task import Phase2Task
+    from nni_bixnas.strategy.supernet.phase2_task import Phase2Task
     from nni_bixnas.strategy.units import phase2_stage_unit
 
     def keep_weights(self) -> None:  # each rank's weights after training, to compare the ranks
@@ -193,8 +193,8 @@ def single_process_ious(kwargs, weights):
     import pytorch_lightning as pl
 
     from nni_bixnas.data import SegDataModule
-    from nni_bixnas.strategy.phase2_task import Phase2Task
-    from nni_bixnas.strategy.spaces import build_space
+    from nni_bixnas.strategy.supernet.phase2_task import Phase2Task
+    from nni_bixnas.strategy.supernet.spaces import build_space
 
     supernet = build_space(kwargs["space"])
     supernet.load_state_dict(weights)

@@ -17,7 +17,7 @@ import torch.nn as nn
 from numpy.random import RandomState
 
 from nni_bixnas.space import BiONetPlusPlus
-from nni_bixnas.strategy.fair_step import (
+from nni_bixnas.strategy.supernet.fair_step import (
     FAIR_STEPS,
     detach_features,
     evaluate_members,
@@ -198,7 +198,7 @@ def test_members_with_different_head_liveness_still_get_their_own_features():
 
 @pytest.mark.parametrize("member_bn", ["running", "batch"])
 def test_evaluate_members_matches_each_members_own_forward(member_bn):
-    from nni_bixnas.strategy.fair_step import batch_statistics
+    from nni_bixnas.strategy.supernet.fair_step import batch_statistics
 
     model = tiny_model().eval()
     members = population(model, 2)
@@ -250,7 +250,7 @@ def test_step_restores_the_default_choices():
 def test_batch_statistics_scoring_leaves_running_statistics_untouched():
     import torch.nn as nn
 
-    from nni_bixnas.strategy.fair_step import batch_statistics
+    from nni_bixnas.strategy.supernet.fair_step import batch_statistics
 
     net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2)).eval()
     before = {k: v.clone() for k, v in net.state_dict().items()}
@@ -281,7 +281,7 @@ def exact_freeze(model, member):
 def test_recalibrated_statistics_are_the_members_standalone_statistics():
     """Each member's statistics equal those of its own frozen network recalibrated on the same batches
     (every BatchNorm reset, cumulative average in training mode), and the supernet is left untouched."""
-    from nni_bixnas.strategy.fair_step import recalibrated_statistics
+    from nni_bixnas.strategy.supernet.fair_step import recalibrated_statistics
 
     model = tiny_model().eval()
     members = population(model, 2)
@@ -313,7 +313,7 @@ def test_recalibrated_statistics_are_the_members_standalone_statistics():
 def test_recalibrated_scores_do_not_depend_on_batch_composition():
     """With 'recalibrate' an image's logits are the same alone or in a batch (eval-mode BatchNorm); with
     'batch' (each batch's own statistics) they are not, and a batch of one image cannot be scored at all."""
-    from nni_bixnas.strategy.fair_step import recalibrated_statistics
+    from nni_bixnas.strategy.supernet.fair_step import recalibrated_statistics
 
     model = tiny_model().eval()
     members = population(model, 3)

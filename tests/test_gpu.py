@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from nni_bixnas.space import BiONetPlusPlus, SkipSubset
-from nni_bixnas.strategy.fair_step import fair_step
+from nni_bixnas.strategy.supernet.fair_step import fair_step
 
 #: ``BIXNAS_GPU_TESTS_DEVICE=cpu`` runs these tests on the CPU, to check the tests themselves without a GPU.
 DEVICE = os.environ.get("BIXNAS_GPU_TESTS_DEVICE", "cuda")
@@ -99,7 +99,7 @@ def test_fp16_loss_scaled_leaves_accumulate_in_float32_without_overflow():
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="host synchronisation is a CUDA notion")
 def test_phase1_fusion_forward_never_synchronises_the_host():
-    from nni_bixnas.strategy.supermodule import SelectionMatrixFusion
+    from nni_bixnas.strategy.supernet.supermodule import SelectionMatrixFusion
 
     fusion = SelectionMatrixFusion(SkipSubset(5, 3, label="b")).to(DEVICE)
     inputs = [torch.rand(2, 4, 16 // 2 ** min(i, 2), 16 // 2 ** min(i, 2), device=DEVICE) for i in range(5)]
@@ -116,7 +116,7 @@ def test_phase1_fusion_forward_never_synchronises_the_host():
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="host synchronisation is a CUDA notion")
 def test_batched_tails_forward_never_synchronises_the_host():
-    from nni_bixnas.strategy.fair_step import union_sample
+    from nni_bixnas.strategy.supernet.fair_step import union_sample
 
     torch.manual_seed(0)
     model = BiONetPlusPlus(width=4, stem_width=4, max_k=5).to(DEVICE).train()
@@ -145,7 +145,7 @@ def test_one_training_epoch_in_bf16_with_channels_last(tmp_path):
 
 
 def test_phase1_and_a_phase2_stage_unit_on_cuda(tmp_path):
-    from nni_bixnas.strategy.spaces import space_reference
+    from nni_bixnas.strategy.supernet.spaces import space_reference
     from nni_bixnas.strategy.units import phase2_stage_unit, selection_matrix_unit
     from test_progressive_evolution import executable, tiny_space
 

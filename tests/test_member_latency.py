@@ -19,11 +19,11 @@ from nni_bixnas.experiment import export as export_module
 from nni_bixnas.experiment.export import candidates, export_experiment, read_experiment
 from nni_bixnas.experiment.stage_plot import Panel, cost_axis
 from nni_bixnas.space import BiONetPlusPlus
-from nni_bixnas.strategy import member_latency as latency_module
-from nni_bixnas.strategy.member_latency import check_device, forward_ms, member_latency, resolve_device
 from nni_bixnas.strategy.progressive_evolution import ProgressiveEvolution
 from nni_bixnas.strategy.records import Member, StageRecord
-from nni_bixnas.strategy.spaces import space_reference
+from nni_bixnas.strategy.supernet import member_latency as latency_module
+from nni_bixnas.strategy.supernet.member_latency import check_device, forward_ms, member_latency, resolve_device
+from nni_bixnas.strategy.supernet.spaces import space_reference
 from nni_bixnas.training import train_and_report
 
 DATA = "default:n=8,size=32"
@@ -149,7 +149,7 @@ def test_extra_repr_shows_the_objective_and_the_latency_options():
     timed = ProgressiveEvolution(objective="latency", macs_input_size=(64, 64), latency_repeats=3, latency_device="cpu")
     assert timed.extra_repr() == (common + ", objective='latency', latency_input_size=[64, 64], latency_repeats=3, "
                                   "latency_warmup=2, latency_device='cpu'")
-    assert ProgressiveEvolution(objective="latency", latency_input_size=(32, 48)).latency_input_size == [32, 48]
+    assert ProgressiveEvolution(objective="latency", latency_input_size=(32, 48)).latency.input_size == [32, 48]
 
 
 def test_state_dict_keeps_the_objective_and_the_timings():

@@ -15,14 +15,14 @@ from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.space import RawFormatModelSpace
 
 from nni_bixnas.space import BiONetPlusPlus, Gene, SkipChoice
-from nni_bixnas.strategy import member_latency as latency_module
 from nni_bixnas.strategy import units as units_module
 from nni_bixnas.strategy.pareto import pareto_front, select_parents
-from nni_bixnas.strategy.phase2_task import Phase2Task, default_milestones
 from nni_bixnas.strategy.progressive_evolution import ProgressiveEvolution
 from nni_bixnas.strategy.records import StageRecord
 from nni_bixnas.strategy.runner import UnitRunner
-from nni_bixnas.strategy.spaces import space_reference
+from nni_bixnas.strategy.supernet import member_latency as latency_module
+from nni_bixnas.strategy.supernet.phase2_task import Phase2Task, default_milestones
+from nni_bixnas.strategy.supernet.spaces import space_reference
 from nni_bixnas.strategy.units import phase2_stage_unit
 from nni_bixnas.training import train_and_report
 

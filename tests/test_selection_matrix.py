@@ -18,7 +18,7 @@ from PIL import Image
 from nni_bixnas.space import BiONetPlusPlus, SkipChoice, SkipSubset
 from nni_bixnas.space.gene import searching_labels
 from nni_bixnas.strategy.selection_matrix import SelectionMatrix
-from nni_bixnas.strategy.supermodule import SelectionMatrixFusion, to_supernet, unique_weights
+from nni_bixnas.strategy.supernet.supermodule import SelectionMatrixFusion, to_supernet, unique_weights
 from nni_bixnas.strategy.units import CANDIDATES_FILE
 from nni_bixnas.training import make_evaluator
 

@@ -223,7 +223,7 @@ def test_head_features_and_tail_match_the_full_stages(stage):
 
 
 def test_phase1_selection_matrix_supernet_matches_the_full_forward():
-    from nni_bixnas.strategy.supermodule import to_supernet
+    from nni_bixnas.strategy.supernet.supermodule import to_supernet
 
     torch.manual_seed(0)
     supernet, _ = to_supernet(BiONetPlusPlus(**TINY))

@@ -10,7 +10,8 @@ import warnings
 import pytest
 import torch
 
-from nni_bixnas.training import fit, loop, make_evaluator
+from nni_bixnas.training import fit, make_evaluator
+from nni_bixnas.training.trial_runtime import concurrency as threads
 
 
 def _fake_trial(tmp_path, monkeypatch, concurrency=None):
@@ -28,33 +29,33 @@ def _fake_trial(tmp_path, monkeypatch, concurrency=None):
     monkeypatch.setenv("NNI_PLATFORM", "local")
     monkeypatch.setenv("NNI_OUTPUT_DIR", str(trial))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(loop, "available_cpus", lambda: 8)
+    monkeypatch.setattr(threads, "available_cpus", lambda: 8)
     return trial
 
 
 @pytest.mark.parametrize("concurrency, expected", [(1, 8), (3, 2), (4, 2), (16, 1), (None, 8)])
 def test_a_trial_uses_its_share_of_the_cpus(tmp_path, monkeypatch, concurrency, expected):
     _fake_trial(tmp_path, monkeypatch, concurrency)
-    assert loop.trial_concurrency() == concurrency
-    assert loop.default_num_threads() == expected
+    assert threads.trial_concurrency() == concurrency
+    assert threads.default_num_threads() == expected
 
 
 def test_outside_a_trial_or_with_omp_num_threads_torch_keeps_its_default(tmp_path, monkeypatch):
     _fake_trial(tmp_path, monkeypatch, 2)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert loop.default_num_threads() is None
+    assert threads.default_num_threads() is None
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.delenv("NNI_PLATFORM")
-    assert loop.default_num_threads() is None
+    assert threads.default_num_threads() is None
 
 
 def test_torch_threads_sets_the_count_and_restores_it():
     before = torch.get_num_threads()
-    with loop.torch_threads(1) as inside:
+    with threads.torch_threads(1) as inside:
         assert inside == torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="num_threads must be a positive int, got 0"):
-        with loop.torch_threads(0):
+        with threads.torch_threads(0):
             pass
 
 

@@ -29,7 +29,7 @@ from nni_bixnas.space import BiONetPlusPlus, Gene
 from nni_bixnas.strategy import records, units
 from nni_bixnas.strategy.bixnas import BiXNAS
 from nni_bixnas.strategy.runner import SUMMARY_KEY, LabelledModelSpace, UnitRunner, unit_summary
-from nni_bixnas.strategy.spaces import space_reference
+from nni_bixnas.strategy.supernet.spaces import space_reference
 from nni_bixnas.training import make_evaluator
 
 sys.path.insert(0, str(Path(__file__).parent))

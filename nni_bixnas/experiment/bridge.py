@@ -185,7 +185,7 @@ class NasStrategyAdvisor(MsgDispatcherBase):
         saver = StateSaver(strategy, state_path(_checkpoint_dir())).start()
         search = threading.Thread(target=self._search, args=(strategy,), name="bixnas-strategy", daemon=True)
         search.start()
-        from .manager_watch import ManagerWatch
+        from nni_bixnas.training.trial_runtime.manager_watch import ManagerWatch
 
         manager = ManagerWatch()
         while search.is_alive() and not self.terminated.is_set():

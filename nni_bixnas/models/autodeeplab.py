@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .size_rule import SizeRule
+
 __all__ = ["AutoDeepLab", "CELL", "PATH"]
 
 #: ``hnasnet``'s ``(operation, hidden state)`` pairs, two per block; state 0 is the cell's input, 1 the
@@ -147,6 +149,11 @@ class AutoDeepLab(nn.Module):
         self.decoder = nn.Sequential(_conv_bn_relu(a + low_level_channels, a, 3), _conv_bn_relu(a, a, 3))
         self.logits = nn.Conv2d(a, num_classes, 1)
         self.relu = nn.ReLU()
+
+    def size_rule(self) -> SizeRule:
+        """Any size, but the ASPP's image-pooling BatchNorm sees one value a channel and image: batches of 2+."""
+        return SizeRule(1, "any size: each level is resized to its ceil half",
+                        pooled="the ASPP's image-pooling BatchNorm")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and x.shape[0] < 2:

@@ -15,6 +15,8 @@ import torch.nn as nn
 
 from nni_bixnas._checks import divisible_input
 
+from .size_rule import SizeRule
+
 __all__ = ["BiONet"]
 
 
@@ -86,6 +88,10 @@ class BiONet(nn.Module):
             *_crb(nn.Conv2d(f[0], f[0], 3, padding=1), f[0]),
             nn.Conv2d(f[0], num_classes, 1),
         )
+
+    def size_rule(self) -> SizeRule:
+        """Sides divisible by ``2 ** (levels + 1)`` (``forward`` refuses other sizes)."""
+        return SizeRule(2 ** (self.levels + 1), f"2 ** (levels + 1) with levels={self.levels}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         divisible_input(x.shape, 2 ** (self.levels + 1), "2 ** (levels + 1)")

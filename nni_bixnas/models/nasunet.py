@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .size_rule import SizeRule
+
 __all__ = ["NASUNET_GENOTYPE", "NasUnet"]
 
 #: ``models/geno_searched.py::NAS_UNET_V2`` (``NASUNET``): ``(primitive, input)`` pairs, two per node; input 0 is
@@ -176,6 +178,10 @@ class NasUnet(nn.Module):
             self.up.append(cell)
             c_prev = cell.out_channels
         self.head = nn.Conv2d(c_prev, num_classes, 1, bias=False)
+
+    def size_rule(self) -> SizeRule:
+        """Any size (multiples of ``2 ** (depth + 1)`` only keep every node aligned); GroupNorm, no BatchNorm."""
+        return SizeRule(1, "any size: a node resizes the smaller of its inputs")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s0, s1 = self.stem0(x), self.stem1(x)

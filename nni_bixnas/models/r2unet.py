@@ -29,6 +29,8 @@ import torch.nn as nn
 
 from nni_bixnas._checks import divisible_input
 
+from .size_rule import SizeRule
+
 __all__ = ["R2UNet"]
 
 
@@ -99,6 +101,10 @@ class R2UNet(nn.Module):
         )
         self.decoders = nn.ModuleList([RRCNNBlock(2 * widths[i], widths[i], t) for i in reversed(range(levels))])
         self.head = nn.Conv2d(widths[0], num_classes, 1)
+
+    def size_rule(self) -> SizeRule:
+        """Sides divisible by ``2 ** levels`` (``forward`` refuses other sizes)."""
+        return SizeRule(2**self.levels, f"2 ** levels with levels={self.levels}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         divisible_input(x.shape, 2**self.levels, "2 ** levels")

@@ -7,6 +7,8 @@ import torch.nn as nn
 
 from nni_bixnas._checks import divisible_input
 
+from .size_rule import SizeRule
+
 __all__ = ["UNet"]
 
 
@@ -51,6 +53,10 @@ class UNet(nn.Module):
         )
         self.dec = nn.ModuleList([_double_conv(2 * widths[i], widths[i]) for i in reversed(range(levels))])
         self.out = nn.Conv2d(widths[0], num_classes, 1)
+
+    def size_rule(self) -> SizeRule:
+        """Sides divisible by ``2 ** levels`` (``forward`` refuses other sizes)."""
+        return SizeRule(2**self.levels, f"2 ** levels with levels={self.levels}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         divisible_input(x.shape, 2**self.levels, "2 ** levels")

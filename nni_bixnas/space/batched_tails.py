@@ -15,7 +15,7 @@ b-major as ``(B, M, C, H, W)``:
   sequential input through, as the model's own forward does, and only the members it is live in compute it.
 
 So every member's logits, loss and gradients are those of its own tail (``tests/test_batched_tails.py``
-checks them against :func:`~nni_bixnas.strategy.fair_step.fair_step` ``step='low_memory'`` in float64),
+checks them against :func:`~nni_bixnas.strategy.supernet.fair_step.fair_step` ``step='low_memory'`` in float64),
 at the memory of keeping every tail's graph alive until one backward (``step='plain'``).
 """
 

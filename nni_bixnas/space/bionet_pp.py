@@ -280,6 +280,13 @@ class BiONetPlusPlus(SkipSpaceMixin, ModelSpace):
             raise ValueError(f"expected {self.in_channels} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
         divisible_input(x.shape, 2 ** (self.levels + 1), f"2 ** (levels + 1) with levels={self.levels}")
 
+    def size_rule(self):
+        """Sides divisible by ``2 ** (levels + 1)`` (``forward`` refuses other sizes), a
+        :class:`~nni_bixnas.models.size_rule.SizeRule`."""
+        from nni_bixnas.models.size_rule import SizeRule  # here: nni_bixnas.models imports this module
+
+        return SizeRule(2 ** (self.levels + 1), f"2 ** (levels + 1) with levels={self.levels}")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_tail(self.forward_head(x, 0))
 

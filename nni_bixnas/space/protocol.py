@@ -1,7 +1,7 @@
 """The head/tail protocol a supernet implements to take part in Phase 2 (skip fairness, paper §2.3).
 
-:func:`~nni_bixnas.strategy.fair_step.fair_step` runs the stages shared by a population once (the head)
-and then every member's own stages (its tail) on the head's output; see :mod:`nni_bixnas.strategy.fair_step`.
+:func:`~nni_bixnas.strategy.supernet.fair_step.fair_step` runs the stages shared by a population once (the head)
+and then every member's own stages (its tail) on the head's output; see :mod:`nni_bixnas.strategy.supernet.fair_step`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Phase2Supernet(Protocol):
         Any
             The features the later stages need: a dataclass whose fields are tensors, tuples of tensors
             or plain values, a tuple of tensors, or a tensor (the forms
-            :func:`~nni_bixnas.strategy.fair_step.detach_features` can replace by detached leaves).
+            :func:`~nni_bixnas.strategy.supernet.fair_step.detach_features` can replace by detached leaves).
         """
 
     def forward_tail(self, features: Any) -> torch.Tensor:

@@ -6,21 +6,20 @@
   on one shared SuperNet with skip fairness, keeps the Pareto front of IoU vs MACs (or measured latency).
 - :class:`BiXNAS`: Phase 1 -> Phase 2 -> retraining of the winner.
 
-The rest of the package, one idea a module: ``supermodule`` (the Phase 1 supernet), ``fair_step`` and
-``phase2_task`` (training a Phase 2 stage), ``skip_sampler`` (drawing a stage's population), ``pareto``
-(the selection), ``records`` (what Phase 2 keeps), ``units`` (the job bodies run as trials), ``runner``
-(submitting them), ``spaces`` and ``settings`` (what strategies read from the model space and evaluator).
+What only the strategies need, one idea a module: ``skip_sampler`` (drawing a stage's population),
+``pareto`` (the selection), ``records`` (what Phase 2 keeps), ``units`` (the job bodies run as trials; NNI
+stores their import path in each trial's parameters), ``runner`` (submitting them) and ``settings`` (what
+strategies read from the evaluator). The supernet side (what a unit trains and measures) is the
+``supernet`` subpackage.
 """
 
 from .bixnas import BiXNAS
-from .fair_step import FAIR_STEPS, StepResult, evaluate_members, fair_step
 from .pareto import pareto_front, select_parents
-from .phase2_task import Phase2Task
 from .progressive_evolution import ProgressiveEvolution
 from .records import Member, StageRecord
 from .runner import UnitRunner
 from .selection_matrix import SelectionMatrix
-from .supermodule import SelectionMatrixFusion
+from .supernet import FAIR_STEPS, Phase2Task, SelectionMatrixFusion, StepResult, evaluate_members, fair_step
 from .units import phase2_stage_unit, retrain_unit, selection_matrix_unit
 
 __all__ = [

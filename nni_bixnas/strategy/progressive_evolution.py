@@ -3,10 +3,10 @@
 The search visits the extraction stages from the last searchable one back to the first (5, 4, 3, 2, 1
 for ``T = 3``). At stage ``t`` it draws ``s`` skip sets for the blocks of stage ``t``, applies each to
 every retained parent (population ``s x |parents|``), trains one SuperNet on the mean loss of all members
-with a shared head (:mod:`~nni_bixnas.strategy.fair_step`), scores every member by its best validation
+with a shared head (:mod:`~nni_bixnas.strategy.supernet.fair_step`), scores every member by its best validation
 IoU over the epochs and by its MACs, and keeps the first ``|P|`` of the Pareto front of
 ``(1 - IoU, MACs)`` ranked by IoU (with ``objective='latency'``, of ``(1 - IoU, latency)``: each distinct
-net timed once on the search's device, :mod:`~nni_bixnas.strategy.member_latency`). Each stage is one unit of
+net timed once on the search's device, :mod:`~nni_bixnas.strategy.supernet.member_latency`). Each stage is one unit of
 work, submitted to the NNI engine as one job (:func:`~nni_bixnas.strategy.units.phase2_stage_unit`), so the
 strategy runs in-process or through ``nnictl``.
 
@@ -40,15 +40,22 @@ from nni_bixnas._checks import (
 )
 from nni_bixnas.space.gene import Gene
 from nni_bixnas.strategy import units
-from nni_bixnas.strategy.member_latency import check_device, member_latency, resolve_device
-from nni_bixnas.strategy.member_macs import member_macs
-from nni_bixnas.strategy.pareto import SELECTIONS, select_parents, within_noise
-from nni_bixnas.strategy.phase2_task import check_step_mode_bn
-from nni_bixnas.strategy.records import Member, Sample, StageRecord
+from nni_bixnas.strategy.pareto import SELECTIONS, select_parents
+from nni_bixnas.strategy.records import Sample, StageRecord, population_of
 from nni_bixnas.strategy.runner import NoBudget, UnitRunner
 from nni_bixnas.strategy.settings import check_training, require_data, training_settings
 from nni_bixnas.strategy.skip_sampler import SkipSetSampler
-from nni_bixnas.strategy.spaces import check_stage_skips, narrow_space, phase2_module, space_reference
+from nni_bixnas.strategy.stage_log import log_kept, log_selection
+from nni_bixnas.strategy.supernet.member_latency import LatencySettings, resolve_device
+from nni_bixnas.strategy.supernet.member_macs import member_macs
+from nni_bixnas.strategy.supernet.phase2_task import check_step_mode_bn
+from nni_bixnas.strategy.supernet.spaces import (
+    bionet_genes,
+    check_stage_skips,
+    narrow_space,
+    phase2_module,
+    space_reference,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -63,7 +70,7 @@ class ProgressiveEvolution(Strategy):
 
     Works on any model space whose searchable choices are :class:`~nni_bixnas.space.SkipSubset` with a
     ``stage`` and whose model implements the head/tail protocol (``set_active``, ``forward_head``,
-    ``forward_tail``; see :mod:`nni_bixnas.strategy.fair_step`). Stages are searched from the last to the
+    ``forward_tail``; see :mod:`nni_bixnas.strategy.supernet.fair_step`). Stages are searched from the last to the
     first; each stage is one job (:func:`~nni_bixnas.strategy.units.phase2_stage_unit`) submitted to the engine.
 
     Parameters
@@ -121,19 +128,17 @@ class ProgressiveEvolution(Strategy):
         Width of the ``'one_se'`` rule in standard errors (0: only ties with the best).
     objective
         What the Pareto front trades against IoU: ``'macs'`` (default, the paper's) or ``'latency'``, the
-        measured inference time of each member's fixed network (:mod:`~nni_bixnas.strategy.member_latency`),
+        measured inference time of each member's fixed network (:mod:`~nni_bixnas.strategy.supernet.member_latency`),
         timed here in the strategy's process before the stage's job is submitted, once per distinct net.
         The timings are kept in :meth:`state_dict`, so a resumed search reuses them (one net, one latency,
         across the whole search) instead of timing again.
-    latency_input_size
-        ``(H, W)`` of the timed input (batch 1), default ``macs_input_size``.
-    latency_repeats, latency_warmup
-        Timed forwards per net (the latency is their median) and untimed forwards before them.
-    latency_device
-        ``'cpu'``, ``'cuda'`` or ``'cuda:<index>'``; default where the training runs: ``'cpu'`` with the
-        training setting ``accelerator='cpu'``, else ``'cuda'`` if this process sees a GPU, else ``'cpu'``.
-        Under ``nnictl`` the strategy runs in NNI's dispatcher, which sees only the GPUs of
-        ``tunerGpuIndices``.
+    latency_input_size, latency_repeats, latency_warmup, latency_device
+        The timing, grouped in :attr:`latency` (a
+        :class:`~nni_bixnas.strategy.supernet.member_latency.LatencySettings`): ``(H, W)`` of the timed input
+        (batch 1; default ``macs_input_size``), timed forwards per net (the latency is their median), untimed
+        forwards before them, and ``'cpu'``, ``'cuda'`` or ``'cuda:<index>'`` (default where the training runs:
+        ``'cpu'`` with ``accelerator='cpu'``, else ``'cuda'`` if this process sees a GPU, else ``'cpu'``; under
+        ``nnictl`` the strategy runs in NNI's dispatcher, which sees only the GPUs of ``tunerGpuIndices``).
     max_redraws
         Draws in a row without a new effective net after which a stage is taken to hold no more distinct
         nets (the authors redraw up to 500 times to avoid a duplicate skip set).
@@ -155,10 +160,12 @@ class ProgressiveEvolution(Strategy):
         The retained samples (after the last stage: the result).
     final_samples : list of dict
         The final architectures in the selection's order, the pick first (empty until the search ends).
+    latency : LatencySettings
+        The ``latency_*`` options.
 
     See Also
     --------
-    nni_bixnas.strategy.fair_step.fair_step : the shared-head step.
+    nni_bixnas.strategy.supernet.fair_step.fair_step : the shared-head step.
     nni_bixnas.strategy.pareto.select_parents : the selection.
     """
 
@@ -216,11 +223,8 @@ class ProgressiveEvolution(Strategy):
         self.objective = one_of("objective", objective, OBJECTIVES)
         self.selection = one_of("selection", selection, SELECTIONS)
         self.selection_se = non_negative_number("selection_se", selection_se)
-        self.latency_input_size = macs_input_size if latency_input_size is None else positive_ints(
-            "latency_input_size", latency_input_size, 2, "(height, width) of positive ints or None")
-        self.latency_repeats = positive_int("latency_repeats", latency_repeats)
-        self.latency_warmup = non_negative_int("latency_warmup", latency_warmup)
-        self.latency_device = check_device("latency_device", latency_device)
+        self.latency = LatencySettings(macs_input_size if latency_input_size is None else latency_input_size,
+                                       latency_repeats, latency_warmup, latency_device)
 
         self._random_state = RandomState(seed)
         # RNG state after the last finished stage: a resumed search redraws the unfinished stage's skip sets.
@@ -233,16 +237,15 @@ class ProgressiveEvolution(Strategy):
         self._sampler: Optional[SkipSetSampler] = None
         self._weights: Optional[str] = None
         self._latency_ms: Dict[str, float] = {}  # this search's timings by architecture key (in its state)
-        self._device = self.latency_device
+        self._device = self.latency.device
 
     def extra_repr(self) -> str:
         names = ("samples", "epochs", "keep", "step", "mode", "lr_per_member", "inherit_weights", "initial_weights",
                  "keep_sequential_last", "member_bn", "selection")
         names += ("selection_se",) if self.selection == "one_se" else ()
-        names += ("objective",)
-        if self.objective == "latency":
-            names += ("latency_input_size", "latency_repeats", "latency_warmup", "latency_device")
-        return ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+        options = {name: getattr(self, name) for name in names + ("objective",)}
+        options.update(self.latency.options() if self.objective == "latency" else {})
+        return ", ".join(f"{name}={value!r}" for name, value in options.items())
 
     # -- set-up and checks ------------------------------------------------------------------------
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
@@ -266,7 +269,7 @@ class ProgressiveEvolution(Strategy):
         self._settings = training_settings(model_space, self.training)
         require_data(self._settings, "ProgressiveEvolution")
         if self.objective == "latency":
-            self._device = resolve_device(self.latency_device, self._settings.get("accelerator"))
+            self._device = resolve_device(self.latency.device, self._settings.get("accelerator"))
         if not self.parents:
             self.parents = [{label: list(skips[label].candidates) if label in skips else m.default()
                              for label, m in mutables.items()}]
@@ -310,7 +313,8 @@ class ProgressiveEvolution(Strategy):
                      stage, len(skip_sets), len(self.parents), len(members), lr)
         # MACs and latency depend on the architecture only: measured here once per net (cached), not in the trial
         macs = [member_macs(self._module, self._space_ref, m, self.macs_input_size) for m in members]
-        latency = self._member_latency(stage, members) if self.objective == "latency" else None
+        latency = self.latency.time_members(self._module, self._space_ref, members, self._device, self._latency_ms,
+                                            stage) if self.objective == "latency" else None
         result = runner.run(
             units.phase2_stage_unit, self.parents[0],
             space=self._space_ref, stage=stage, members=members, candidates=self.candidates,
@@ -319,46 +323,20 @@ class ProgressiveEvolution(Strategy):
             macs_input_size=self.macs_input_size, member_macs=macs, member_latency=latency,
             init_weights=self._stage_weights(), out_dir=self.out_dir, **settings,
         )
-        population = [Member.from_dict(p, stage) for p in result["population"]]
-        if len(population) != len(members):
-            raise RuntimeError(f"stage {stage}: the unit scored {len(population)} members, expected {len(members)}")
+        population = population_of(result, stage, len(members))
         keep = self.keep[0] if index == 0 else self.keep[1]
-        ious = [m.iou for m in population]
-        kept = select_parents(ious, [m.cost(self.objective) for m in population], keep, selection=self.selection,
-                              image_ious=[m.image_iou for m in population], n_se=self.selection_se)
+        kept = select_parents([m.iou for m in population], [m.cost(self.objective) for m in population], keep,
+                              selection=self.selection, image_ious=[m.image_iou for m in population],
+                              n_se=self.selection_se)
         front = [int(i) for i in result["front"]]
-        filled = len(front) < min(keep, len(population))
-        _logger.info("[stage %d] Pareto front: %d member(s) for keep=%d%s", stage, len(front), keep,
-                     "; the other parents are the best remaining by IoU" if filled else "")
-        if self.selection == "one_se":
-            _logger.info("[stage %d] %d member(s) within %.3g standard error(s) of the best IoU; kept cheapest first",
-                         stage, len(within_noise(ious, [m.image_iou for m in population], self.selection_se)),
-                         self.selection_se)
-        spread = max(ious) - min(ious)
-        if len(population) > 1 and spread < self.iou_tolerance:
-            _logger.warning("[stage %d] the members' IoUs span only %.2g (< iou_tolerance %.2g): the stage barely "
-                            "ranks them, so the selection follows %s; train the stage longer", stage, spread,
-                            self.iou_tolerance, "latency" if self.objective == "latency" else "MACs")
+        log_selection(stage, population, front, keep, selection=self.selection, selection_se=self.selection_se,
+                      iou_tolerance=self.iou_tolerance, objective=self.objective)
         record = StageRecord(stage, skip_sets, population, front, kept, time.perf_counter() - started)
         self.history.append(record)
         self.parents = [dict(m.sample) for m in record.parents]
         self._weights = result.get("weights")
         self._finish_stage(index)
-        for rank, member in enumerate(record.parents):
-            latency = "" if member.latency_ms is None else f", {member.latency_ms:.2f} ms"
-            _logger.info("[stage %d] kept #%d: IoU %.4f, %.3f GMACs%s", stage, rank + 1, member.iou, member.macs / 1e9,
-                         latency)
-
-    def _member_latency(self, stage: int, members: Sequence[Sample]) -> List[float]:
-        """Every member's latency (ms), from this search's timings or timed now (once per distinct net)."""
-        timed = len(self._latency_ms)
-        values = [member_latency(self._module, self._space_ref, m, self.latency_input_size,
-                                 repeats=self.latency_repeats, warmup=self.latency_warmup, device=self._device,
-                                 cache=self._latency_ms) for m in members]
-        _logger.info("[stage %d] latency on %s at %d x %d (median of %d forwards; %d net(s) timed now): "
-                     "%.2f to %.2f ms", stage, self._device, *self.latency_input_size, self.latency_repeats,
-                     len(self._latency_ms) - timed, min(values), max(values))
-        return values
+        log_kept(stage, record.parents)
 
     def _stage_weights(self) -> Optional[str]:
         """Where the next stage's SuperNet starts: fresh (the authors'), or with ``inherit_weights`` the previous
@@ -395,13 +373,7 @@ class ProgressiveEvolution(Strategy):
 
     def final_genes(self) -> List[Gene]:
         """The final architectures as BiO-Net++ :class:`~nni_bixnas.space.Gene` objects, best first."""
-        from nni_bixnas.space import BiONetPlusPlus
-
-        ref = getattr(self, "_space_ref", None)
-        if ref is None or not (isinstance(ref["symbol"], type) and issubclass(ref["symbol"], BiONetPlusPlus)):
-            raise TypeError("final_genes() needs a BiONetPlusPlus search space; use final_samples for other spaces")
-        kwargs = ref["kwargs"]
-        return [Gene.from_sample(s, kwargs.get("iterations", 3), kwargs.get("levels", 4)) for s in self.final_samples]
+        return bionet_genes(getattr(self, "_space_ref", None), self.final_samples)
 
     def state_dict(self) -> dict:
         """History, parents, stage index and RNG state as of the last finished stage (a resume redoes the next);

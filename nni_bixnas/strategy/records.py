@@ -10,7 +10,8 @@ import dataclasses
 import statistics
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["Member", "StageRecord", "SHARED_WEIGHTS", "RETRAINED", "RETRAINED_MEAN", "retrained_headline"]
+__all__ = ["Member", "StageRecord", "population_of", "SHARED_WEIGHTS", "RETRAINED", "RETRAINED_MEAN",
+           "retrained_headline"]
 
 Sample = Dict[str, List[int]]
 
@@ -110,6 +111,14 @@ class StageRecord:
         return cls(stage, [dict(s) for s in value.get("skip_sets", [])],
                    [Member.from_dict(m, stage) for m in value["population"]],
                    [int(i) for i in value["front"]], [int(i) for i in value["kept"]], float(value["seconds"]))
+
+
+def population_of(result: Mapping[str, Any], stage: int, expected: int) -> List[Member]:
+    """The members a stage unit's ``result`` scored; an error unless there are ``expected`` of them."""
+    population = [Member.from_dict(p, stage) for p in result["population"]]
+    if len(population) != expected:
+        raise RuntimeError(f"stage {stage}: the unit scored {len(population)} members, expected {expected}")
+    return population
 
 
 #: ``iou_kind`` of a final result: Phase 1 and stage IoUs come from weights shared by many nets and are not

@@ -1,7 +1,7 @@
 """Phase 1 of BiX-NAS: narrow every skip choice with a learnable selection matrix.
 
 The supernet is a copy of the model space in which every :class:`~nni_bixnas.space.SkipChoice` is
-replaced by a :class:`~nni_bixnas.strategy.supermodule.SelectionMatrixFusion`; its weights and all
+replaced by a :class:`~nni_bixnas.strategy.supernet.supermodule.SelectionMatrixFusion`; its weights and all
 matrices are trained jointly by the one training loop as one NNI engine job
 (:func:`~nni_bixnas.strategy.units.selection_matrix_unit`), and each choice's candidate set is read from
 its matrix.
@@ -25,8 +25,8 @@ from nni_bixnas.space.mutables import SkipChoice, SkipSubset
 from nni_bixnas.strategy import units
 from nni_bixnas.strategy.runner import NoBudget, UnitRunner
 from nni_bixnas.strategy.settings import check_training, require_data, training_settings
-from nni_bixnas.strategy.spaces import inner_module, narrow_space, space_name, space_reference
-from nni_bixnas.strategy.supermodule import check_tau, check_variant
+from nni_bixnas.strategy.supernet.spaces import inner_module, narrow_space, space_name, space_reference
+from nni_bixnas.strategy.supernet.supermodule import check_tau, check_variant
 from nni_bixnas.utils import PathLike
 
 _logger = logging.getLogger(__name__)
@@ -41,8 +41,9 @@ class SelectionMatrix(Strategy):
     :class:`~nni_bixnas.space.SkipChoice` modules (BiO-Net++, or a space of your own). The strategy
     submits **one** job to the engine (:func:`~nni_bixnas.strategy.units.selection_matrix_unit`): a copy of
     the space in which every ``SkipChoice`` is a
-    :class:`~nni_bixnas.strategy.supermodule.SelectionMatrixFusion` is trained for ``epochs`` epochs, weights and
-    matrices together by one Adam (lr 1e-3, inverse-time decay per epoch) in the one training loop, and
+    :class:`~nni_bixnas.strategy.supernet.supermodule.SelectionMatrixFusion` is trained for ``epochs``
+    epochs, weights and matrices together by one Adam (lr 1e-3, inverse-time decay per epoch) in the one
+    training loop, and
     the best-validation-IoU checkpoint is exported. Per choice the **candidate set** is the distinct
     column argmaxes of its matrix (index 0 = the sequential input), plus the sequential input in the
     ``'code'`` variant, whose forward always fuses it: what Phase 1 exports is what it trained.
@@ -61,7 +62,7 @@ class SelectionMatrix(Strategy):
     variant
         ``'code'`` (the authors' released Phase 1: soft Gumbel, sequential input always added) or
         ``'paper'`` (Eq. 1: straight-through one-hot columns, unique picks averaged). See
-        :class:`~nni_bixnas.strategy.supermodule.SelectionMatrixFusion`.
+        :class:`~nni_bixnas.strategy.supernet.supermodule.SelectionMatrixFusion`.
     training
         Overrides of the training settings (``data``, ``batch_size``, ``lr``, ``patch_size``,
         ``val_fraction``, ``precision``, ``accelerator``, ``devices``); the rest come from the

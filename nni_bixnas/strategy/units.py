@@ -25,15 +25,15 @@ import torch
 import torch.nn as nn
 
 from nni_bixnas._checks import positive_int
-from nni_bixnas.strategy.member_macs import member_macs as count_member_macs
 from nni_bixnas.strategy.pareto import pareto_front
-from nni_bixnas.strategy.phase2_task import Phase2Task, default_milestones
 from nni_bixnas.strategy.records import RETRAINED, RETRAINED_MEAN, SHARED_WEIGHTS, retrained_headline
 from nni_bixnas.strategy.settings import check_training, require_data
-from nni_bixnas.strategy.spaces import build_space
-from nni_bixnas.strategy.supermodule import check_tau, check_variant, to_supernet
+from nni_bixnas.strategy.supernet.member_macs import member_macs as count_member_macs
+from nni_bixnas.strategy.supernet.phase2_task import Phase2Task, default_milestones
+from nni_bixnas.strategy.supernet.spaces import build_space
+from nni_bixnas.strategy.supernet.supermodule import check_tau, check_variant, to_supernet
 from nni_bixnas.training.distributed import global_rank
-from nni_bixnas.training.nni_reporting import trial_out_dir
+from nni_bixnas.training.trial_runtime.environment import trial_out_dir
 from nni_bixnas.utils import atomic_torch_save, atomic_write, seed_everything
 
 _logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def selection_matrix_unit(
 ) -> Dict[str, Any]:
     """Train the selection-matrix supernet of ``space`` and report the candidate sets (one engine job).
 
-    The model space is rebuilt from ``space`` (:func:`~nni_bixnas.strategy.spaces.space_reference`),
+    The model space is rebuilt from ``space`` (:func:`~nni_bixnas.strategy.supernet.spaces.space_reference`),
     turned into a supernet by :func:`to_supernet` and trained by :func:`nni_bixnas.training.fit`: one Adam
     over the weights and the matrices, inverse-time decay per epoch, the best-validation-IoU checkpoint
     kept. Every epoch's validation IoU goes to NNI as an intermediate result. The best checkpoint is then
@@ -144,7 +144,7 @@ def selection_matrix_unit(
         'out_dir', 'heatmap', 'weights'}``; ``weights`` is ``supernet.pt``, the best checkpoint's weights
         without the selection matrices (a state dict Phase 2 can start from).
     """
-    from nni_bixnas.strategy._plots import write_heatmaps
+    from nni_bixnas.strategy.supernet._plots import write_heatmaps
     from nni_bixnas.training import NNIReporter, fit, nni_tensorboard_dir
     from nni_bixnas.training.checkpoint import read_checkpoint
 
@@ -263,7 +263,7 @@ def phase2_stage_unit(
         The job's frozen model (a parent's architecture), passed by NNI; unused, the unit trains its
         own SuperNet.
     space
-        :func:`~nni_bixnas.strategy.spaces.space_reference` of the model space.
+        :func:`~nni_bixnas.strategy.supernet.spaces.space_reference` of the model space.
     stage, members
         The stage being searched and the population (full samples).
     candidates

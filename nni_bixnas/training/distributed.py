@@ -2,7 +2,7 @@
 
 DDP's reducer synchronises the gradients of one ``forward()``/``backward()`` pair. A Phase 2 step is neither:
 it calls ``forward_head``/``forward_tail`` (which bypass ``DistributedDataParallel.forward``) and, with
-``step='low_memory'``, runs one backward per member plus the head's. :class:`~nni_bixnas.strategy.phase2_task.
+``step='low_memory'``, runs one backward per member plus the head's. :class:`~nni_bixnas.strategy.supernet.phase2_task.
 Phase2Task` therefore runs the step locally, with the reducer off, and then calls :func:`average_step`: every
 parameter's ``.grad``, every BatchNorm's running statistics and the step's loss, averaged over the ranks in one
 collective per dtype (one in total when the weights share a dtype).

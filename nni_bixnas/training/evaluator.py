@@ -23,7 +23,8 @@ from nni_bixnas._checks import (
 )
 from nni_bixnas.data.collection import normalize_size
 from nni_bixnas.training.loop import fit
-from nni_bixnas.training.nni_reporting import NNIReporter, nni_tensorboard_dir, trial_out_dir
+from nni_bixnas.training.nni_reporting import NNIReporter, nni_tensorboard_dir
+from nni_bixnas.training.trial_runtime.environment import trial_out_dir
 from nni_bixnas.utils import seed_everything
 
 _log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ def train_and_score(
         TensorBoard goes to ``$NNI_OUTPUT_DIR/tensorboard`` in a trial (linked for the web UI).
     num_threads : int, optional
         torch threads of the training; default in an NNI trial ``max(1, cpus // trialConcurrency)``
-        unless ``OMP_NUM_THREADS`` is set (see :func:`~nni_bixnas.training.loop.default_num_threads`).
+        unless ``OMP_NUM_THREADS`` is set (see
+        :func:`~nni_bixnas.training.trial_runtime.concurrency.default_num_threads`).
         On a machine shared with other work, ``num_threads=1`` is often much faster.
 
     Returns

@@ -1,7 +1,8 @@
 """Input sizes a registry network can train on: divisible by its depth, and its deepest BatchNorm seeing
 two or more values a channel (checked by :func:`~nni_bixnas.training.fit` before the run folder is made).
 
-The rules, per network (:func:`size_rule`):
+Each registry network carries its own rule (its ``size_rule()`` method, a
+:class:`~nni_bixnas.models.size_rule.SizeRule`):
 
 - U-Net and R2U-Net: sides divisible by ``2 ** levels`` (both refuse other sizes in ``forward``);
 - BiO-Net and BiO-Net++ (BiX-Net): ``2 ** (levels + 1)``;
@@ -13,57 +14,23 @@ The rules, per network (:func:`size_rule`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import pytorch_lightning as pl
 import torch.nn as nn
 
 from nni_bixnas._checks import is_int
+from nni_bixnas.models.size_rule import SizeRule
 from nni_bixnas.training.task import SegmentationTask
 
 __all__ = ["SizeRule", "check_input_size", "check_model_input", "size_rule"]
 
 
-@dataclass(frozen=True)
-class SizeRule:
-    """The input sizes a network takes.
-
-    Attributes
-    ----------
-    divisor : int
-        Input sides must be multiples of it (1: any size); the deepest map is ``size / divisor``.
-    why : str
-        Where the divisor comes from, for messages (e.g. ``'2 ** levels with levels=4'``).
-    pooled : str or None
-        Set when a BatchNorm follows a global pooling (one value a channel and image whatever the size):
-        what that BatchNorm is, for messages.
-    """
-
-    divisor: int
-    why: str
-    pooled: Optional[str] = None
-
-
 def size_rule(model: nn.Module) -> Optional[SizeRule]:
-    """The :class:`SizeRule` of a registry network, ``None`` for other networks (nothing is checked)."""
-    from nni_bixnas.models.autodeeplab import AutoDeepLab
-    from nni_bixnas.models.bionet import BiONet
-    from nni_bixnas.models.nasunet import NasUnet
-    from nni_bixnas.models.r2unet import R2UNet
-    from nni_bixnas.models.unet import UNet
-    from nni_bixnas.space.bionet_pp import BiONetPlusPlus
-
-    if isinstance(model, (UNet, R2UNet)):
-        return SizeRule(2**model.levels, f"2 ** levels with levels={model.levels}")
-    if isinstance(model, (BiONet, BiONetPlusPlus)):
-        return SizeRule(2 ** (model.levels + 1), f"2 ** (levels + 1) with levels={model.levels}")
-    if isinstance(model, NasUnet):
-        return SizeRule(1, "any size: a node resizes the smaller of its inputs")
-    if isinstance(model, AutoDeepLab):
-        return SizeRule(1, "any size: each level is resized to its ceil half",
-                        pooled="the ASPP's image-pooling BatchNorm")
-    return None
+    """The :class:`SizeRule` a network gives (its ``size_rule()``), ``None`` for other networks (nothing is
+    checked)."""
+    rule = getattr(model, "size_rule", None)
+    return rule() if callable(rule) else None
 
 
 def check_input_size(task: SegmentationTask, datamodule: pl.LightningDataModule, info) -> None:

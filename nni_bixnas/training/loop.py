@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import logging
-import os
 import platform
-import sqlite3
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +16,11 @@ import torch
 import torch.nn as nn
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from nni_bixnas._checks import a_bool, an_int, is_int, out_folder, positive_int
+from nni_bixnas._checks import a_bool, an_int, out_folder, positive_int
 from nni_bixnas.training.callbacks import ChannelsLast, FiniteLossGuard, RunRecorder
 from nni_bixnas.training.checkpoint import AtomicCheckpointIO
-from nni_bixnas.training.devices import available_cpus, check_devices
+from nni_bixnas.training.devices import check_devices
 from nni_bixnas.training.input_size import check_input_size
-from nni_bixnas.training.nni_reporting import _experiment_dir, in_nni_trial
 from nni_bixnas.training.run_folder import (
     RESTART,
     RUN_NAME,
@@ -36,6 +32,8 @@ from nni_bixnas.training.run_folder import (
     run_folder_errors,
 )
 from nni_bixnas.training.task import SegmentationTask
+from nni_bixnas.training.trial_runtime.concurrency import torch_threads
+from nni_bixnas.training.trial_runtime.environment import in_nni_trial
 from nni_bixnas.utils import PathLike, atomic_write
 
 _log = logging.getLogger("nni_bixnas.training")
@@ -55,58 +53,6 @@ _LIBRARY_WARNINGS = (
     r"The number of training batches .* is smaller than the logging interval",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
 )
-
-
-def trial_concurrency() -> Optional[int]:
-    """``trialConcurrency`` of the NNI experiment running this trial, or ``None`` when it cannot be known.
-
-    NNI tells a trial nothing about its siblings; the local training service runs it inside
-    ``<experiment dir>/environments/<env>/trials/<id>``, whose ``db/nni.sqlite`` holds the experiment's
-    current profile (``nnictl update concurrency`` included). Other training services: ``None``.
-    """
-    output = os.environ.get("NNI_OUTPUT_DIR")
-    expdir = _experiment_dir(Path(output)) if output and in_nni_trial() else None
-    database = expdir / "db" / "nni.sqlite" if expdir is not None else None
-    if database is None or not database.is_file():
-        return None
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as db:
-            row = db.execute("SELECT params FROM ExperimentProfile ORDER BY revision DESC LIMIT 1").fetchone()
-        value = json.loads(row[0]).get("trialConcurrency") if row else None
-    except (sqlite3.Error, ValueError, TypeError, AttributeError):
-        return None
-    return value if is_int(value) and value >= 1 else None
-
-
-def default_num_threads() -> Optional[int]:
-    """The torch thread count :func:`fit` sets when it is given none.
-
-    ``None`` (torch's own default: one thread per core) outside NNI trials, and wherever
-    ``OMP_NUM_THREADS`` is set (the user chose). In an NNI trial: ``max(1, cpus // trialConcurrency)``,
-    so that concurrent trials do not oversubscribe the cores (``trialConcurrency`` read as
-    :func:`trial_concurrency` does; 1 when it cannot be read).
-    """
-    if os.environ.get("OMP_NUM_THREADS") or not in_nni_trial():
-        return None
-    return max(1, available_cpus() // (trial_concurrency() or 1))
-
-
-@contextlib.contextmanager
-def torch_threads(num_threads: Optional[int]):
-    """Run the block with ``torch.set_num_threads(num_threads)`` (``None``: :func:`default_num_threads`,
-    and nothing is changed when that is ``None`` too); the previous count is restored afterwards."""
-    if num_threads is not None:
-        positive_int("num_threads", num_threads)
-    wanted = default_num_threads() if num_threads is None else num_threads
-    previous = torch.get_num_threads()
-    if wanted is not None and wanted != previous:
-        torch.set_num_threads(wanted)
-        _log.debug("torch uses %d thread(s)", wanted)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 @dataclass
@@ -249,7 +195,8 @@ def fit(
     num_threads : int, optional
         ``torch.set_num_threads`` for the training (restored afterwards). Default: torch's own (one per
         core), except in an NNI trial without ``OMP_NUM_THREADS``: ``max(1, cpus // trialConcurrency)``
-        (:func:`default_num_threads`). On a machine that other work shares, 1 is often much faster.
+        (:func:`~nni_bixnas.training.trial_runtime.concurrency.default_num_threads`). On a machine that other
+        work shares, 1 is often much faster.
 
     Returns
     -------

@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional
 
 import pytorch_lightning as pl
 import torch
 
+from nni_bixnas.training.trial_runtime.environment import experiment_dir, in_nni_trial, trial_out_dir
+
+__all__ = ["NNIReporter", "in_nni_trial", "link_tensorboard", "nni_tensorboard_dir", "trial_out_dir"]
+
 _log = logging.getLogger(__name__)
-
-
-def in_nni_trial() -> bool:
-    """Whether this process is an NNI trial (the training service sets ``NNI_PLATFORM``)."""
-    return bool(os.environ.get("NNI_PLATFORM")) and bool(os.environ.get("NNI_OUTPUT_DIR"))
-
-
-def trial_out_dir(out_dir: Optional[Union[str, os.PathLike]], name: str) -> Path:
-    """``out_dir`` if given; else ``$NNI_OUTPUT_DIR/<name>`` in an NNI job; else a new temporary folder."""
-    if out_dir is not None:
-        return Path(out_dir)
-    nni_output = os.environ.get("NNI_OUTPUT_DIR")
-    return Path(nni_output) / name if nni_output else Path(tempfile.mkdtemp(prefix=f"bixnas-{name}-"))
 
 
 def nni_tensorboard_dir() -> Optional[Path]:
@@ -41,18 +31,10 @@ def nni_tensorboard_dir() -> Optional[Path]:
     tb_dir = Path(output) / "tensorboard"
     tb_dir.mkdir(parents=True, exist_ok=True)
     trial_id = os.environ.get("NNI_TRIAL_JOB_ID")
-    expdir = _experiment_dir(Path(output))
+    expdir = experiment_dir(Path(output))
     if trial_id and expdir is not None:
         link_tensorboard(tb_dir, expdir / "trials" / trial_id / "output" / "tensorboard")
     return tb_dir
-
-
-def _experiment_dir(output: Path) -> Optional[Path]:
-    """``<expdir>`` of the 3.0 layout ``<expdir>/environments/<env_id>/trials/<trial_id>``, else ``None``."""
-    parents = output.resolve().parents
-    if len(parents) > 3 and parents[0].name == "trials" and parents[2].name == "environments":
-        return parents[3]
-    return None
 
 
 def link_tensorboard(target: Path, link: Path) -> None:
@@ -74,7 +56,7 @@ def _default_report(metric: Dict[str, float]) -> None:
 
 class NNIReporter(pl.Callback):
     """Send each validation epoch's metrics to NNI as an intermediate result; inside an NNI trial, end
-    the trial when the NNI manager that started it is gone (:mod:`nni_bixnas.experiment.manager_watch`).
+    the trial when the NNI manager that started it is gone (:mod:`nni_bixnas.training.trial_runtime.manager_watch`).
 
     The result is ``{'default': <monitor>, <name>: <value>, ...}``, e.g.
     ``{'default': val_iou, 'dice': val_dice, 'loss': val_loss}``. Outside an NNI trial
@@ -106,13 +88,13 @@ class NNIReporter(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if in_nni_trial():
-            from nni_bixnas.experiment.manager_watch import ManagerWatch
+            from nni_bixnas.training.trial_runtime.manager_watch import ManagerWatch
 
             self._watch = ManagerWatch()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if self._watch is not None:  # a trial whose NNI manager was killed ends, as its dispatcher does
-            from nni_bixnas.experiment.manager_watch import exit_if_gone
+            from nni_bixnas.training.trial_runtime.manager_watch import exit_if_gone
 
             exit_if_gone(self._watch, _log)
 

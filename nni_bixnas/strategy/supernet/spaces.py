@@ -3,7 +3,7 @@ keyword arguments (so a unit can rebuild the space inside its trial), and narrow
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch.nn as nn
 from nni.nas.space import ExecutableModelSpace
@@ -12,7 +12,7 @@ from nni_bixnas.space.mutables import SkipSubset
 from nni_bixnas.space.protocol import Phase2Supernet
 
 __all__ = ["inner_module", "space_module", "space_name", "space_reference", "build_space", "narrow_space",
-           "check_stage_skips", "phase2_module"]
+           "check_stage_skips", "phase2_module", "bionet_genes"]
 
 
 def inner_module(model_space: ExecutableModelSpace) -> Optional[Any]:
@@ -107,3 +107,15 @@ def check_stage_skips(mutables: Mapping[str, Any], candidates: Optional[Mapping[
                 "sequential input besides its picks)"
             )
     return skips
+
+
+def bionet_genes(reference: Dict[str, Any], samples: Sequence[Mapping[str, Sequence[int]]]) -> List[Any]:
+    """``samples`` of the BiO-Net++ space ``reference`` (:func:`space_reference`) as
+    :class:`~nni_bixnas.space.Gene` objects; a clear error for another space (or none)."""
+    from nni_bixnas.space import BiONetPlusPlus, Gene
+
+    symbol = None if reference is None else reference["symbol"]
+    if not (isinstance(symbol, type) and issubclass(symbol, BiONetPlusPlus)):
+        raise TypeError("final_genes() needs a BiONetPlusPlus search space; use final_samples for other spaces")
+    kwargs = reference["kwargs"]
+    return [Gene.from_sample(s, kwargs.get("iterations", 3), kwargs.get("levels", 4)) for s in samples]

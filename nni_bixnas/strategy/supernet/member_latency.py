@@ -5,7 +5,7 @@ its members by measured latency instead (``ProgressiveEvolution(objective='laten
 is the median of ``repeats`` timed forwards of its fixed network (``supernet.freeze(sample)``, eval mode,
 ``torch.no_grad``, batch 1) after ``warmup`` untimed ones, with ``torch.cuda.synchronize`` around every
 timed forward on CUDA. Two members that compute the same net (the same
-:meth:`~nni_bixnas.space.Gene.live_choices`, the key of :mod:`~nni_bixnas.strategy.member_macs`) are timed
+:meth:`~nni_bixnas.space.Gene.live_choices`, the key of :mod:`~nni_bixnas.strategy.supernet.member_macs`) are timed
 once: the value is cached by that key, the input size and the device.
 
 The clock is :func:`forward_ms`; pass ``timer=`` (or patch this module's ``forward_ms``) to replace it,
@@ -14,16 +14,21 @@ e.g. with fixed values in tests, which cannot depend on wall time.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import statistics
 from time import perf_counter
-from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-from nni_bixnas.strategy.member_macs import architecture_key
+from nni_bixnas._checks import non_negative_int, positive_int, positive_ints
+from nni_bixnas.strategy.supernet.member_macs import architecture_key
 
-__all__ = ["member_latency", "forward_ms", "check_device", "resolve_device"]
+__all__ = ["LatencySettings", "member_latency", "forward_ms", "check_device", "resolve_device"]
+
+_logger = logging.getLogger("nni_bixnas.strategy.progressive_evolution")  # the search's log, as before
 
 _LATENCY_CACHE: Dict[str, float] = {}
 
@@ -94,8 +99,8 @@ def member_latency(supernet: nn.Module, space: Dict[str, Any], sample: Mapping[s
     Parameters
     ----------
     supernet, space, sample
-        As for :func:`~nni_bixnas.strategy.member_macs.member_macs`: the space's module, its
-        :func:`~nni_bixnas.strategy.spaces.space_reference` and the member.
+        As for :func:`~nni_bixnas.strategy.supernet.member_macs.member_macs`: the space's module, its
+        :func:`~nni_bixnas.strategy.supernet.spaces.space_reference` and the member.
     input_size
         ``(H, W)`` of the timed input; ``C`` is the net's ``in_channels`` (default 3).
     repeats, warmup
@@ -120,3 +125,46 @@ def member_latency(supernet: nn.Module, space: Dict[str, Any], sample: Mapping[s
         if torch.device(device).type == "cuda":
             torch.cuda.empty_cache()
     return cache[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencySettings:
+    """How a search times its members (``ProgressiveEvolution(objective='latency')``), checked on creation.
+
+    Attributes
+    ----------
+    input_size
+        ``(H, W)`` of the timed input (batch 1).
+    repeats, warmup
+        Timed forwards per net (the latency is their median) and untimed forwards before them.
+    device
+        ``None`` (where the training runs, :func:`resolve_device`), ``'cpu'``, ``'cuda'`` or ``'cuda:<index>'``.
+    """
+
+    input_size: List[int]
+    repeats: int = 5
+    warmup: int = 2
+    device: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        # the messages name ProgressiveEvolution's keywords (latency_<field>)
+        size = positive_ints("latency_input_size", self.input_size, 2, "(height, width) of positive ints or None")
+        object.__setattr__(self, "input_size", size)
+        object.__setattr__(self, "repeats", positive_int("latency_repeats", self.repeats))
+        object.__setattr__(self, "warmup", non_negative_int("latency_warmup", self.warmup))
+        object.__setattr__(self, "device", check_device("latency_device", self.device))
+
+    def options(self) -> Dict[str, Any]:
+        """``{'latency_input_size': ..., 'latency_repeats': ..., 'latency_warmup': ..., 'latency_device': ...}``."""
+        return {f"latency_{field.name}": getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    def time_members(self, supernet: nn.Module, space: Dict[str, Any], members: Sequence[Mapping[str, Sequence[int]]],
+                     device: str, cache: MutableMapping[str, float], stage: int) -> List[float]:
+        """Every member's latency (ms) on ``device``, from ``cache`` or timed now (once per distinct net)."""
+        timed = len(cache)
+        values = [member_latency(supernet, space, m, self.input_size, repeats=self.repeats, warmup=self.warmup,
+                                 device=device, cache=cache) for m in members]
+        _logger.info("[stage %d] latency on %s at %d x %d (median of %d forwards; %d net(s) timed now): "
+                     "%.2f to %.2f ms", stage, device, *self.input_size, self.repeats, len(cache) - timed,
+                     min(values), max(values))
+        return values

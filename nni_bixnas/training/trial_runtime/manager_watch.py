@@ -3,8 +3,8 @@
 The manager spawns its dispatcher and, through the local training service, its trials via a shell, so
 it is the nearest ``node`` ancestor of both. Killed with ``kill -9`` it sends no ``Terminate``: without
 this watch the bridge and the running trial would keep going, writing the experiment's log and run
-folders beside the ones a resumed experiment writes. Light on purpose (``psutil`` only): the bridge
-imports it before it connects to the manager.
+folders beside the ones a resumed experiment writes. Its own imports are ``psutil`` only (the bridge and
+:class:`~nni_bixnas.training.NNIReporter` use it).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """MACs of a population member's fixed network, counted once per distinct architecture.
 
 :func:`architecture_key` is the one key of "which net is this" that the member caches share (MACs here,
-latency in :mod:`~nni_bixnas.strategy.member_latency`).
+latency in :mod:`~nni_bixnas.strategy.supernet.member_latency`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Training one Phase 2 stage: a SuperNet on a population with shared weights, every member scored.
 
 :class:`Phase2Task` is the Lightning side of a stage (manual optimisation with
-:func:`~nni_bixnas.strategy.fair_step.fair_step`, per-member validation with
-:func:`~nni_bixnas.strategy.fair_step.evaluate_members`), run by
+:func:`~nni_bixnas.strategy.supernet.fair_step.fair_step`, per-member validation with
+:func:`~nni_bixnas.strategy.supernet.fair_step.evaluate_members`), run by
 :func:`~nni_bixnas.strategy.units.phase2_stage_unit` inside the one training loop.
 
 On several devices (Lightning's DDP, ``devices=K``) every rank runs the step on its shard of the batch with
@@ -22,7 +22,13 @@ import torch.nn as nn
 
 from nni_bixnas._checks import one_of, positive_int
 from nni_bixnas.metrics import SegmentationMetrics
-from nni_bixnas.strategy.fair_step import FAIR_STEPS, MEMBER_BN, evaluate_members, fair_step, recalibrated_statistics
+from nni_bixnas.strategy.supernet.fair_step import (
+    FAIR_STEPS,
+    MEMBER_BN,
+    evaluate_members,
+    fair_step,
+    recalibrated_statistics,
+)
 from nni_bixnas.training.distributed import average_step, average_tensors, reduce_metrics, world_size
 from nni_bixnas.training.task import SegmentationTask
 
@@ -70,9 +76,9 @@ class Phase2Task(SegmentationTask):
     member_bn : str
         How members are scored on validation: ``'recalibrate'`` (default) with each member's own
         statistics recalibrated on ``recalibration_batches`` training batches before every validation
-        (:func:`~nni_bixnas.strategy.fair_step.recalibrated_statistics`), ``'batch'`` with each batch's own
+        (:func:`~nni_bixnas.strategy.supernet.fair_step.recalibrated_statistics`), ``'batch'`` with each batch's own
         BatchNorm statistics, ``'running'`` with the running statistics all members share (the authors'), which
-        mixes the members' feature statistics (see :func:`~nni_bixnas.strategy.fair_step.batch_statistics`).
+        mixes the members' feature statistics (see :func:`~nni_bixnas.strategy.supernet.fair_step.batch_statistics`).
     recalibration_batches : int
         Training batches per member for ``member_bn='recalibrate'``.
 
