@@ -130,3 +130,26 @@ def test_readme_search_generator_refuses_a_demo_file_without_its_rows():
 
     with pytest.raises(SystemExit, match="demo_pruning.md lacks the found net"):
         readme_search.demo_figures("| found net | 1.0 |")
+
+
+def test_fidelity_picks_report_the_retrained_iou_of_each_rules_pick():
+    """``iou`` takes the best shared score (member 0); ``one_se`` at 1+ SE the cheaper member 1 within noise of
+    it, never member 2 (far below); the mean row averages the variants and the oracle is the best retraining."""
+    from search_quality import fidelity_picks
+
+    run = lambda val, test: {"val_iou": val, "test_iou": test}  # noqa: E731
+    fidelity = {
+        "standalone": [[run(0.4, 0.3)], [run(0.45, 0.35)], [run(0.1, 0.2)]],
+        "macs48": [100, 90, 80],
+        "variants": [{"variant": "v", "iou": [0.5, 0.49, 0.3],
+                      "image_iou": [[0.5, 0.5, 0.6, 0.4], [0.49, 0.52, 0.55, 0.40], [0.3, 0.3, 0.3, 0.3]]},
+                     {"variant": "old", "iou": [0.5, 0.49, 0.3], "image_iou": [None, None, None]}],
+    }
+    rows = fidelity_picks(fidelity)
+    assert [r["variant"] for r in rows] == ["v", "mean over the variants above",
+                                            "oracle: best standalone validation IoU"]
+    picks = {p["rule"]: (p["val_iou"], p["test_iou"], p["macs_ratio"]) for p in rows[0]["picks"]}
+    assert picks == {"iou": (0.4, 0.3, 1.0), "one_se (0 SE)": (0.4, 0.3, 1.0), "one_se (1 SE)": (0.45, 0.35, 0.9),
+                     "one_se (2 SE)": (0.45, 0.35, 0.9), "one_se (3 SE)": (0.45, 0.35, 0.9)}
+    assert rows[1]["picks"] == rows[0]["picks"]
+    assert rows[2]["picks"] == [{"rule": "oracle", "val_iou": 0.45, "test_iou": 0.35, "macs_ratio": 0.9}]
