@@ -22,22 +22,14 @@ import statistics
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 START, END = "## Does the search beat chance?", "## A short tour"
 
-
-def mean_std(values: Iterable[float]) -> str:
-    values = list(values)
-    if not values:
-        return "pending"
-    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
-
-
-def num(value: Optional[float], digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from search_quality import mean_std, num, phase1_table, picks_table, tau_table  # noqa: E402  (one format)
 
 
 def demo_figures(demo: str) -> Dict[str, str]:
@@ -56,13 +48,13 @@ def arm_rows(summary: Dict[str, Any]) -> List[str]:
     rows = []
     for name, arm in summary["arms"].items():
         ratio = statistics.fmean(arm["macs_ratio"].values()) if arm["macs_ratio"] else None
-        rows.append(f"| {name} | {len(arm['seed_test_iou'])} | {mean_std(arm['seed_test_iou'].values())} | "
-                    f"{num(ratio)} | {num(arm['hypervolume'], 4)} | {num(arm.get('p_vs_bixnas'))} |")
+        rows.append(f"| {name} | {len(arm['seed_test_iou'])} | {mean_std(list(arm['seed_test_iou'].values()))} | "
+                    f"{num(ratio, 3)} | {num(arm['hypervolume'])} | {num(arm.get('p_vs_bixnas'), 3)} |")
     return rows
 
 
 def fixed_rows(summary: Dict[str, Any]) -> List[str]:
-    return [f"| {name} | {len(f['test_iou'])} | {mean_std(f['test_iou'])} | {num(f['macs_ratio'])} |"
+    return [f"| {name} | {len(f['test_iou'])} | {mean_std(f['test_iou'])} | {num(f['macs_ratio'], 3)} |"
             for name, f in summary["fixed"].items()]
 
 
@@ -71,19 +63,11 @@ def fidelity_lines(fid: Optional[Dict[str, Any]]) -> List[str]:
         return ["Ranking fidelity: pending (the results file says so)."]
     lines = [f"Ranking fidelity ({fid['members']} members of one stage, each retrained standalone with {fid['seeds']} "
              "seeds; Kendall tau of each stage variant's shared-weight ranking against the standalone one; sparse "
-             "tau leaves out the pairs within noise):", "",
-             "| ranking | Kendall tau | p | sparse tau | pairs |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['variant']} | {num(r['tau'])} | {num(r['p'])} | {num(r['sparse_tau'])} | {r['pairs']} |"
-              for r in fid["rows"]]
-    picks = fid.get("picks") or []
+             "tau leaves out the pairs within noise):", "", *tau_table(fid["rows"])]
+    picks = picks_table(fid.get("picks") or [])
     if picks:
-        rules = [p["rule"] for p in picks[0]["picks"]]
         lines += ["", "What each selection rule picks from these members, retrained (validation IoU / test IoU / "
-                  "MACs over the densest member's; the pick of each variant's shared-weight scores):", "",
-                  "| scores from | " + " | ".join(rules) + " |", "|---|" + "---|" * len(rules)]
-        for row in picks:
-            cells = [f"{p['val_iou']:.4f} / {p['test_iou']:.4f} / {p['macs_ratio']:.3f}" for p in row["picks"]]
-            lines.append(f"| {row['variant']} | " + " | ".join(cells + [""] * (len(rules) - len(cells))) + " |")
+                  "MACs over the densest member's; the pick of each variant's shared-weight scores):", "", *picks]
     return lines
 
 
@@ -92,10 +76,7 @@ def phase1_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
         return ["Phase 1's `'paper'` (hard) selection matrix against `'code'` (soft): pending."]
     lines = ["Phase 1's soft selection-matrix forward (`variant='code'`, the authors') against the hard "
              "straight-through one (`variant='paper'`, Eq. 1), same seeds: the reported validation IoU, the hard "
-             "export's on the same weights, their gap, and the inputs the export keeps:", "",
-             "| search seed | variant | soft IoU | export IoU | gap | fused |", "|---:|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['seed']} | {r['variant']} | {num(r['soft_iou'], 4)} | {num(r['export_iou'], 4)} | "
-              f"{num(r['gap'], 4)} | {r['fused']} |" for r in rows]
+             "export's on the same weights, their gap, and the inputs the export keeps:", "", *phase1_table(rows)]
     return lines
 
 

@@ -484,12 +484,16 @@ def rs_ws(s, units: Units, search: Dict[str, Any]) -> Dict[str, Any]:
             "phase1_export_iou": export_iou, "ious": [m["iou"] for m in scored]}
 
 
-def phase1_variant(s, search: Dict[str, Any], variant: str) -> Dict[str, Any]:
+def phase1_dir(s, variant: str, seed: int) -> Path:
+    return s.work / f"phase1-{variant}-{digest(training(s), s.width, s.phase1_epochs, seed)}"
+
+
+def phase1_variant(s, seed: int, variant: str) -> Dict[str, Any]:
     """Phase 1 alone with another selection-matrix ``variant`` (``'paper'``: straight-through one-hot columns),
-    same seed and training as ``search``'s Phase 1: its soft validation IoU against its hard export's."""
-    out = s.work / f"phase1-{variant}-{digest(training(s), s.width, s.phase1_epochs, search['seed'])}"
-    strategy = SelectionMatrix(epochs=s.phase1_epochs, variant=variant, training=training(s), out_dir=str(out),
-                               seed=search["seed"])
+    with the seed and training of search seed ``seed``'s Phase 1: its soft validation IoU against its hard
+    export's."""
+    strategy = SelectionMatrix(epochs=s.phase1_epochs, variant=variant, training=training(s),
+                               out_dir=str(phase1_dir(s, variant, seed)), seed=seed)
     strategy(bixnas_space(s), SequentialExecutionEngine())
     candidates = strategy.candidates
     _, _, sampler, parent = narrowed(s, candidates)
@@ -625,10 +629,8 @@ def run_all(s, units: Units, state: Dict[str, Any], progress: Callable[[Dict[str
                              "macs48": [macs48(units, sample_spec(s, m)) for m in population["members"]]}
         progress(state)
     for k in range(s.search_seeds):
-        search = units.get(f"bixnas-search-{search_dir(s, k).name}")
-        state["phase1_hard"][k] = units.run(
-            f"phase1-paper-{digest(training(s), s.width, s.phase1_epochs, k)}", f"Phase 1 'paper' variant seed {k}",
-            lambda: phase1_variant(s, search, "paper"))
+        state["phase1_hard"][k] = units.run(phase1_dir(s, "paper", k).name,
+                                            f"Phase 1 'paper' variant seed {k}", lambda: phase1_variant(s, k, "paper"))
         progress(state)
     progress(state)
     return state
@@ -926,35 +928,43 @@ def render(s, state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, An
                   f"{fid['retrainings']} retrainings end below IoU {COLLAPSED}, nearly all background). "
                   f"Sparse tau: pairs whose standalone means differ by at most {fid['noise']:.4f} (pooled SE of a "
                   "difference) are ties, left out.", "",
-                  "| ranking | Kendall tau | p | sparse tau | pairs |", "|---|---:|---:|---:|---:|"]
-        for row in fid["rows"]:
-            lines.append(f"| {row['variant']} | {num(row['tau'], 3)} | {num(row['p'], 3)} | "
-                         f"{num(row['sparse_tau'], 3)} | {row['pairs']} |")
-        picks = fid.get("picks") or []
-        rules = [p["rule"] for p in picks[0]["picks"]] if picks else []
+                  *tau_table(fid["rows"])]
         lines += ["", "### Which selection rule picks members that retrain better", "",
                   "Each rule applied to each variant's shared-weight scores of these members (one pick): the "
                   "picked member's standalone validation IoU / test IoU / MACs over the densest member's.", ""]
-        if picks:
-            lines += ["| scores from | " + " | ".join(rules) + " |", "|---|" + "---|" * len(rules)]
-            for row in picks:
-                cells = [f"{p['val_iou']:.4f} / {p['test_iou']:.4f} / {p['macs_ratio']:.3f}" for p in row["picks"]]
-                lines.append(f"| {row['variant']} | " + " | ".join(cells + [""] * (len(rules) - len(cells))) + " |")
-        else:
-            lines.append("Pending (the variants' per-image IoUs are needed).")
+        lines += picks_table(fid.get("picks") or []) or ["Pending (the variants' per-image IoUs are needed)."]
     hard = summary.get("phase1_hard") or []
     lines += ["", "## Phase 1: the 'code' (soft) and 'paper' (hard, straight-through) selection matrix", "",
               "Same seed and training per row. Soft IoU: Phase 1's reported validation IoU (its own forward, "
               "Gumbel noise drawn); export IoU: the narrowed space's dense parent on the same weights, recalibrated "
               "BatchNorm; fused: the number of inputs the export keeps over all blocks.", ""]
-    if hard:
-        lines += ["| search seed | variant | soft IoU | export IoU | gap | fused |", "|---:|---|---:|---:|---:|---:|"]
-        for row in hard:
-            lines.append(f"| {row['seed']} | {row['variant']} | {num(row['soft_iou'])} | {num(row['export_iou'])} | "
-                         f"{num(row['gap'])} | {row['fused']} |")
-    else:
-        lines.append("Pending.")
+    lines += phase1_table(hard) if hard else ["Pending."]
     return "\n".join(lines) + "\n"
+
+
+# Tables of the results file that README's section (benchmarks/readme_search.py) shows too.
+def tau_table(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    return ["| ranking | Kendall tau | p | sparse tau | pairs |", "|---|---:|---:|---:|---:|",
+            *(f"| {row['variant']} | {num(row['tau'], 3)} | {num(row['p'], 3)} | {num(row['sparse_tau'], 3)} | "
+              f"{row['pairs']} |" for row in rows)]
+
+
+def picks_table(picks: Sequence[Dict[str, Any]]) -> List[str]:
+    """:func:`fidelity_picks` as a table (no lines when there are none)."""
+    if not picks:
+        return []
+    rules = [p["rule"] for p in picks[0]["picks"]]
+    lines = ["| scores from | " + " | ".join(rules) + " |", "|---|" + "---|" * len(rules)]
+    for row in picks:
+        cells = [f"{p['val_iou']:.4f} / {p['test_iou']:.4f} / {p['macs_ratio']:.3f}" for p in row["picks"]]
+        lines.append(f"| {row['variant']} | " + " | ".join(cells + [""] * (len(rules) - len(cells))) + " |")
+    return lines
+
+
+def phase1_table(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    return ["| search seed | variant | soft IoU | export IoU | gap | fused |", "|---:|---|---:|---:|---:|---:|",
+            *(f"| {row['seed']} | {row['variant']} | {num(row['soft_iou'])} | {num(row['export_iou'])} | "
+              f"{num(row['gap'])} | {row['fused']} |" for row in rows)]
 
 
 def quiet(verbose: bool) -> None:
