@@ -29,7 +29,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 START, END = "## Does the search beat chance?", "## A short tour"
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from search_quality import mean_std, num, phase1_table, picks_table, tau_table  # noqa: E402  (one format)
+from search_quality import atomic_write, mean_std, num, phase1_table, picks_table, tau_table  # noqa: E402
 
 
 def demo_figures(demo: str) -> Dict[str, str]:
@@ -172,10 +172,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the README's section is stale")
     args = p.parse_args(argv)
-    sq = json.loads((RESULTS / "search_quality.json").read_text())
-    text = section(sq, (RESULTS / "demo_pruning.md").read_text())
-    readme_path = ROOT / "README.md"
+    results, demo, readme_path = RESULTS / "search_quality.json", RESULTS / "demo_pruning.md", ROOT / "README.md"
+    for path in (results, demo, readme_path):
+        if not path.is_file():
+            raise SystemExit(f"readme_search: {path} does not exist (run the benchmark that writes it first)")
+    try:
+        sq = json.loads(results.read_text())
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"readme_search: {results} is not valid JSON ({err})") from None
+    text = section(sq, demo.read_text())
     readme = readme_path.read_text()
+    if START not in readme or END not in readme:
+        raise SystemExit(f"readme_search: {readme_path} lacks the headings {START!r} and {END!r}")
     start, end = readme.index(START), readme.index(END)
     if args.check:
         if readme[start:end] != text:
@@ -183,7 +191,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   "python benchmarks/readme_search.py", file=sys.stderr)
             return 1
         return 0
-    readme_path.write_text(readme[:start] + text + readme[end:])
+    with atomic_write(readme_path) as f:
+        f.write(readme[:start] + text + readme[end:])
     return 0
 
 

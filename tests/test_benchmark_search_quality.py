@@ -153,3 +153,15 @@ def test_fidelity_picks_report_the_retrained_iou_of_each_rules_pick():
                      "one_se (2 SE)": (0.45, 0.35, 0.9), "one_se (3 SE)": (0.45, 0.35, 0.9)}
     assert rows[1]["picks"] == rows[0]["picks"]
     assert rows[2]["picks"] == [{"rule": "oracle", "val_iou": 0.45, "test_iou": 0.35, "macs_ratio": 0.9}]
+
+
+def test_readme_search_names_a_missing_or_broken_results_file(tmp_path, monkeypatch):
+    import readme_search
+
+    monkeypatch.setattr(readme_search, "RESULTS", tmp_path)
+    with pytest.raises(SystemExit, match=r"search_quality\.json does not exist"):
+        readme_search.main(["--check"])
+    (tmp_path / "search_quality.json").write_text("{not json")
+    (tmp_path / "demo_pruning.md").write_text("")
+    with pytest.raises(SystemExit, match=r"search_quality\.json is not valid JSON"):
+        readme_search.main(["--check"])
