@@ -544,10 +544,10 @@ def fidelity_stage(s, search: Dict[str, Any], population: Dict[str, Any], varian
     space = space_reference(narrow_space(bixnas_space(s), search["candidates"]))
     result = phase2_stage_unit(
         space=space, stage=population["stage"], members=members, candidates=search["candidates"],
-        epochs=s.phase2_epochs * factor, milestones=None, gamma=0.1, lr=LR / len(members) if per_member else LR,
-        step="low_memory", member_bn="recalibrate", recalibration_batches=RECALIBRATION_BATCHES,
-        macs_input_size=[512, 512], init_weights=search["phase1_weights"] if inherit else None,
-        out_dir=str(s.work / f"fidelity-{digest(name)}"), **training(s), **options)
+        epochs=s.phase2_epochs * factor, milestones=None, gamma=0.1, step="low_memory", member_bn="recalibrate",
+        recalibration_batches=RECALIBRATION_BATCHES, macs_input_size=[512, 512],
+        init_weights=search["phase1_weights"] if inherit else None, out_dir=str(s.work / f"fidelity-{digest(name)}"),
+        training={**training(s), "lr": LR / len(members) if per_member else LR}, **options)
     return {"variant": name, "iou": [p["iou"] for p in result["population"]],
             "image_iou": [p.get("image_iou") for p in result["population"]]}
 

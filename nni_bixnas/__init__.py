@@ -12,11 +12,12 @@ _warnings.filterwarnings("ignore", message=r".*is found to be not a nn\.Module.*
 _warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated.*", category=UserWarning)
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "list_models", "BiONetPlusPlus", "Gene", "__version__"]
+__all__ = ["create_model", "list_models", "BiONetPlusPlus", "Gene", "TrainingSettings", "__version__"]
 
 # Imported on first use (PEP 562): the nnictl bridge (nni_bixnas.experiment) runs as NNI's dispatcher,
 # which must connect to the NNI manager within 10 seconds of starting, before torch and nni.nas load.
-_LAZY = {"create_model": ".models", "list_models": ".models", "BiONetPlusPlus": ".space", "Gene": ".space"}
+_LAZY = {"create_model": ".models", "list_models": ".models", "BiONetPlusPlus": ".space", "Gene": ".space",
+         "TrainingSettings": ".settings"}
 
 
 def __getattr__(name):

@@ -223,8 +223,8 @@ def test_a_finished_retraining_seed_is_not_retrained_after_a_restart(tmp_path, m
     seeds_run = []
 
     def crash_on_seed_1(model, **kwargs):
-        seeds_run.append(kwargs["seed"])
-        if kwargs["seed"] == 1:
+        seeds_run.append(kwargs["training"]["seed"])
+        if kwargs["training"]["seed"] == 1:
             raise RuntimeError("simulated crash in seed 1")
         return real_unit(model, **kwargs)
 
@@ -240,7 +240,7 @@ def test_a_finished_retraining_seed_is_not_retrained_after_a_restart(tmp_path, m
     seeds_run.clear()
 
     def note_seed(model, **kwargs):
-        seeds_run.append(kwargs["seed"])
+        seeds_run.append(kwargs["training"]["seed"])
         return real_unit(model, **kwargs)
 
     monkeypatch.setattr(units, "retrain_unit", note_seed)

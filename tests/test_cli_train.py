@@ -46,7 +46,7 @@ def test_evaluate_has_resize_not_patch_size(run_dir, capsys):
     assert "unrecognized arguments: --patch-size" in capsys.readouterr().err
 
 
-# extra `bixnas train` arguments -> the data keyword arguments handed to fit()
+# extra `bixnas train` arguments -> the training settings handed to fit()
 TEST_CASES_TRAIN_DATA = [
     [[], {"patch_size": None, "resize": None, "split_seed": 0}],
     [["--patch-size", "256"], {"patch_size": 256, "resize": None, "split_seed": 0}],
@@ -69,7 +69,8 @@ def test_train_forwards_crop_resize_and_split_seed_to_fit(extra, expected, monke
 
     monkeypatch.setattr(training, "fit", fake_fit)
     assert main(["train", "--model", "unet", "--out", str(tmp_path / "r"), *extra]) == 2
-    assert {key: calls[0][key] for key in expected} == expected
+    settings = calls[0]["settings"]
+    assert {key: getattr(settings, key) for key in expected} == expected
 
 
 def test_train_help_explains_crop_resize_and_split_seed(capsys):

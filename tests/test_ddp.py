@@ -8,8 +8,8 @@ What is proven (float64 where stated):
 - with BatchNorm in eval mode (no per-shard batch statistics) that mean **is** the single-process step on the
   whole batch A + B (rtol 1e-10); in training mode it is not (each rank normalises with its shard's
   statistics, as DDP without ``SyncBatchNorm``), which the test checks too;
-- a whole stage through Lightning's DDP (``phase2_stage_unit(devices=2, accelerator='cpu')``): both ranks end
-  with bitwise identical weights and report the same population, and every member's IoU equals a
+- a whole stage through Lightning's DDP (``phase2_stage_unit(training={'devices': 2, 'accelerator': 'cpu'})``):
+  both ranks end with bitwise identical weights and report the same population, and every member's IoU equals a
   single-process validation of those weights on the whole validation set (3 images, one of them repeated
   by ``DistributedSampler``; abs 1e-12);
 - ``fit('unet', devices=2)`` (Phase 1 and retraining: automatic optimisation) trains data-parallel.
@@ -161,7 +161,7 @@ def test_unpadded_drops_the_repeats_of_distributed_sampler():
 
 
 # ----- a whole stage through Lightning's DDP -------------------------------------------------------------
-def stage_kwargs(out_dir: str):
+def stage_kwargs(out_dir: str, devices="auto"):
     from nni_bixnas.strategy.supernet.spaces import space_reference
     from test_progressive_evolution import executable, tiny_space
 
@@ -169,9 +169,10 @@ def stage_kwargs(out_dir: str):
     labels = list(space.skip_choices())
     members = [{label: [0] for label in labels}, {label: [0, 1] for label in labels},
                {label: [1] if space.skip_choices()[label].choice.stage == 2 else [0] for label in labels}]
-    return dict(space=space_reference(executable(space)), stage=2, members=members, epochs=1, data=DATA,
-                val_fraction=VAL_FRACTION, batch_size=2, macs_input_size=(32, 32), out_dir=out_dir,
-                accelerator="cpu", num_threads=1, progress=False, recalibration_batches=2)
+    training = {"data": DATA, "val_fraction": VAL_FRACTION, "batch_size": 2, "accelerator": "cpu", "num_threads": 1,
+                "devices": devices}
+    return dict(space=space_reference(executable(space)), stage=2, members=members, epochs=1, training=training,
+                macs_input_size=(32, 32), out_dir=out_dir, progress=False, recalibration_batches=2)
 
 
 def stage_worker(rank: int, port: int, out: str) -> None:
@@ -183,7 +184,7 @@ def stage_worker(rank: int, port: int, out: str) -> None:
         torch.save(self.model.state_dict(), Path(out) / f"weights{rank}.pt")
 
     Phase2Task.on_train_end = keep_weights
-    result = phase2_stage_unit(**stage_kwargs(str(Path(out) / "run")), devices=2)
+    result = phase2_stage_unit(**stage_kwargs(str(Path(out) / "run"), devices=2))
     result.pop("seconds")
     torch.save(result, Path(out) / f"result{rank}.pt")
 

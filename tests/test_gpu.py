@@ -155,7 +155,7 @@ def test_phase1_and_a_phase2_stage_unit_on_cuda(tmp_path):
     phase1 = selection_matrix_unit(None, space=ref, epochs=1, training=training, out_dir=str(tmp_path / "p1"))
     assert phase1["candidates"]
     members = [{label: [0] for label in space.skip_choices()}, {label: [0, 1] for label in space.skip_choices()}]
-    result = phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, step="batched", data=DATA,
-                               accelerator=ACCELERATOR, precision="bf16-mixed", macs_input_size=(32, 32),
-                               out_dir=str(tmp_path / "p2"))
+    result = phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, step="batched",
+                               training={"data": DATA, "accelerator": ACCELERATOR, "precision": "bf16-mixed"},
+                               macs_input_size=(32, 32), out_dir=str(tmp_path / "p2"))
     assert len(result["population"]) == 2 and all(0 <= p["iou"] <= 1 for p in result["population"])

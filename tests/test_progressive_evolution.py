@@ -78,7 +78,7 @@ def test_search_runs_every_stage_and_selects_from_the_front(tmp_path, units):
     for h, kwargs in zip(evo.history, calls):
         population = h.population
         assert 1 <= len(population) <= 2 * len(parents)  # s skip sets x parents, less duplicate nets
-        assert kwargs["lr"] == pytest.approx(1e-3 / len(population))  # lr_per_member
+        assert kwargs["training"]["lr"] == pytest.approx(1e-3 / len(population))  # lr_per_member
         assert kwargs["members"] == [p.sample for p in population]
         assert kwargs["member_macs"] == [p.macs for p in population]  # counted by the strategy, not the trial
         for member in kwargs["members"]:
@@ -298,7 +298,7 @@ def test_naive_mode_unit_scores_every_member(tmp_path):
     space = tiny_space()
     members = [dict(m) for m in [{l: [0] for l in space.skip_choices()}, {l: [0, 1] for l in space.skip_choices()}]]
     ref = space_reference(executable(space))
-    result = phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, mode="naive", data=DATA,
+    result = phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, mode="naive", training={"data": DATA},
                                macs_input_size=(32, 32), out_dir=str(tmp_path), progress=False)
     assert result["stage"] == 2 and result["phase"] == 2
     assert [p["sample"] for p in result["population"]] == members
@@ -434,22 +434,22 @@ def test_num_threads_of_the_training_settings_reach_every_stage(tmp_path, units)
     calls, _ = units
     evo = strategy(tmp_path, training={"num_threads": 1})
     evo(executable(tiny_space()), SequentialExecutionEngine())
-    assert [c["num_threads"] for c in calls] == [1, 1, 1]
+    assert [c["training"]["num_threads"] for c in calls] == [1, 1, 1]
 
 
 def test_a_stage_unit_given_member_macs_counts_none_and_reports_them(tmp_path, monkeypatch):
     space = tiny_space()
     members = [dict(m) for m in [{l: [0] for l in space.skip_choices()}, {l: [0, 1] for l in space.skip_choices()}]]
     ref = space_reference(executable(space))
-    counted = phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, data=DATA, macs_input_size=(32, 32),
-                                out_dir=str(tmp_path / "a"), progress=False)
+    counted = phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, training={"data": DATA},
+                                macs_input_size=(32, 32), out_dir=str(tmp_path / "a"), progress=False)
     monkeypatch.setattr(units_module, "count_member_macs", lambda *a, **k: pytest.fail("the unit counted MACs"))
-    given = phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, data=DATA, macs_input_size=(32, 32),
-                              member_macs=[p["macs"] for p in counted["population"]], out_dir=str(tmp_path / "b"),
-                              progress=False)
+    given = phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, training={"data": DATA},
+                              macs_input_size=(32, 32), member_macs=[p["macs"] for p in counted["population"]],
+                              out_dir=str(tmp_path / "b"), progress=False)
     assert given["population"] == counted["population"] and given["front"] == counted["front"]
     with pytest.raises(ValueError, match="member_macs has 1 values for 2 members"):
-        phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, data=DATA, member_macs=[1],
+        phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, training={"data": DATA}, member_macs=[1],
                           out_dir=str(tmp_path / "c"), progress=False)
 
 
@@ -515,14 +515,15 @@ def test_a_stage_unit_given_member_latency_reports_it_and_fronts_on_it(tmp_path)
     members = [dict(m) for m in [{l: [0] for l in space.skip_choices()}, {l: [0, 1] for l in space.skip_choices()}]]
     ref = space_reference(executable(space))
     # the bigger net is the faster one: whatever the IoUs, the fronts of (IoU, latency) and (IoU, MACs) differ
-    result = phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, data=DATA, macs_input_size=(32, 32),
-                               member_latency=[2.0, 1.0], out_dir=str(tmp_path / "a"), progress=False)
+    result = phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, training={"data": DATA},
+                               macs_input_size=(32, 32), member_latency=[2.0, 1.0], out_dir=str(tmp_path / "a"),
+                               progress=False)
     population = result["population"]
     assert [p["latency_ms"] for p in population] == [2.0, 1.0] and population[0]["macs"] < population[1]["macs"]
     assert result["front"] == pareto_front([[1 - p["iou"], p["latency_ms"]] for p in population])
     assert result["front"] != pareto_front([[1 - p["iou"], p["macs"]] for p in population])
     with pytest.raises(ValueError, match="member_latency has 1 values for 2 members"):
-        phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, data=DATA, member_latency=[1.0],
+        phase2_stage_unit(space=ref, stage=2, members=members, epochs=1, training={"data": DATA}, member_latency=[1.0],
                           out_dir=str(tmp_path / "b"), progress=False)
 
 

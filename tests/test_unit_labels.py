@@ -79,13 +79,16 @@ def test_unit_summary_labels_each_kind_of_unit():
     assert unit_summary(units.phase2_stage_unit, {"stage": 4, "seed": 2, "members": []}) == {
         "unit": "stage 4", "stage": 4, "seed": 2}
     assert unit_summary(units.retrain_unit, {"seed": 0, "max_epochs": 5}) == {"unit": "retrain", "seed": 0}
+    # the seed of a unit's training settings
+    assert unit_summary(units.retrain_unit, {"training": {"seed": 4}, "max_epochs": 5}) == {"unit": "retrain",
+                                                                                           "seed": 4}
     # any function: its name; only integers become number fields
     assert unit_summary(lambda model: None, {"seed": True, "stage": "5"}) == {"unit": "<lambda>"}
 
 
 def test_trial_parameters_carry_the_labels_at_the_top(runner, space):
     job = runner.make_job(units.phase2_stage_unit, a_sample(space), space=space_reference(space), stage=4,
-                          members=[a_sample(space)], seed=3, data=DATA)
+                          members=[a_sample(space)], training={"seed": 3, "data": DATA})
     assert isinstance(job, LabelledModelSpace) and job.summary == {"unit": "stage 4", "stage": 4, "seed": 3}
     parameters = json.loads(sent_record(job))["parameters"]  # what the manager stores and /trial-jobs shows
     assert next(iter(parameters)) == SUMMARY_KEY
@@ -128,11 +131,11 @@ def test_the_trial_side_rebuilds_and_runs_the_model_from_labelled_parameters(run
 
 
 def test_a_resumed_unit_matches_its_stored_labelled_parameters(runner, space):
-    job = runner.make_job(units.retrain_unit, a_sample(space), seed=1, data=DATA)
+    job = runner.make_job(units.retrain_unit, a_sample(space), training={"seed": 1, "data": DATA})
     stored = json.loads(sent_record(job))["parameters"]
-    again = runner.make_job(units.retrain_unit, a_sample(space), seed=1, data=DATA)
+    again = runner.make_job(units.retrain_unit, a_sample(space), training={"seed": 1, "data": DATA})
     assert replay.model_key(stored) == replay.model_key(again)
-    other = runner.make_job(units.retrain_unit, a_sample(space), seed=2, data=DATA)
+    other = runner.make_job(units.retrain_unit, a_sample(space), training={"seed": 2, "data": DATA})
     assert replay.model_key(stored) != replay.model_key(other)
 
 
@@ -141,7 +144,7 @@ def test_raw_format_spaces_are_not_relabelled():
 
     raw = RawFormatModelSpace.from_model(BiONetPlusPlus(width=4, stem_width=4), make_evaluator(data=DATA))
     with UnitRunner(raw, SequentialExecutionEngine()) as unit_runner:
-        job = unit_runner.make_job(units.retrain_unit, a_sample(raw), seed=0)
+        job = unit_runner.make_job(units.retrain_unit, a_sample(raw), training={"seed": 0})
     assert type(job) is RawFormatModelSpace
 
 
@@ -159,15 +162,15 @@ def test_the_last_retraining_reports_the_headline(tmp_path, monkeypatch):
     monkeypatch.setattr(nni, "report_final_result", reported.append)
     monkeypatch.setattr(nni, "report_intermediate_result", lambda value: None)
     torch.manual_seed(0)
-    final = units.retrain_unit(TinyNet(width=4), seed=0, earlier_ious=[0.25], data="default", max_epochs=1,
-                               patch_size=32, out_dir=str(tmp_path / "last"), progress=False)
+    training = {"seed": 0, "data": "default", "patch_size": 32}
+    final = units.retrain_unit(TinyNet(width=4), training=training, earlier_ious=[0.25], max_epochs=1,
+                               out_dir=str(tmp_path / "last"), progress=False)
     assert reported == [final]
     assert final["iou_kind"] == "retrained" and final["retrained_seeds"] == 2
     assert final["retrained_iou_mean"] == pytest.approx((0.25 + final["default"]) / 2)
     assert final["macs"] > 0 and final["params"] > 0
     # an earlier seed only says what its IoU is
-    first = units.retrain_unit(TinyNet(width=4), seed=0, data="default", max_epochs=1, patch_size=32,
-                               out_dir=str(tmp_path / "first"))
+    first = units.retrain_unit(TinyNet(width=4), training=training, max_epochs=1, out_dir=str(tmp_path / "first"))
     assert first["iou_kind"] == "retrained" and "retrained_iou_mean" not in first
 
 

@@ -96,6 +96,7 @@ def _positive(text: str) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from nni_bixnas.models import list_models
+    from nni_bixnas.settings import TrainingSettings
     from nni_bixnas.training import fit
 
     if args.model not in list_models():
@@ -115,13 +116,14 @@ def run_train(args: argparse.Namespace) -> int:
         model_kwargs["gene"] = gene.to_text()
     _show_training_log()
     out_dir = Path(args.out or f"runs/{args.model}_s{args.seed}")
-    result = fit(
-        args.model, args.data, max_epochs=args.epochs, out_dir=out_dir, seed=args.seed, lr=args.lr,
-        precision=args.precision, accelerator=args.accelerator, devices=_parse_devices(args.devices),
-        resume=not args.no_resume, progress=not args.no_progress, batch_size=args.batch_size, model_kwargs=model_kwargs,
-        patch_size=args.patch_size, resize=args.resize, split_seed=args.split_seed, val_fraction=args.val_fraction,
-        num_workers=args.num_workers, num_threads=args.num_threads, channels_last=args.channels_last,
+    settings = TrainingSettings(
+        data=args.data, batch_size=args.batch_size, seed=args.seed, split_seed=args.split_seed, lr=args.lr,
+        patch_size=args.patch_size, resize=args.resize, val_fraction=args.val_fraction, precision=args.precision,
+        accelerator=args.accelerator, devices=_parse_devices(args.devices), channels_last=args.channels_last,
+        num_threads=args.num_threads,
     )
+    result = fit(args.model, settings=settings, max_epochs=args.epochs, out_dir=out_dir, resume=not args.no_resume,
+                 progress=not args.no_progress, model_kwargs=model_kwargs, num_workers=args.num_workers)
     print(
         f"best val IoU {_fmt(result.best_iou)}  Dice {_fmt(result.best_dice)} at epoch {result.best_epoch}; "
         f"checkpoints in {result.best_checkpoint.parent}"

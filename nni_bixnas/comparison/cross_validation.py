@@ -24,8 +24,9 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from nni_bixnas._checks import is_int, non_negative_int, one_of, out_folder, positive_int, positive_number
+from nni_bixnas._checks import is_int, one_of, out_folder, positive_int
 from nni_bixnas.comparison.stats import mean_std
+from nni_bixnas.settings import check_setting
 from nni_bixnas.utils import PathLike, atomic_write
 
 __all__ = ["TABLE2_ORGANS", "FOLD_NAME", "cross_validate", "fold_plan", "score_checkpoint", "summarize",
@@ -57,11 +58,9 @@ def _check_options(data: str, model: str, folds: int, epochs: int, seeds: Sequen
     if not is_int(folds) or folds < 2:
         raise ValueError(f"folds must be an int >= 2, got {folds!r}")
     positive_int("epochs", epochs)
-    positive_int("batch_size", batch_size)
-    positive_number("lr", lr)
-    non_negative_int("split_seed", split_seed)
-    if num_threads is not None:
-        positive_int("num_threads", num_threads)
+    for name, value in (("batch_size", batch_size), ("lr", lr), ("split_seed", split_seed),
+                        ("num_threads", num_threads)):
+        check_setting(name, value)
     if resize is not None:
         positive_int("resize", resize)
     if model_kwargs is not None and not isinstance(model_kwargs, Mapping):

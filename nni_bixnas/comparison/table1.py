@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from nni_bixnas._checks import an_int, fraction, non_negative_int, one_of, optional_int, positive_int, positive_number
+from nni_bixnas._checks import an_int, one_of, optional_int, positive_int
 from nni_bixnas.comparison.stats import paired_test, summarize
+from nni_bixnas.settings import check_setting
 from nni_bixnas.utils import PathLike, atomic_write, changed_settings
 
 __all__ = ["LABELS", "PAPER_ORDER", "build_report", "format_table", "run_table1"]
@@ -85,12 +86,12 @@ def _recipe(data, test, tnbc, epochs, batch_size, patch_size, resize, lr, split_
     for name, value in (("patch_size", patch_size), ("resize", resize)):
         if optional_int(name, value) is not None:
             positive_int(name, value)
-    val_fraction = fraction("val_fraction", val_fraction)
+    val_fraction = check_setting("val_fraction", val_fraction)
     if val_fraction == 0:
         raise ValueError("val_fraction must be > 0: each run's checkpoint is chosen on the validation part")
     return {"data": data, "test": test, "tnbc": tnbc, "epochs": positive_int("epochs", epochs),
-            "batch_size": positive_int("batch_size", batch_size), "patch_size": patch_size, "resize": resize,
-            "lr": positive_number("lr", lr), "split_seed": non_negative_int("split_seed", split_seed),
+            "batch_size": check_setting("batch_size", batch_size), "patch_size": patch_size, "resize": resize,
+            "lr": check_setting("lr", lr), "split_seed": check_setting("split_seed", split_seed),
             "val_fraction": val_fraction}
 
 
@@ -396,7 +397,7 @@ def run_table1(
     models, seeds = _models(models), _seeds(seeds)
     one_of("accelerator", accelerator, ACCELERATORS)
     if num_threads is not None:
-        positive_int("num_threads", num_threads)
+        check_setting("num_threads", num_threads)
     out = Path(out_dir)
     _check_settings(out, recipe)
     preflight = _preflight(recipe, models)

@@ -8,7 +8,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nni_bixnas._checks import fraction, is_int
+from nni_bixnas._checks import is_int
+from nni_bixnas.settings import check_setting
 
 from .augment import AugmentedDataset
 from .collection import Collection, PatchDataset, PatchSize, normalize_size
@@ -86,7 +87,7 @@ def split_sources(sources: Sequence[str], val_fraction: float, seed: int) -> Tup
 
     ``seed`` is the ``split_seed`` of :func:`build_datasets`; the result depends on nothing else.
     """
-    fraction("val_fraction", val_fraction)
+    check_setting("val_fraction", val_fraction)
     sources = sorted(sources)
     if val_fraction == 0:
         return sources, []
@@ -117,12 +118,6 @@ def kfold_sources(sources: Sequence[str], fold: int, n_folds: int, seed: int) ->
     order = np.random.default_rng(seed).permutation(len(sources))
     val = sorted(sources[i] for i in order[fold::n_folds])
     return [s for s in sources if s not in set(val)], val
-
-
-def _check_int(value, name: str, minimum: Optional[int] = None) -> None:
-    if not is_int(value) or (minimum is not None and value < minimum):
-        expected = "an int" if minimum is None else f"an int >= {minimum}"
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 def _image_size(collection: Collection, resize: Optional[Tuple[int, int]]) -> Tuple[int, int]:
@@ -193,10 +188,10 @@ def build_datasets(
         than the items.
     """
     crop, resize = normalize_size(patch_size, "patch_size"), normalize_size(resize, "resize")
-    fraction("val_fraction", val_fraction)
+    check_setting("val_fraction", val_fraction)
     _check_fold(fold, n_folds)
-    _check_int(seed, "seed")
-    _check_int(split_seed, "split_seed", minimum=0)
+    check_setting("seed", seed)
+    check_setting("split_seed", split_seed)
     collection = load_collection(spec)
     if collection.name in KFOLD_SCHEMES:
         train_src, val_src = kfold_sources(collection.sources, fold, n_folds, split_seed)

@@ -8,7 +8,8 @@ import nni
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from nni_bixnas._checks import an_int, non_negative_int, positive_int
+from nni_bixnas._checks import non_negative_int
+from nni_bixnas.settings import TrainingSettings, check_setting
 
 from .augment import EpochSampler
 from .build import DatasetInfo, build_datasets
@@ -56,13 +57,19 @@ class SegDataModule(pl.LightningDataModule):
         n_folds: int = 5,
     ):
         super().__init__()
-        self.data, self.batch_size = data, positive_int("batch_size", batch_size)
+        self.data, self.batch_size = data, check_setting("batch_size", batch_size)
         self.num_workers = non_negative_int("num_workers", num_workers)
-        an_int("seed", seed)
+        check_setting("seed", seed)
         self.seed, self.split_seed, self.val_fraction = seed, split_seed, val_fraction
         self.patch_size, self.resize, self.augment = patch_size, resize, augment
         self.fold, self.n_folds = fold, n_folds
         self._datasets = None
+
+    @classmethod
+    def from_settings(cls, settings: TrainingSettings, **options) -> "SegDataModule":
+        """The data module of a :class:`~nni_bixnas.settings.TrainingSettings` (its data, batch size, seeds, crop,
+        resize and validation share); ``options`` are the other arguments (``augment``, ``fold``, ...)."""
+        return cls(data=settings.data, **settings.data_options(), **options)
 
     def _build(self):
         if self._datasets is None:

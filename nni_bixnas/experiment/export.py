@@ -235,8 +235,9 @@ def _unit(parameters: Mapping[str, Any]) -> Dict[str, Any]:
     name = function.get("__nni_type__") if isinstance(function, dict) else function
     if isinstance(name, str):
         unit["function"] = name.rsplit(".", 1)[-1]
+    training = kwargs.get("training") if isinstance(kwargs.get("training"), dict) else {}
     for key in ("stage", "seed"):
-        value = kwargs.get(key, parameters.get(key))
+        value = kwargs.get(key, training.get(key, parameters.get(key)))
         if isinstance(value, int) and not isinstance(value, bool):
             unit[key] = value
     return unit

@@ -6,7 +6,7 @@ import copy
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import torch
 from nni.nas.execution import ExecutionEngine
@@ -15,13 +15,14 @@ from nni.nas.strategy import Strategy
 from numpy.random import RandomState
 
 from nni_bixnas._checks import non_negative_int
+from nni_bixnas.settings import TrainingSettings
 from nni_bixnas.utils import atomic_torch_save, atomic_write
 
 from . import records, units
 from .progressive_evolution import ProgressiveEvolution
 from .runner import NoBudget, UnitRunner, add_unit_listener
 from .selection_matrix import SelectionMatrix
-from .settings import require_data, training_settings
+from .settings import TRAINING_KEYS, check_training, training_settings
 
 _logger = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ class BiXNAS(Strategy):
         :meth:`summary_line`, and (several seeds) the ``default`` of one last trial,
         :func:`~nni_bixnas.strategy.units.retrained_result_unit`.
     training
-        Training settings shared by every unit (``data``, ``batch_size``, ``patch_size``, ...); by default
-        those of the experiment's evaluator.
+        Training settings shared by every unit (a dict of ``data``, ``batch_size``, ``patch_size``, ..., or a
+        :class:`~nni_bixnas.settings.TrainingSettings`); by default those of the experiment's evaluator.
     out_dir
         Where units write checkpoints, plots and the chain's state (``bixnas_state.pt``) and results
         (``result.json``, ``gene.txt``). With ``resume=True`` an existing state there is loaded, and the
@@ -74,14 +75,15 @@ class BiXNAS(Strategy):
         phase1: Optional[Dict[str, Any]] = None,
         phase2: Optional[Dict[str, Any]] = None,
         retrain: Optional[Dict[str, Any]] = None,
-        training: Optional[Dict[str, Any]] = None,
+        training: Optional[Union[Dict[str, Any], TrainingSettings]] = None,
         out_dir: Optional[str] = None,
         seed: Optional[int] = None,
         resume: bool = True,
         unit_retries: int = 1,
     ) -> None:
         super().__init__()
-        for name, value in [("phase1", phase1), ("phase2", phase2), ("training", training)]:
+        training = check_training(training)  # a dict, or a TrainingSettings
+        for name, value in [("phase1", phase1), ("phase2", phase2)]:
             if value is not None and not isinstance(value, dict):
                 raise ValueError(f"{name} must be a dict of keyword arguments, got {type(value).__name__}")
         if retrain not in (None, False) and not isinstance(retrain, dict):
@@ -132,7 +134,7 @@ class BiXNAS(Strategy):
 
     # -- lifecycle --------------------------------------------------------------------------------
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
-        require_data(training_settings(model_space, self.training), "BiXNAS")  # before any training
+        training_settings(model_space, self.training, who="BiXNAS")  # no data: an error before any training
         if self.out_dir is not None and self.resume and (Path(self.out_dir) / STATE_FILE).is_file():
             path = Path(self.out_dir) / STATE_FILE
             _logger.info("Resuming BiX-NAS from %s", path)
@@ -198,8 +200,9 @@ class BiXNAS(Strategy):
         ``trialConcurrency`` of them run at once); each seed is recorded and saved as soon as it ends."""
         winner = self.phase2.final_samples[0]
         kwargs = {k: v for k, v in self.retrain_kwargs.items() if k != "seeds"}
-        settings = training_settings(self.model_space, self.training)
-        settings.pop("seed", None)
+        settings = training_settings(self.model_space, self.training).replace(
+            **{k: v for k, v in kwargs.items() if k in TRAINING_KEYS})
+        kwargs = {k: v for k, v in kwargs.items() if k not in TRAINING_KEYS}
         seeds = self.retrain_kwargs["seeds"]
         done = {record.get("seed") for record in self.retrained}
         todo = [seed for seed in seeds if seed not in done]
@@ -211,8 +214,8 @@ class BiXNAS(Strategy):
         jobs = []
         for seed in todo:
             out_dir = self._sub_dir(f"retrain/seed_{seed}")
-            jobs.append((units.retrain_unit, winner, {**settings, **kwargs, "seed": seed, "out_dir": out_dir,
-                                                      **headline}))
+            jobs.append((units.retrain_unit, winner, {**kwargs, "training": settings.replace(seed=seed).to_dict(),
+                                                      "out_dir": out_dir, **headline}))
 
         def record(index: int, result: Dict[str, Any]) -> None:
             seed, out_dir = todo[index], jobs[index][2]["out_dir"]
@@ -277,42 +280,16 @@ class BiXNAS(Strategy):
         _logger.info("BiX-NAS finished: best sample %s", samples[0])
 
     def _final_complexity(self) -> Dict[str, int]:
-        """``{'macs', 'params'}`` of the final net at 512 x 512: as its retraining measured them, else counted."""
-        for record in self.retrained:
-            if isinstance(record.get("macs"), (int, float)) and isinstance(record.get("params"), (int, float)):
-                return {"macs": int(record["macs"]), "params": int(record["params"])}
-        from nni_bixnas.profile import count_complexity
-
-        try:
-            model = self.phase2.model_space.freeze(self.phase2.final_samples[0]).executable_model()
-            complexity = count_complexity(model.cpu(), input_size=(512, 512))
-        except Exception as err:  # a report detail: never fail the finished search for it
-            _logger.warning("Cannot count the final net's MACs and params: %s", err)
-            return {}
-        return {"macs": int(complexity.macs), "params": int(complexity.params)}
+        return records.final_complexity(self.retrained, self.phase2.model_space, self.phase2.final_samples[0])
 
     def summary_line(self) -> Optional[str]:
-        """One line naming the found net: its gene (else its sample), MACs, params and retrained IoU mean ± std;
+        """One line naming the found net (:func:`~nni_bixnas.strategy.records.summary_line` of :attr:`result`);
         ``None`` before the search finished. The nnictl bridge ends the dispatcher log with it."""
-        if self.result is None:
-            return None
-        result = self.result
-        genes = result.get("genes")
-        net = " ".join(genes[0].split()) if genes else json.dumps(result["final_samples"][0])
-        macs = f"{result['macs'] / 1e9:.3f} GMACs" if "macs" in result else "GMACs n/a"
-        params = f"{result['params']:,} params" if "params" in result else "params n/a"
-        if "retrained_iou_mean" in result:
-            seeds = result["retrained_seeds"]
-            iou = (f"retrained IoU {result['retrained_iou_mean']:.4f} ± {result['retrained_iou_std']:.4f} "
-                   f"over {seeds} seed{'s' if seeds != 1 else ''}")
-        else:
-            iou = "not retrained"
-        return f"BiX-NAS found: {net} | {macs} (512 x 512), {params}, {iou}"
+        return None if self.result is None else records.summary_line(self.result)
 
     def _split(self) -> Dict[str, Any]:
         """The train/validation split every unit used (``split_seed``, and the validation items Phase 1 saw)."""
-        settings = training_settings(self.model_space, self.training)
-        split: Dict[str, Any] = {"split_seed": int(settings.get("split_seed", 0))}
+        split: Dict[str, Any] = {"split_seed": training_settings(self.model_space, self.training).split_seed}
         run = Path(str((self.phase1.result or {}).get("out_dir", ""))) / "run.json"
         if run.is_file():
             split["val_sources"] = json.loads(run.read_text()).get("val_sources")

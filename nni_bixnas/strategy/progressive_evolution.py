@@ -1,14 +1,10 @@
 """Phase 2 of BiX-NAS: progressive evolutionary search with skip fairness (paper §2.2-2.3, Algorithm 1).
 
-The search visits the extraction stages from the last searchable one back to the first (5, 4, 3, 2, 1
-for ``T = 3``). At stage ``t`` it draws ``s`` skip sets for the blocks of stage ``t``, applies each to
-every retained parent (population ``s x |parents|``), trains one SuperNet on the mean loss of all members
-with a shared head (:mod:`~nni_bixnas.strategy.supernet.fair_step`), scores every member by its best validation
-IoU over the epochs and by its MACs, and keeps the first ``|P|`` of the Pareto front of
-``(1 - IoU, MACs)`` ranked by IoU (with ``objective='latency'``, of ``(1 - IoU, latency)``: each distinct
-net timed once on the search's device, :mod:`~nni_bixnas.strategy.supernet.member_latency`). Each stage is one unit of
-work, submitted to the NNI engine as one job (:func:`~nni_bixnas.strategy.units.phase2_stage_unit`), so the
-strategy runs in-process or through ``nnictl``.
+At stage ``t`` (from the last to the first) ``s`` skip sets for the blocks of stage ``t`` are applied to
+every retained parent; one SuperNet trains the population with a shared head
+(:mod:`~nni_bixnas.strategy.supernet.fair_step`) in one job of the engine
+(:func:`~nni_bixnas.strategy.units.phase2_stage_unit`), and the parents of the next stage are selected
+from the Pareto front of ``(1 - IoU, MACs)`` (or latency).
 
 Faithful to the authors' code (``shared/notes/official-code.md`` §3): a fresh SuperNet per stage, Adam
 with ``lr = 1e-3 / population``, ``MultiStepLR`` at epochs 10/20/30 of 40 (gamma 0.1), best IoU over the
@@ -29,33 +25,19 @@ from nni.nas.space import ExecutableModelSpace
 from nni.nas.strategy.base import Strategy, StrategyStatus
 from numpy.random import RandomState
 
-from nni_bixnas._checks import (
-    is_int,
-    non_negative_int,
-    non_negative_number,
-    one_of,
-    optional_path,
-    positive_int,
-    positive_ints,
-)
+from nni_bixnas import _checks as check
 from nni_bixnas.space.gene import Gene
 from nni_bixnas.strategy import units
 from nni_bixnas.strategy.pareto import SELECTIONS, select_parents
-from nni_bixnas.strategy.records import Sample, StageRecord, population_of
+from nni_bixnas.strategy.records import Sample, StageRecord, final_scores, population_of
 from nni_bixnas.strategy.runner import NoBudget, UnitRunner
-from nni_bixnas.strategy.settings import check_training, require_data, training_settings
+from nni_bixnas.strategy.settings import check_training, training_settings
 from nni_bixnas.strategy.skip_sampler import SkipSetSampler
 from nni_bixnas.strategy.stage_log import log_kept, log_selection
 from nni_bixnas.strategy.supernet.member_latency import LatencySettings, resolve_device
 from nni_bixnas.strategy.supernet.member_macs import member_macs
 from nni_bixnas.strategy.supernet.phase2_task import check_step_mode_bn
-from nni_bixnas.strategy.supernet.spaces import (
-    bionet_genes,
-    check_stage_skips,
-    narrow_space,
-    phase2_module,
-    space_reference,
-)
+from nni_bixnas.strategy.supernet.spaces import bionet_genes, phase2_module, phase2_space, space_reference
 
 _logger = logging.getLogger(__name__)
 
@@ -76,9 +58,8 @@ class ProgressiveEvolution(Strategy):
     Parameters
     ----------
     candidates
-        ``{label: indices}`` narrowing the candidate skips (Phase 1's output); other blocks keep their
-        own candidates. Blocks of stages not yet searched read all their candidates, so every candidate
-        set must fit the block's ``max_k``.
+        ``{label: indices}`` narrowing the candidate skips (Phase 1's output); blocks of stages not yet
+        searched read all their candidates, so every candidate set must fit the block's ``max_k``.
     samples
         ``s``: skip sets drawn per stage (each applied to every parent; population ``s x |parents|``).
     epochs
@@ -93,69 +74,53 @@ class ProgressiveEvolution(Strategy):
         ``'fair'`` (one optimiser step per batch on the mean loss) or ``'naive'`` (each member its own
         optimiser step, one after another on the shared weights: the unfair baseline, for comparison).
     member_bn
-        How members are scored: ``'recalibrate'`` (default; the better ranking fidelity in
-        ``benchmarks/results/search_quality_fresh.md``) gives each member BatchNorm statistics of its own
-        from ``recalibration_batches`` training batches (SPOS/FairNAS); ``'batch'`` uses each batch's own
-        statistics; ``'running'`` the statistics all members share, as the authors (short searches then
-        score every member about 0, and the selection follows MACs alone).
+        How members are scored (:class:`~nni_bixnas.strategy.supernet.phase2_task.Phase2Task`):
+        ``'recalibrate'`` (default; the better ranking fidelity measured) gives each member BatchNorm
+        statistics of its own from ``recalibration_batches`` training batches; ``'batch'`` each batch's own;
+        ``'running'`` the statistics all members share, as the authors.
     lr_per_member
         Divide the learning rate by the population size, as the authors' code does (not in the paper).
     inherit_weights, initial_weights
-        Start every stage from the previous stage's trained SuperNet, the first from ``initial_weights``
-        if given (``BiXNAS`` passes Phase 1's), instead of fresh weights as the authors (Algorithm 1).
+        Start every stage from the previous stage's SuperNet, the first from ``initial_weights`` if given
+        (``BiXNAS`` passes Phase 1's), instead of fresh weights as the authors (Algorithm 1).
     keep_sequential_last
-        In the last stage, always keep the sequential input (index 0) and sample the other candidates,
-        as the released sampler does. Off by default: Algorithm 1 samples any non-empty subset, and the
-        published BiX-Net (``dec_2_0 = [3]``) could not have come from the released sampler.
+        In the last stage, always keep the sequential input (index 0), as the released sampler does; off by
+        default, as Algorithm 1 (the published BiX-Net's ``dec_2_0 = [3]`` could not come from that sampler).
     milestones, gamma
         ``MultiStepLR`` schedule; default the authors' 10/20/30 of 40 epochs, scaled to ``epochs``.
     training
-        Training settings of the units (keys of :data:`~nni_bixnas.strategy.settings.TRAINING_KEYS`);
-        defaults come from the experiment's evaluator (:func:`~nni_bixnas.strategy.settings.training_settings`).
+        Training settings of the units (fields of :class:`~nni_bixnas.settings.TrainingSettings`); defaults
+        come from the experiment's evaluator (:func:`~nni_bixnas.strategy.settings.training_settings`).
     out_dir
         Where the stages' run folders go (default ``$NNI_OUTPUT_DIR/phase2`` in a trial, else temporary).
     seed
         Seed of the strategy's private random state (skip-set sampling).
     macs_input_size
         ``(H, W)`` at which members' MACs are counted (the paper: 512 x 512).
-    selection
-        How a stage keeps its parents (and the last stage its pick, ``final_samples[0]``), see
-        :func:`~nni_bixnas.strategy.pareto.select_parents`: ``'one_se'`` (default) puts first, cheapest first,
-        the members whose IoU is within ``selection_se`` paired standard errors (over the validation images)
-        of the best member's; ``'iou'`` is the authors' front ranked by IoU. The default is the measured one
-        (README, "Does the search beat chance?").
-    selection_se
-        Width of the ``'one_se'`` rule in standard errors (0: only ties with the best).
+    selection, selection_se
+        How a stage keeps its parents and the last its pick (:func:`~nni_bixnas.strategy.pareto.select_parents`):
+        ``'one_se'`` (default, the measured one) puts first, cheapest first, the members within ``selection_se``
+        paired standard errors of the best member's IoU; ``'iou'`` is the authors' front ranked by IoU.
     objective
-        What the Pareto front trades against IoU: ``'macs'`` (default, the paper's) or ``'latency'``, the
-        measured inference time of each member's fixed network (:mod:`~nni_bixnas.strategy.supernet.member_latency`),
-        timed here in the strategy's process before the stage's job is submitted, once per distinct net.
-        The timings are kept in :meth:`state_dict`, so a resumed search reuses them (one net, one latency,
-        across the whole search) instead of timing again.
+        What the Pareto front trades against IoU: ``'macs'`` (default, the paper's) or ``'latency'``, each
+        member's fixed network timed in the strategy's process, once per distinct net in the whole search
+        (the timings are in :meth:`state_dict`: a resume does not time again).
     latency_input_size, latency_repeats, latency_warmup, latency_device
-        The timing, grouped in :attr:`latency` (a
-        :class:`~nni_bixnas.strategy.supernet.member_latency.LatencySettings`): ``(H, W)`` of the timed input
-        (batch 1; default ``macs_input_size``), timed forwards per net (the latency is their median), untimed
-        forwards before them, and ``'cpu'``, ``'cuda'`` or ``'cuda:<index>'`` (default where the training runs:
-        ``'cpu'`` with ``accelerator='cpu'``, else ``'cuda'`` if this process sees a GPU, else ``'cpu'``; under
-        ``nnictl`` the strategy runs in NNI's dispatcher, which sees only the GPUs of ``tunerGpuIndices``).
+        The timing (:attr:`latency`, a :class:`~nni_bixnas.strategy.supernet.member_latency.LatencySettings`;
+        ``latency_input_size`` defaults to ``macs_input_size``).
     max_redraws
-        Draws in a row without a new effective net after which a stage is taken to hold no more distinct
-        nets (the authors redraw up to 500 times to avoid a duplicate skip set).
+        Draws in a row without a new net after which a stage holds no more distinct nets (authors: 500).
     recalibration_batches
         Training batches per member for ``member_bn='recalibrate'``.
     iou_tolerance
-        A warning is logged when the IoUs of a stage's population span less than this (the stage then
-        barely ranks its members).
+        A warning is logged when the IoUs of a stage's population span less than this.
     unit_retries
-        How many times a stage's job is submitted again after its trial failed (it resumes from its
-        checkpoint).
+        How many times a failed stage's job is submitted again (it resumes from its checkpoint).
 
     Attributes
     ----------
     history : list of StageRecord
-        Per finished stage (:class:`~nni_bixnas.strategy.records.StageRecord`): its skip sets, population
-        (:class:`~nni_bixnas.strategy.records.Member`), Pareto front, kept parents and wall time.
+        Per finished stage: its skip sets, population, Pareto front, kept parents and wall time.
     parents : list of dict
         The retained samples (after the last stage: the result).
     final_samples : list of dict
@@ -202,27 +167,27 @@ class ProgressiveEvolution(Strategy):
         unit_retries: int = 1,
     ) -> None:
         super().__init__()
-        keep = positive_ints("keep", [keep, keep] if is_int(keep) else keep, 2,
+        keep = check.positive_ints("keep", [keep, keep] if check.is_int(keep) else keep, 2,
                              "a positive int or (first stage, later stages) of positive ints")
         if milestones is not None:
-            milestones = positive_ints("milestones", milestones, what="positive epoch numbers")
-        macs_input_size = positive_ints("macs_input_size", macs_input_size, 2, "(height, width) of positive ints")
+            milestones = check.positive_ints("milestones", milestones, what="positive epoch numbers")
+        macs_input_size = check.positive_ints("macs_input_size", macs_input_size, 2, "(height, width) of positive ints")
         self.candidates = None if candidates is None else {
             k: sorted({int(i) for i in v}) for k, v in candidates.items()}
-        self.samples, self.epochs = positive_int("samples", samples), positive_int("epochs", epochs)
+        self.samples, self.epochs = check.positive_int("samples", samples), check.positive_int("epochs", epochs)
         self.keep, self.milestones, self.gamma = tuple(keep), milestones, float(gamma)
         self.step, self.mode, self.member_bn = check_step_mode_bn(step, mode, member_bn)
         self.lr_per_member, self.inherit_weights = bool(lr_per_member), bool(inherit_weights)
-        self.initial_weights = optional_path("initial_weights", initial_weights, "the path of a state dict file")
+        self.initial_weights = check.optional_path("initial_weights", initial_weights, "the path of a state dict file")
         self.keep_sequential_last, self.macs_input_size = bool(keep_sequential_last), macs_input_size
-        self.training, self.out_dir = check_training(training), optional_path("out_dir", out_dir)
-        self.max_redraws = non_negative_int("max_redraws", max_redraws)
-        self.recalibration_batches = positive_int("recalibration_batches", recalibration_batches)
-        self.iou_tolerance = non_negative_number("iou_tolerance", iou_tolerance)
-        self.unit_retries = non_negative_int("unit_retries", unit_retries)
-        self.objective = one_of("objective", objective, OBJECTIVES)
-        self.selection = one_of("selection", selection, SELECTIONS)
-        self.selection_se = non_negative_number("selection_se", selection_se)
+        self.training, self.out_dir = check_training(training), check.optional_path("out_dir", out_dir)
+        self.max_redraws = check.non_negative_int("max_redraws", max_redraws)
+        self.recalibration_batches = check.positive_int("recalibration_batches", recalibration_batches)
+        self.iou_tolerance = check.non_negative_number("iou_tolerance", iou_tolerance)
+        self.unit_retries = check.non_negative_int("unit_retries", unit_retries)
+        self.objective = check.one_of("objective", objective, OBJECTIVES)
+        self.selection = check.one_of("selection", selection, SELECTIONS)
+        self.selection_se = check.non_negative_number("selection_se", selection_se)
         self.latency = LatencySettings(macs_input_size if latency_input_size is None else latency_input_size,
                                        latency_repeats, latency_warmup, latency_device)
 
@@ -249,14 +214,8 @@ class ProgressiveEvolution(Strategy):
 
     # -- set-up and checks ------------------------------------------------------------------------
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
-        check_stage_skips(model_space.simplify(), self.candidates)
-        if self.candidates is not None:
-            # Search (and freeze) the narrowed space: a narrowed set may exceed the full space's max_k.
-            model_space = narrow_space(model_space, self.candidates)
-            self._model_space = model_space
-        mutables = model_space.simplify()
-        skips = check_stage_skips(mutables, fits_max_k=True)
-        stages = sorted({int(m.stage) for m in skips.values()}, reverse=True)
+        model_space, skips, stages = phase2_space(model_space, self.candidates)
+        self._model_space = model_space
         if self._stages and self._stages != stages:
             raise ValueError(f"the loaded state searched stages {self._stages}, but this space has stages {stages}")
         self._stages = stages
@@ -266,13 +225,12 @@ class ProgressiveEvolution(Strategy):
             effective=getattr(self._module, "effective_sample", None),
         )
         self._space_ref = space_reference(model_space)
-        self._settings = training_settings(model_space, self.training)
-        require_data(self._settings, "ProgressiveEvolution")
+        self._settings = training_settings(model_space, self.training, who="ProgressiveEvolution")
         if self.objective == "latency":
-            self._device = resolve_device(self.latency.device, self._settings.get("accelerator"))
+            self._device = resolve_device(self.latency.device, self._settings.accelerator)
         if not self.parents:
             self.parents = [{label: list(skips[label].candidates) if label in skips else m.default()
-                             for label, m in mutables.items()}]
+                             for label, m in model_space.simplify().items()}]
         _logger.info("Phase 2 over stages %s, %d blocks, s=%d, keep=%s", stages, len(skips), self.samples, self.keep)
         return model_space
 
@@ -306,9 +264,7 @@ class ProgressiveEvolution(Strategy):
             self.history.append(StageRecord(stage, [], [], [], [], time.perf_counter() - started))
             self._finish_stage(index)
             return
-        settings = dict(self._settings)
-        base_lr = float(settings.pop("lr", 1e-3))
-        lr = base_lr / len(members) if self.lr_per_member else base_lr
+        lr = self._settings.lr / len(members) if self.lr_per_member else self._settings.lr
         _logger.info("[stage %d] %d skip sets x %d parents -> %d distinct members, lr %.3g",
                      stage, len(skip_sets), len(self.parents), len(members), lr)
         # MACs and latency depend on the architecture only: measured here once per net (cached), not in the trial
@@ -318,15 +274,16 @@ class ProgressiveEvolution(Strategy):
         result = runner.run(
             units.phase2_stage_unit, self.parents[0],
             space=self._space_ref, stage=stage, members=members, candidates=self.candidates,
-            epochs=self.epochs, milestones=self.milestones, gamma=self.gamma, lr=lr, step=self.step,
+            epochs=self.epochs, milestones=self.milestones, gamma=self.gamma, step=self.step,
             mode=self.mode, member_bn=self.member_bn, recalibration_batches=self.recalibration_batches,
             macs_input_size=self.macs_input_size, member_macs=macs, member_latency=latency,
-            init_weights=self._stage_weights(), out_dir=self.out_dir, **settings,
+            init_weights=self._stage_weights(), out_dir=self.out_dir,
+            training=self._settings.replace(lr=lr).to_dict(),
         )
         population = population_of(result, stage, len(members))
         keep = self.keep[0] if index == 0 else self.keep[1]
-        kept = select_parents([m.iou for m in population], [m.cost(self.objective) for m in population], keep,
-                              selection=self.selection, image_ious=[m.image_iou for m in population],
+        ious, costs, image_ious = zip(*[(m.iou, m.cost(self.objective), m.image_iou) for m in population])
+        kept = select_parents(ious, costs, keep, selection=self.selection, image_ious=image_ious,
                               n_se=self.selection_se)
         front = [int(i) for i in result["front"]]
         log_selection(stage, population, front, keep, selection=self.selection, selection_se=self.selection_se,
@@ -341,19 +298,15 @@ class ProgressiveEvolution(Strategy):
     def _stage_weights(self) -> Optional[str]:
         """Where the next stage's SuperNet starts: fresh (the authors'), or with ``inherit_weights`` the previous
         stage's trained SuperNet, the first stage from ``initial_weights`` (e.g. Phase 1's) if given."""
-        if not self.inherit_weights:
-            return None
-        return self._weights if self._weights is not None else self.initial_weights
+        return (self._weights if self._weights is not None else self.initial_weights) if self.inherit_weights else None
 
     def _finish_stage(self, index: int) -> None:
-        self._stage_index = index + 1
-        self._resume_rng = self._random_state.get_state()
+        self._stage_index, self._resume_rng = index + 1, self._random_state.get_state()
 
     # -- results ----------------------------------------------------------------------------------
     def list_models(self, sort: bool = True, limit: Optional[int] = None) -> Iterator[ExecutableModelSpace]:
         """The final architectures, frozen, with their last stage's IoU as metric; ``sort`` (NNI's contract)
-        orders them by metric, descending, ``limit`` caps their number. (The engine's own models are the
-        stage units, whose samples are only the parents they started from.)"""
+        orders them by metric, descending, ``limit`` caps their number (the engine's models are the stages)."""
         if self._status in (StrategyStatus.INITIALIZED, StrategyStatus.EMPTY) and not self.final_samples:
             raise RuntimeError("Strategy has not been run.")
         ranked = list(zip(self.final_samples, self.final_scores()))
@@ -366,10 +319,7 @@ class ProgressiveEvolution(Strategy):
 
     def final_scores(self) -> List[float]:
         """Validation IoU of :attr:`final_samples` (in their last stage), in the same order."""
-        scored = [h for h in self.history if h.population]  # a stage with nothing to compare keeps the parents
-        if not self.final_samples or not scored:
-            return []
-        return [m.iou for m in scored[-1].parents]
+        return final_scores(self.history) if self.final_samples else []
 
     def final_genes(self) -> List[Gene]:
         """The final architectures as BiO-Net++ :class:`~nni_bixnas.space.Gene` objects, best first."""
@@ -378,32 +328,22 @@ class ProgressiveEvolution(Strategy):
     def state_dict(self) -> dict:
         """History, parents, stage index and RNG state as of the last finished stage (a resume redoes the next);
         the objective, and every latency timed so far (a resume does not time a net again)."""
-        return {
-            "history": [h.to_dict() for h in self.history],
-            "parents": copy.deepcopy(self.parents),
-            "final_samples": copy.deepcopy(self.final_samples),
-            "stage_index": self._stage_index,
-            "stages": list(self._stages),
-            "weights": self._weights,
-            "random_state": self._resume_rng,
-            "objective": self.objective,
-            "selection": self.selection,
-            "latency_ms": dict(self._latency_ms),
-        }
+        return {"history": [h.to_dict() for h in self.history], "parents": copy.deepcopy(self.parents),
+                "final_samples": copy.deepcopy(self.final_samples), "stage_index": self._stage_index,
+                "stages": list(self._stages), "weights": self._weights, "random_state": self._resume_rng,
+                "objective": self.objective, "selection": self.selection, "latency_ms": dict(self._latency_ms)}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        stages = list(state_dict["stages"])
+        stages, objective = list(state_dict["stages"]), state_dict.get("objective", "macs")
         if self._stages and stages and stages != self._stages:
             raise ValueError(f"the state searched stages {stages}, but this space has stages {self._stages}")
-        objective = state_dict.get("objective", "macs")
         if objective != self.objective:
             raise ValueError(f"the state searched with objective {objective!r}, but this strategy has objective "
                              f"{self.objective!r}")
         self.history = [StageRecord.from_dict(h) for h in state_dict["history"]]
         self.parents = copy.deepcopy(list(state_dict["parents"]))
         self.final_samples = copy.deepcopy(list(state_dict.get("final_samples", [])))
-        self._stage_index = int(state_dict["stage_index"])
-        self._stages = stages or self._stages
+        self._stage_index, self._stages = int(state_dict["stage_index"]), stages or self._stages
         self._weights = state_dict.get("weights")
         self._random_state.set_state(state_dict["random_state"])
         self._resume_rng = self._random_state.get_state()

@@ -7,8 +7,12 @@ back as plain dicts (:meth:`StageRecord.to_dict`) into its state and results.
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import statistics
 from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+_logger = logging.getLogger(__name__)
 
 __all__ = ["Member", "StageRecord", "population_of", "SHARED_WEIGHTS", "RETRAINED", "RETRAINED_MEAN",
            "retrained_headline"]
@@ -113,6 +117,12 @@ class StageRecord:
                    [int(i) for i in value["front"]], [int(i) for i in value["kept"]], float(value["seconds"]))
 
 
+def final_scores(history: Sequence[StageRecord]) -> List[float]:
+    """Validation IoU of the parents the last scored stage kept (a stage with nothing to compare keeps them)."""
+    scored = [h for h in history if h.population]
+    return [m.iou for m in scored[-1].parents] if scored else []
+
+
 def population_of(result: Mapping[str, Any], stage: int, expected: int) -> List[Member]:
     """The members a stage unit's ``result`` scored; an error unless there are ``expected`` of them."""
     population = [Member.from_dict(p, stage) for p in result["population"]]
@@ -137,3 +147,37 @@ def retrained_headline(ious: Sequence[Optional[float]]) -> Dict[str, Any]:
     return {"retrained_iou_mean": statistics.fmean(values),
             "retrained_iou_std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "retrained_seeds": len(values)}
+
+
+def final_complexity(retrained: Sequence[Mapping[str, Any]], model_space: Any, sample: Mapping[str, Any]
+                     ) -> Dict[str, int]:
+    """``{'macs', 'params'}`` of the found net ``sample`` at 512 x 512: as its retraining measured them
+    (``retrained`` records), else counted on ``model_space.freeze(sample)``; ``{}`` if that fails."""
+    for record in retrained:
+        if isinstance(record.get("macs"), (int, float)) and isinstance(record.get("params"), (int, float)):
+            return {"macs": int(record["macs"]), "params": int(record["params"])}
+    from nni_bixnas.profile import count_complexity
+
+    try:
+        model = model_space.freeze(sample).executable_model()
+        complexity = count_complexity(model.cpu(), input_size=(512, 512))
+    except Exception as err:  # a report detail: never fail the finished search for it
+        _logger.warning("Cannot count the final net's MACs and params: %s", err)
+        return {}
+    return {"macs": int(complexity.macs), "params": int(complexity.params)}
+
+
+def summary_line(result: Mapping[str, Any]) -> str:
+    """One line naming a finished search's found net (``BiXNAS.result``): its gene (else its sample), MACs,
+    params and retrained IoU mean ± std."""
+    genes = result.get("genes")
+    net = " ".join(genes[0].split()) if genes else json.dumps(result["final_samples"][0])
+    macs = f"{result['macs'] / 1e9:.3f} GMACs" if "macs" in result else "GMACs n/a"
+    params = f"{result['params']:,} params" if "params" in result else "params n/a"
+    if "retrained_iou_mean" in result:
+        seeds = result["retrained_seeds"]
+        iou = (f"retrained IoU {result['retrained_iou_mean']:.4f} ± {result['retrained_iou_std']:.4f} "
+               f"over {seeds} seed{'s' if seeds != 1 else ''}")
+    else:
+        iou = "not retrained"
+    return f"BiX-NAS found: {net} | {macs} (512 x 512), {params}, {iou}"

@@ -67,7 +67,8 @@ def add_unit_listener(engine: ExecutionEngine, callback: Callable[[], None]) -> 
 
 
 def unit_summary(function: Callable[..., Any], kwargs: Mapping[str, Any]) -> Dict[str, Any]:
-    """The short labels of a unit: ``unit`` and the integer ``stage`` / ``seed`` among its keyword arguments.
+    """The short labels of a unit: ``unit`` and the integer ``stage`` / ``seed`` among its keyword arguments
+    (or in its ``training`` settings).
 
     ``unit`` is the function's ``trial_label`` formatted with ``kwargs`` (e.g. ``'stage {stage}'`` ->
     ``'stage 4'``), else its name. Arguments a unit lacks are left out rather than set to ``None``, so
@@ -75,8 +76,9 @@ def unit_summary(function: Callable[..., Any], kwargs: Mapping[str, Any]) -> Dic
     """
     template = getattr(function, "trial_label", None) or getattr(function, "__name__", "unit")
     summary: Dict[str, Any] = {"unit": str(template).format_map(dict(kwargs))}
+    training = kwargs.get("training") if isinstance(kwargs.get("training"), Mapping) else {}
     for key in SUMMARY_NUMBERS:
-        value = kwargs.get(key)
+        value = kwargs.get(key, training.get(key))  # a unit's seed is its training settings'
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             summary[key] = int(value)
     return summary

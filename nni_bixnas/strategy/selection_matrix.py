@@ -24,7 +24,7 @@ from nni_bixnas._checks import non_negative_int, optional_int, optional_path, po
 from nni_bixnas.space.mutables import SkipChoice, SkipSubset
 from nni_bixnas.strategy import units
 from nni_bixnas.strategy.runner import NoBudget, UnitRunner
-from nni_bixnas.strategy.settings import check_training, require_data, training_settings
+from nni_bixnas.strategy.settings import check_training, named_settings, training_settings
 from nni_bixnas.strategy.supernet.spaces import inner_module, narrow_space, space_name, space_reference
 from nni_bixnas.strategy.supernet.supermodule import check_tau, check_variant
 from nni_bixnas.utils import PathLike
@@ -151,7 +151,7 @@ class SelectionMatrix(Strategy):
                     "SelectionMatrix replaces SkipChoice modules by selection matrices"
                 )
         space_reference(model_space)  # fails early if the space cannot be rebuilt inside the job
-        require_data(training_settings(model_space, self.training), "SelectionMatrix")
+        training_settings(model_space, self.training, who="SelectionMatrix")  # no data: an error before training
         self._fixed = fixed
         self._default_sample = {}
         model_space.default(memo=self._default_sample)
@@ -162,19 +162,18 @@ class SelectionMatrix(Strategy):
         if self.result is not None:
             _logger.info("Phase 1 result restored from the state dict; not training again.")
             return
-        settings = training_settings(self.model_space, self.training)
-        seed = self.seed if self.seed is not None else settings.get("seed")
+        seed = self.seed if self.seed is not None else named_settings(self.model_space, self.training).get("seed")
         if seed is None:
             seed = int(self._random_state.randint(2**31 - 1))
-        settings.pop("seed", None)
+        settings = training_settings(self.model_space, self.training).replace(seed=int(seed))
         _logger.info("Phase 1: training the selection-matrix supernet for %d epochs (seed %d, variant %r).",
                      self.epochs, seed, self.variant)
         try:
             with UnitRunner(self.model_space, self.engine, retries=self.unit_retries) as runner:
                 result = runner.run(
                     units.selection_matrix_unit, self._default_sample, space=space_reference(self.model_space),
-                    epochs=self.epochs, training=settings, out_dir=self.out_dir, tau=self.tau, variant=self.variant,
-                    seed=int(seed),
+                    epochs=self.epochs, training=settings.to_dict(), out_dir=self.out_dir, tau=self.tau,
+                    variant=self.variant,
                 )
         except NoBudget:
             _logger.warning("No budget left for the Phase 1 job; SelectionMatrix ends without a result.")

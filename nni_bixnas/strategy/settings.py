@@ -2,7 +2,8 @@
 
 The units build their own evaluator (a ``FunctionalEvaluator`` around a job body of
 :mod:`nni_bixnas.strategy.units`); what they take from the user's evaluator is only its training
-arguments, the keys of :data:`TRAINING_KEYS`.
+arguments, the fields of :class:`~nni_bixnas.settings.TrainingSettings`. A unit receives them as
+``training=settings.to_dict()`` (plain values: they are the trial's parameters).
 """
 
 from __future__ import annotations
@@ -12,40 +13,45 @@ from typing import Any, Dict, Mapping, Optional
 from nni.nas.evaluator import FunctionalEvaluator
 from nni.nas.space import ExecutableModelSpace
 
-from nni_bixnas._checks import known_keys
+from nni_bixnas.settings import TRAINING_KEYS, TrainingSettings
 
-__all__ = ["TRAINING_KEYS", "check_training", "training_settings", "require_data"]
+__all__ = ["TRAINING_KEYS", "check_training", "named_settings", "training_settings", "require_data"]
 
-#: Arguments of the one training loop (:func:`nni_bixnas.training.fit`) a unit may take from the
-#: experiment's evaluator (:func:`nni_bixnas.training.train_and_report`).
-TRAINING_KEYS = ("data", "batch_size", "seed", "split_seed", "lr", "patch_size", "resize", "val_fraction", "precision",
-                 "accelerator", "devices", "channels_last", "num_threads")
+_PREFIX = "training."
 
 
 def check_training(settings: Any) -> Dict[str, Any]:
-    """``settings`` as a dict of known training settings (``None`` is empty), else a clear error."""
-    if settings is not None and not isinstance(settings, Mapping):
-        raise ValueError(f"training must be a dict of training settings, got {type(settings).__name__}")
-    from nni_bixnas.training.evaluator import check_arguments
-
-    settings = dict(settings or {})
-    known_keys("training setting(s)", settings, TRAINING_KEYS)
-    check_arguments(settings, prefix="training.")
-    return settings
+    """``settings`` (a strategy's overrides: a mapping, a :class:`~nni_bixnas.settings.TrainingSettings` or
+    ``None``) as a dict of known, valid training settings, else one clear error naming ``training.<key>``."""
+    if isinstance(settings, TrainingSettings):
+        return settings.to_dict()
+    TrainingSettings.from_mapping(settings, _PREFIX)
+    return dict(settings or {})
 
 
-def training_settings(model_space: ExecutableModelSpace,
-                      overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Training settings for units: the evaluator's (if it is a ``FunctionalEvaluator``), then ``overrides``.
-
-    So a strategy trains on the data the experiment's evaluator names, unless told otherwise.
-    """
+def named_settings(model_space: ExecutableModelSpace,
+                   overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """The training settings someone named: the evaluator's (if it is a ``FunctionalEvaluator``), then
+    ``overrides``; the settings nobody named are absent (see :func:`training_settings` for all of them)."""
     settings: Dict[str, Any] = {}
     evaluator = getattr(model_space, "evaluator", None)
     if isinstance(evaluator, FunctionalEvaluator):
         settings.update({k: v for k, v in evaluator.arguments.items() if k in TRAINING_KEYS})
     settings.update(overrides or {})
     return check_training(settings)
+
+
+def training_settings(model_space: ExecutableModelSpace, overrides: Optional[Mapping[str, Any]] = None,
+                      who: Optional[str] = None) -> TrainingSettings:
+    """The units' :class:`~nni_bixnas.settings.TrainingSettings`: :func:`named_settings`, the defaults for the
+    others. With ``who`` (the strategy's name), no named ``data`` is an error (:func:`require_data`).
+
+    So a strategy trains on the data the experiment's evaluator names, unless told otherwise.
+    """
+    named = named_settings(model_space, overrides)
+    if who is not None:
+        require_data(named, who)
+    return TrainingSettings.from_mapping(named, _PREFIX)
 
 
 def require_data(settings: Mapping[str, Any], who: str) -> str:

@@ -25,9 +25,10 @@ import torch
 import torch.nn as nn
 
 from nni_bixnas._checks import positive_int
+from nni_bixnas.settings import TrainingSettings
 from nni_bixnas.strategy.pareto import pareto_front
 from nni_bixnas.strategy.records import RETRAINED, RETRAINED_MEAN, SHARED_WEIGHTS, retrained_headline
-from nni_bixnas.strategy.settings import check_training, require_data
+from nni_bixnas.strategy.settings import require_data
 from nni_bixnas.strategy.supernet.member_macs import member_macs as count_member_macs
 from nni_bixnas.strategy.supernet.phase2_task import Phase2Task, default_milestones
 from nni_bixnas.strategy.supernet.spaces import build_space
@@ -49,10 +50,11 @@ WEIGHTS_FILE = "supernet.pt"
 Sample = Dict[str, List[int]]
 
 
-def retrain_unit(model: nn.Module, *, seed: int, earlier_ious: Optional[List[float]] = None,
-                 **kwargs) -> Dict[str, Any]:
-    """Retrain a searched architecture with :func:`~nni_bixnas.training.evaluator.train_and_score` and report
-    the result (one unit).
+def retrain_unit(model: nn.Module, *, training: Dict[str, Any], max_epochs: int = 10, out_dir: Optional[str] = None,
+                 progress: bool = False, earlier_ious: Optional[List[float]] = None) -> Dict[str, Any]:
+    """Retrain a searched architecture with ``training`` (:meth:`TrainingSettings.to_dict
+    <nni_bixnas.settings.TrainingSettings.to_dict>`, its ``seed`` this retraining's) for ``max_epochs``, as
+    :func:`~nni_bixnas.training.evaluator.train_and_score` does, and report the result (one unit).
 
     The reported result also holds ``iou_kind: 'retrained'``; with ``earlier_ious`` (the IoUs of the other
     seeds, known before this one starts) it also holds :func:`retrained_headline` over all seeds, so the web UI
@@ -60,9 +62,10 @@ def retrain_unit(model: nn.Module, *, seed: int, earlier_ious: Optional[List[flo
     ``earlier_ious=[]`` when it retrains one seed only; several seeds train concurrently, and it computes
     their headline itself (``result.json``, its summary line).
     """
-    from nni_bixnas.training.evaluator import train_and_score
+    from nni_bixnas.training.evaluator import train_and_score_settings
 
-    final = train_and_score(model, seed=seed, **kwargs)
+    settings = TrainingSettings.from_mapping(training, "training.")
+    final = train_and_score_settings(model, settings, max_epochs=max_epochs, out_dir=out_dir, progress=progress)
     headline = {} if earlier_ious is None else retrained_headline([*earlier_ious, final.get("default")])
     final = {**final, "iou_kind": RETRAINED, **headline}
     nni.report_final_result(final)
@@ -88,23 +91,9 @@ def retrained_result_unit(model: nn.Module, *, seeds: List[int], ious: List[floa
 
 
 # ----- Phase 1 ----------------------------------------------------------------------------------------
-def format_matrix(rows: Sequence[Sequence[float]]) -> str:
-    """Rows of probabilities as aligned text, one line per input (index first)."""
-    return "\n".join(f"  {i}: " + " ".join(f"{v:.3f}" for v in row) for i, row in enumerate(rows))
-
-
-def selection_matrix_unit(
-    model: nn.Module,
-    *,
-    space: Dict[str, Any],
-    epochs: int,
-    training: Optional[Dict[str, Any]] = None,
-    out_dir: Optional[str] = None,
-    tau: float = 1.0,
-    variant: str = "code",
-    seed: int = 0,
-    progress: bool = False,
-) -> Dict[str, Any]:
+def selection_matrix_unit(model: nn.Module, *, space: Dict[str, Any], epochs: int,
+                          training: Optional[Dict[str, Any]] = None, out_dir: Optional[str] = None, tau: float = 1.0,
+                          variant: str = "code", progress: bool = False) -> Dict[str, Any]:
     """Train the selection-matrix supernet of ``space`` and report the candidate sets (one engine job).
 
     The model space is rebuilt from ``space`` (:func:`~nni_bixnas.strategy.supernet.spaces.space_reference`),
@@ -117,22 +106,20 @@ def selection_matrix_unit(
     Parameters
     ----------
     model
-        The frozen model the engine passes in (the space's default sample); unused: the unit trains the
-        supernet of the whole space.
+        The frozen model the engine passes in (the space's default sample); unused.
     space
         ``{'symbol': class, 'kwargs': dict}`` of the model space.
     epochs
         Training epochs.
     training
-        Settings of :func:`~nni_bixnas.training.fit` (keys of
-        :data:`~nni_bixnas.strategy.settings.TRAINING_KEYS` except ``seed``).
+        :meth:`TrainingSettings.to_dict <nni_bixnas.settings.TrainingSettings.to_dict>` of the training (a
+        missing ``data`` is an error); its ``seed`` also seeds the supernet's initialisation (weights and
+        matrices).
     out_dir
         Run folder; default ``$NNI_OUTPUT_DIR/phase1`` in a trial, else a new temporary folder. A
         folder holding an interrupted run of the same configuration is resumed.
     tau, variant
         See :class:`SelectionMatrixFusion`.
-    seed
-        Seeds the supernet's initialisation (weights and matrices), the data and the training RNG.
     progress
         Show Lightning's progress bar.
 
@@ -144,35 +131,24 @@ def selection_matrix_unit(
         'out_dir', 'heatmap', 'weights'}``; ``weights`` is ``supernet.pt``, the best checkpoint's weights
         without the selection matrices (a state dict Phase 2 can start from).
     """
-    from nni_bixnas.strategy.supernet._plots import write_heatmaps
+    from nni_bixnas.strategy.supernet._plots import format_matrix, write_heatmaps
     from nni_bixnas.training import NNIReporter, fit, nni_tensorboard_dir
     from nni_bixnas.training.checkpoint import read_checkpoint
 
     positive_int("epochs", epochs)
     check_tau(tau)
     check_variant(variant)
-    training = check_training(training)
-    if "seed" in training:
-        raise ValueError("pass the unit's seed as `seed`, not inside `training`")
+    require_data(training or {}, "selection_matrix_unit")
+    settings = TrainingSettings.from_mapping(training, "training.")
+    seed = settings.seed
     run_dir = trial_out_dir(out_dir, "phase1")
 
     seed_everything(seed)  # the supernet's initial weights and matrices
     supernet, fusions = to_supernet(build_space(space), tau=tau, variant=variant)
     _logger.info("Phase 1 supernet: %d selection matrices (%s), %d epochs, out_dir %s",
                  len(fusions), variant, epochs, run_dir)
-    data = require_data(training, "selection_matrix_unit")
-    training.pop("data")
-    result = fit(
-        supernet,
-        data,
-        max_epochs=epochs,
-        out_dir=run_dir,
-        seed=seed,
-        callbacks=[NNIReporter()],
-        progress=progress,
-        tensorboard_dir=nni_tensorboard_dir(),
-        **training,
-    )
+    result = fit(supernet, settings=settings, max_epochs=epochs, out_dir=run_dir, callbacks=[NNIReporter()],
+                 progress=progress, tensorboard_dir=nni_tensorboard_dir())
     checkpoint_path = result.best_checkpoint if result.best_checkpoint.is_file() else result.last_checkpoint
     checkpoint = read_checkpoint(checkpoint_path)  # weights-only
     state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
@@ -224,7 +200,6 @@ def phase2_stage_unit(
     epochs: int = 40,
     milestones: Optional[List[int]] = None,
     gamma: float = 0.1,
-    lr: float = 1e-3,
     step: str = "low_memory",
     mode: str = "fair",
     member_bn: str = "recalibrate",
@@ -234,18 +209,7 @@ def phase2_stage_unit(
     member_latency: Optional[List[float]] = None,
     init_weights: Optional[str] = None,
     out_dir: Optional[str] = None,
-    data: Optional[str] = None,
-    batch_size: int = 2,
-    seed: int = 0,
-    split_seed: int = 0,
-    patch_size: Optional[int] = None,
-    resize: Optional[int] = None,
-    val_fraction: float = 0.2,
-    precision: Optional[str] = None,
-    accelerator: str = "auto",
-    devices: Any = "auto",
-    channels_last: bool = False,
-    num_threads: Optional[int] = None,
+    training: Optional[Dict[str, Any]] = None,
     progress: bool = False,
 ) -> Dict[str, Any]:
     """Train one Phase 2 stage, score its population and report the result to NNI.
@@ -268,8 +232,9 @@ def phase2_stage_unit(
         The stage being searched and the population (full samples).
     candidates
         Phase 1's narrowed candidate sets, passed to the space's constructor.
-    epochs, milestones, gamma, lr, step, mode
-        Training of the stage (``milestones`` default: :func:`default_milestones`).
+    epochs, milestones, gamma, step, mode
+        Training of the stage (``milestones`` default: :func:`default_milestones`; the learning rate is
+        ``training['lr']``).
     macs_input_size
         ``(H, W)`` at which MACs are counted (the paper: 512 x 512).
     member_macs
@@ -284,13 +249,14 @@ def phase2_stage_unit(
         Parent folder of the stage's run folder (default ``$NNI_OUTPUT_DIR/phase2`` or a temporary one).
     recalibration_batches
         Training batches per member for ``member_bn='recalibrate'``.
-    data, batch_size, seed, split_seed, patch_size, resize, val_fraction, precision, accelerator, devices
-        As in :func:`~nni_bixnas.training.fit` (``data`` is required). Several ``devices`` train the stage
-        data-parallel (Lightning's DDP; see :class:`Phase2Task`): ``batch_size`` is per device, every
-        rank runs this whole unit, and rank 0 alone writes the weights and reports to NNI. ``'auto'`` is one
-        device here (data-parallel only when asked for).
-    channels_last, num_threads, progress
-        As in :func:`~nni_bixnas.training.fit`.
+    training
+        :meth:`TrainingSettings.to_dict <nni_bixnas.settings.TrainingSettings.to_dict>` of the stage's
+        training (``data`` is required). Several ``devices`` train the stage data-parallel (Lightning's DDP;
+        see :class:`Phase2Task`): ``batch_size`` is per device, every rank runs this whole unit, and rank 0
+        alone writes the weights and reports to NNI. ``devices='auto'`` is one device here (data-parallel only
+        when asked for).
+    progress
+        Show Lightning's progress bar.
 
     Returns
     -------
@@ -303,17 +269,19 @@ def phase2_stage_unit(
     from nni_bixnas.training import NNIReporter, fit, nni_tensorboard_dir
 
     started = time.perf_counter()
-    devices = 1 if devices == "auto" else devices  # concurrent stages must not each claim every GPU
-    data = require_data({"data": data}, "phase2_stage_unit")
+    require_data(training or {}, "phase2_stage_unit")
+    settings = TrainingSettings.from_mapping(training, "training.")
+    if settings.devices == "auto":
+        settings = settings.replace(devices=1)  # concurrent stages must not each claim every GPU
+    seed, lr = settings.seed, settings.lr
     if member_macs is not None and len(member_macs) != len(members):
         raise ValueError(f"member_macs has {len(member_macs)} values for {len(members)} members")
     if member_latency is not None and len(member_latency) != len(members):
         raise ValueError(f"member_latency has {len(member_latency)} values for {len(members)} members")
     identity = dict(space=space, stage=stage, members=members, candidates=candidates, epochs=epochs,
                     milestones=milestones, gamma=gamma, lr=lr, step=step, mode=mode, member_bn=member_bn,
-                    recalibration_batches=recalibration_batches, init_weights=init_weights, data=data,
-                    batch_size=batch_size, seed=seed, split_seed=split_seed, patch_size=patch_size, resize=resize,
-                    val_fraction=val_fraction)
+                    recalibration_batches=recalibration_batches, init_weights=init_weights,
+                    **{"data": settings.data, **settings.data_options()})
     run_dir = _stage_dir(out_dir, stage, identity)
     init_seed = int(np.random.SeedSequence([int(seed), int(stage)]).generate_state(1)[0])
     torch.manual_seed(init_seed)
@@ -323,14 +291,13 @@ def phase2_stage_unit(
         own = supernet.state_dict()
         supernet.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
 
-    datamodule = SegDataModule(data=data, batch_size=batch_size, seed=seed, split_seed=split_seed,
-                               patch_size=patch_size, resize=resize, val_fraction=val_fraction)
+    datamodule = SegDataModule.from_settings(settings)
     datamodule.setup("fit")
     info = datamodule.info
     for name in ("in_channels", "num_classes"):
         declared, found = getattr(supernet, name, None), getattr(info, name, None)
         if declared is not None and found is not None and declared != found:
-            raise ValueError(f"the search space has {name}={declared} but the data {data!r} has {found}")
+            raise ValueError(f"the search space has {name}={declared} but the data {settings.data!r} has {found}")
     task = Phase2Task(
         supernet, stage, members, step=step, mode=mode, member_bn=member_bn,
         recalibration_batches=recalibration_batches,
@@ -339,10 +306,10 @@ def phase2_stage_unit(
     )
     _logger.info("Phase 2 stage %d: %d members, %d epochs, lr %.3g, step %s, mode %s -> %s",
                  stage, len(members), epochs, lr, step, mode, run_dir)
-    fit(task, datamodule, max_epochs=epochs, out_dir=run_dir, seed=seed, precision=precision, accelerator=accelerator,
-        channels_last=channels_last,
-        devices=devices, callbacks=[NNIReporter()], progress=progress, tensorboard_dir=nni_tensorboard_dir(),
-        num_threads=num_threads)
+    fit(task, datamodule, max_epochs=epochs, out_dir=run_dir, seed=seed, precision=settings.precision,
+        accelerator=settings.accelerator, channels_last=settings.channels_last, devices=settings.devices,
+        callbacks=[NNIReporter()], progress=progress, tensorboard_dir=nni_tensorboard_dir(),
+        num_threads=settings.num_threads)
 
     weights = run_dir / WEIGHTS_FILE
     rank = global_rank()  # data-parallel: every rank holds the same weights and scores

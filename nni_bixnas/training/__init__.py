@@ -6,9 +6,11 @@ Used by retraining (``bixnas train``), evaluation, and both search phases (which
 
 from __future__ import annotations
 
+from nni_bixnas.settings import TrainingSettings
+
 from .callbacks import FiniteLossGuard, RunRecorder, TrainingDiverged
 from .checkpoint import AtomicCheckpointIO, load_checkpoint, load_task, read_checkpoint
-from .evaluator import check_arguments, make_evaluator, train_and_report
+from .evaluator import check_arguments, make_evaluator, train_and_report, train_and_score_settings
 from .inference import evaluate, predict
 from .loop import TrainResult, fit
 from .nni_reporting import NNIReporter, nni_tensorboard_dir
@@ -16,6 +18,8 @@ from .run_folder import RunFolderError
 from .task import VAL_METRICS, SegmentationTask
 
 __all__ = [
+    "TrainingSettings",
+    "train_and_score_settings",
     "AtomicCheckpointIO",
     "FiniteLossGuard",
     "NNIReporter",

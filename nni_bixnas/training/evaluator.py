@@ -11,17 +11,8 @@ import nni
 import torch.nn as nn
 from nni.nas.evaluator import FunctionalEvaluator
 
-from nni_bixnas._checks import (
-    a_bool,
-    an_int,
-    fraction,
-    is_int,
-    non_negative_int,
-    optional_path,
-    positive_int,
-    positive_number,
-)
-from nni_bixnas.data.collection import normalize_size
+from nni_bixnas._checks import a_bool, optional_path, positive_int
+from nni_bixnas.settings import SETTING_CHECKS, TrainingSettings
 from nni_bixnas.training.loop import fit
 from nni_bixnas.training.nni_reporting import NNIReporter, nni_tensorboard_dir
 from nni_bixnas.training.trial_runtime.environment import trial_out_dir
@@ -82,36 +73,27 @@ def train_and_score(
     dict
         The final result.
     """
+    settings = TrainingSettings(data=data, batch_size=batch_size, seed=seed, split_seed=split_seed, lr=lr,
+                                patch_size=patch_size, resize=resize, val_fraction=val_fraction, precision=precision,
+                                accelerator=accelerator, devices=devices, channels_last=channels_last,
+                                num_threads=num_threads)
+    return train_and_score_settings(model, settings, max_epochs=max_epochs, out_dir=out_dir, progress=progress)
+
+
+def train_and_score_settings(model: nn.Module, settings: TrainingSettings, *, max_epochs: int,
+                             out_dir: Optional[str] = None, progress: bool = False) -> Dict[str, Any]:
+    """:func:`train_and_score` with its training settings as one :class:`~nni_bixnas.settings.TrainingSettings`."""
     from nni_bixnas.profile import count_complexity
 
-    # NNI builds the frozen model before calling us; re-initialise it from ``seed`` so a retraining
+    # NNI builds the frozen model before calling us; re-initialise it from the seed so a retraining
     # with the same seed starts from the same weights wherever it runs.
-    seed_everything(seed)
+    seed_everything(settings.seed)
     for module in model.modules():
         if hasattr(module, "reset_parameters") and module is not model:
             module.reset_parameters()
     out_dir = str(trial_out_dir(out_dir, "run"))
-    result = fit(
-        model,
-        data,
-        max_epochs=max_epochs,
-        out_dir=out_dir,
-        seed=seed,
-        lr=lr,
-        precision=precision,
-        accelerator=accelerator,
-        devices=devices,
-        channels_last=channels_last,
-        callbacks=[NNIReporter()],
-        progress=progress,
-        batch_size=batch_size,
-        tensorboard_dir=nni_tensorboard_dir(),
-        patch_size=patch_size,
-        resize=resize,
-        split_seed=split_seed,
-        val_fraction=val_fraction,
-        num_threads=num_threads,
-    )
+    result = fit(model, settings=settings, max_epochs=max_epochs, out_dir=out_dir, callbacks=[NNIReporter()],
+                 progress=progress, tensorboard_dir=nni_tensorboard_dir())
     in_channels = _in_channels(model)
     complexity = count_complexity(copy.deepcopy(model).cpu(), input_size=(512, 512), in_channels=in_channels)
     best = result.best_record
@@ -149,58 +131,13 @@ def _in_channels(model: nn.Module) -> int:
 _ARGUMENTS = tuple(inspect.signature(train_and_report).parameters)[1:]
 
 
-def _check_lr(name: str, value: Any) -> None:
-    try:
-        positive_number(name, value)
-    except ValueError as err:
-        # YAML 1.1 (nnictl's loader) reads 1e-3 as a string
-        hint = "; in YAML write 1.0e-3, not 1e-3 (read as a string)" if isinstance(value, str) else ""
-        raise ValueError(f"{err}{hint}") from None
-
-
-def _check_size(name: str, value: Any) -> None:
-    normalize_size(value, name)
-
-
-def _check_text(name: str, value: Any) -> None:
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be a string, got {value!r}")
-
-
-def _check_precision(name: str, value: Any) -> None:
-    if not (value is None or isinstance(value, str) or is_int(value)):
-        raise ValueError(f"{name} must be a Lightning precision like '32-true' or 'bf16-mixed', or None, got {value!r}")
-
-
-def _check_devices(name: str, value: Any) -> None:
-    if not (isinstance(value, str) or (is_int(value) and value >= 1)
-            or (isinstance(value, (list, tuple)) and value and all(is_int(v) and v >= 0 for v in value))):
-        raise ValueError(f"{name} must be a positive int, a string like 'auto', or a list of device ids, got {value!r}")
-
-
-def _check_threads(name: str, value: Any) -> None:
-    if value is not None:
-        positive_int(name, value)
-
-
-# train_and_report argument -> check(name, value) raising a ValueError that starts with ``name``
+# train_and_report argument -> check(name, value) raising a ValueError that starts with ``name``: the
+# training settings' own checks, and those of the run's other arguments
 _VALUE_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
-    "data": _check_text,
+    **SETTING_CHECKS,
     "max_epochs": positive_int,
-    "batch_size": positive_int,
-    "seed": an_int,
-    "lr": _check_lr,
-    "patch_size": _check_size,
     "out_dir": optional_path,
-    "split_seed": non_negative_int,
-    "resize": _check_size,
-    "val_fraction": fraction,
-    "precision": _check_precision,
-    "accelerator": _check_text,
-    "devices": _check_devices,
-    "channels_last": a_bool,
     "progress": a_bool,
-    "num_threads": _check_threads,
 }
 
 

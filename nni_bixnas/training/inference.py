@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from nni_bixnas._checks import one_of, out_folder, positive_int, probability
+from nni_bixnas._checks import one_of, out_folder, probability
 from nni_bixnas.metrics import SegmentationMetrics, iou_dice_per_image
+from nni_bixnas.settings import check_setting
 from nni_bixnas.training.checkpoint import load_task
 from nni_bixnas.training.loop import torch_threads
 from nni_bixnas.training.run_folder import RUN_NAME
@@ -201,7 +202,7 @@ def evaluate(
         checkpoint was trained on, ``None`` when unknown) and ``warning`` (set when that is not 0, also
         logged), plus ``checkpoint``, ``data``, ``split``, ``model_name``, ``batch_size``.
     """
-    positive_int("batch_size", batch_size)
+    check_setting("batch_size", batch_size)
     one_of("split", split, SPLITS)
     if threshold is not None:
         probability("threshold", threshold)

@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from nni_bixnas._checks import a_bool, an_int, out_folder, positive_int
+from nni_bixnas._checks import a_bool, out_folder, positive_int
+from nni_bixnas.settings import TRAINING_KEYS, TrainingSettings, check_setting
 from nni_bixnas.training.callbacks import ChannelsLast, FiniteLossGuard, RunRecorder
 from nni_bixnas.training.checkpoint import AtomicCheckpointIO
 from nni_bixnas.training.devices import check_devices
@@ -147,6 +148,7 @@ def fit(
     tensorboard_dir: Optional[PathLike] = None,
     deterministic: Union[bool, str, None] = None,
     num_threads: Optional[int] = None,
+    settings: Optional[TrainingSettings] = None,
     **data_kwargs: Any,
 ) -> TrainResult:
     """Train a segmentation network, keeping the best-validation-IoU and the last checkpoint.
@@ -197,6 +199,10 @@ def fit(
         core), except in an NNI trial without ``OMP_NUM_THREADS``: ``max(1, cpus // trialConcurrency)``
         (:func:`~nni_bixnas.training.trial_runtime.concurrency.default_num_threads`). On a machine that other
         work shares, 1 is often much faster.
+    settings : TrainingSettings, optional
+        All the training settings at once, instead of ``data``, ``seed``, ``lr``, ``precision``,
+        ``accelerator``, ``devices``, ``channels_last``, ``batch_size``, ``num_threads`` and the data
+        keywords ``patch_size``, ``resize``, ``split_seed``, ``val_fraction`` (give either, not both).
 
     Returns
     -------
@@ -215,9 +221,18 @@ def fit(
         an unreadable ``last.ckpt`` on resume, or when ``out_dir`` holds a run with a different configuration.
     """
     positive_int("max_epochs", max_epochs)
+    if settings is not None:
+        _no_settings_beside(settings, data=data, seed=seed, lr=lr, precision=precision, accelerator=accelerator,
+                            devices=devices, channels_last=channels_last, batch_size=batch_size,
+                            num_threads=num_threads, **data_kwargs)
+        data, seed, lr, precision = settings.data, settings.seed, settings.lr, settings.precision
+        accelerator, devices, channels_last = settings.accelerator, settings.devices, settings.channels_last
+        batch_size, num_threads = settings.batch_size, settings.num_threads
+        data_kwargs = {**data_kwargs, **{k: v for k, v in settings.data_options().items()
+                                         if k not in ("batch_size", "seed")}}
     if num_threads is not None:
-        positive_int("num_threads", num_threads)
-    an_int("seed", seed)
+        check_setting("num_threads", num_threads)
+    check_setting("seed", seed)
     out_folder("out_dir (--out)", out_dir)
     check_devices(accelerator, devices)
     out_dir = Path(out_dir)
@@ -296,6 +311,20 @@ def fit(
         out_dir=out_dir,
         best_record=dict(best),
     )
+
+
+#: ``fit``'s own defaults of the arguments that ``settings`` replaces.
+_REPLACED_BY_SETTINGS = {"data": "default", "seed": 0, "lr": None, "precision": None, "accelerator": "auto",
+                         "devices": "auto", "channels_last": False, "batch_size": None, "num_threads": None}
+
+
+def _no_settings_beside(settings: TrainingSettings, **given: Any) -> None:
+    if not isinstance(settings, TrainingSettings):
+        raise ValueError(f"settings must be a TrainingSettings, got {type(settings).__name__}")
+    beside = [name for name, value in given.items()
+              if name in TRAINING_KEYS and (name not in _REPLACED_BY_SETTINGS or value != _REPLACED_BY_SETTINGS[name])]
+    if beside:
+        raise ValueError(f"fit: {', '.join(beside)} given beside settings; set them in the TrainingSettings instead")
 
 
 def _run_config(task, data, datamodule, info, data_kwargs, batch_size, seed, max_epochs, precision,

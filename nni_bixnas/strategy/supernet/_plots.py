@@ -21,6 +21,11 @@ _PER_ROW = 4  # panels per row of the figure
 _LEGEND = 100  # length of the colour ramp in the legend
 
 
+def format_matrix(rows: Sequence[Sequence[float]]) -> str:
+    """Rows of probabilities as aligned text, one line per input (index first)."""
+    return "\n".join(f"  {i}: " + " ".join(f"{v:.3f}" for v in row) for i, row in enumerate(rows))
+
+
 def heatmap_colour(value: float) -> tuple:
     """RGB colour of ``value`` in [0, 1] (clipped; NaN is drawn grey)."""
     if value != value:  # NaN

@@ -138,7 +138,10 @@ class LatencySettings:
     repeats, warmup
         Timed forwards per net (the latency is their median) and untimed forwards before them.
     device
-        ``None`` (where the training runs, :func:`resolve_device`), ``'cpu'``, ``'cuda'`` or ``'cuda:<index>'``.
+        ``None`` (where the training runs, :func:`resolve_device`: ``'cpu'`` with ``accelerator='cpu'``, else
+        ``'cuda'`` if this process sees a GPU, else ``'cpu'``), ``'cpu'``, ``'cuda'`` or ``'cuda:<index>'``.
+        Under ``nnictl`` the strategy runs in NNI's dispatcher, which sees only the GPUs of
+        ``tunerGpuIndices``.
     """
 
     input_size: List[int]

@@ -3,7 +3,7 @@ keyword arguments (so a unit can rebuild the space inside its trial), and narrow
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from nni.nas.space import ExecutableModelSpace
@@ -119,3 +119,15 @@ def bionet_genes(reference: Dict[str, Any], samples: Sequence[Mapping[str, Seque
         raise TypeError("final_genes() needs a BiONetPlusPlus search space; use final_samples for other spaces")
     kwargs = reference["kwargs"]
     return [Gene.from_sample(s, kwargs.get("iterations", 3), kwargs.get("levels", 4)) for s in samples]
+
+
+def phase2_space(model_space: ExecutableModelSpace, candidates: Optional[Mapping[str, Sequence[int]]] = None
+                 ) -> Tuple[ExecutableModelSpace, Dict[str, SkipSubset], List[int]]:
+    """What Phase 2 searches: ``model_space`` narrowed to ``candidates`` (checked, see
+    :func:`check_stage_skips`), its skip choices and their stages, last first."""
+    check_stage_skips(model_space.simplify(), candidates)
+    if candidates is not None:
+        # search (and freeze) the narrowed space: a narrowed set may exceed the full space's max_k
+        model_space = narrow_space(model_space, candidates)
+    skips = check_stage_skips(model_space.simplify(), fits_max_k=True)
+    return model_space, skips, sorted({int(m.stage) for m in skips.values()}, reverse=True)

@@ -13,7 +13,8 @@ from typing import Optional
 
 import torch
 
-from nni_bixnas._checks import is_int, positive_int
+from nni_bixnas._checks import is_int
+from nni_bixnas.settings import check_setting
 from nni_bixnas.training.devices import available_cpus
 from nni_bixnas.training.trial_runtime.environment import experiment_dir, in_nni_trial
 
@@ -61,7 +62,7 @@ def torch_threads(num_threads: Optional[int]):
     """Run the block with ``torch.set_num_threads(num_threads)`` (``None``: :func:`default_num_threads`,
     and nothing is changed when that is ``None`` too); the previous count is restored afterwards."""
     if num_threads is not None:
-        positive_int("num_threads", num_threads)
+        check_setting("num_threads", num_threads)
     wanted = default_num_threads() if num_threads is None else num_threads
     previous = torch.get_num_threads()
     if wanted is not None and wanted != previous:
