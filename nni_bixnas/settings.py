@@ -25,9 +25,13 @@ from nni_bixnas._checks import (
     positive_number,
 )
 
-__all__ = ["TrainingSettings", "TRAINING_KEYS", "SETTING_CHECKS", "check_setting", "check_settings"]
+__all__ = ["TrainingSettings", "TRAINING_KEYS", "SETTING_CHECKS", "LOSSES", "check_setting", "check_settings"]
 
 Size = Union[int, Tuple[int, int]]
+
+#: Training losses: ``'ce'`` (the authors': binary cross-entropy for one class, cross-entropy for several) and
+#: ``'dice_ce'`` (that plus the soft Dice of the foreground, as MONAI's ``DiceCELoss`` and nnU-Net).
+LOSSES = ("ce", "dice_ce")
 
 
 def _lr(name: str, value: Any) -> float:
@@ -69,6 +73,12 @@ def _threads(name: str, value: Any) -> Any:
     return None if value is None else positive_int(name, value)
 
 
+def _loss(name: str, value: Any) -> str:
+    if value not in LOSSES:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, LOSSES))}, got {value!r}")
+    return value
+
+
 #: setting -> ``check(name, value)``, raising a ``ValueError`` that starts with ``name``.
 SETTING_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
     "data": _text,
@@ -84,6 +94,7 @@ SETTING_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
     "devices": _devices,
     "channels_last": a_bool,
     "num_threads": _threads,
+    "loss": _loss,
 }
 
 
@@ -128,6 +139,8 @@ class TrainingSettings:
         Train in ``torch.channels_last`` memory format.
     num_threads
         ``torch.set_num_threads`` of the training (``None``: see :func:`~nni_bixnas.training.fit`).
+    loss
+        One of :data:`LOSSES`: ``'ce'`` (default, the authors') or ``'dice_ce'`` (cross-entropy plus soft Dice).
 
     Examples
     --------
@@ -149,6 +162,7 @@ class TrainingSettings:
     devices: Any = "auto"
     channels_last: bool = False
     num_threads: Optional[int] = None
+    loss: str = "ce"
 
     def __post_init__(self) -> None:
         check_settings({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})

@@ -74,6 +74,23 @@ def test_quick_run_reports_every_arm_on_test_and_reruns_from_its_cache(tmp_path)
     assert re.search(r"units: \d+ run", first.stdout)
     assert (tmp_path / "sq.md").read_text().split("## Searching arms")[1] == md.split("## Searching arms")[1]
 
+    # the recipe benchmark on this run's nets: its 'ce' retrainings are this run's units, the 'dice_ce' ones new
+    recipe = [sys.executable, str(ROOT / "benchmarks" / "retrain_recipe.py"), "--results", str(tmp_path / "sq.json"),
+              "--out", str(tmp_path / "rr.md")]
+    result = subprocess.run(recipe, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    nets = 3 * 2 + 2  # 3 arms x 2 search seeds, 2 references
+    assert re.search(rf"units: {nets * 2} run, {nets * 2} cached", result.stdout), result.stdout[-2000:]
+    rr = (tmp_path / "rr.md").read_text()
+    for loss in ("ce", "dice_ce"):
+        assert re.search(rf"^\| {loss} \| {nets * 2} \| \d+ \| ", rr, re.M), loss
+    for arm in SEARCHING + FIXED[:2]:
+        assert re.search(rf"^\| {re.escape(arm)} \| \d\.\d{{3}} \| \d\.\d{{4}} ± ", rr, re.M), arm
+    raw = json.loads((tmp_path / "rr.json").read_text())
+    assert raw["complete"] and [len(raw["state"]["runs"][loss]) for loss in ("ce", "dice_ce")] == [nets * 2] * 2
+    ce_runs = {(r["net"], r["seed"]): r["test_iou"] for r in raw["state"]["runs"]["ce"]}
+    assert ce_runs[(0, 0)] == seeds["0"]["picks"]["BiX-NAS"]["runs"][0]["test_iou"]  # the same unit
+
 
 @pytest.mark.parametrize(
     "points, area",
@@ -165,3 +182,30 @@ def test_readme_search_names_a_missing_or_broken_results_file(tmp_path, monkeypa
     (tmp_path / "demo_pruning.md").write_text("")
     with pytest.raises(SystemExit, match=r"search_quality\.json is not valid JSON"):
         readme_search.main(["--check"])
+
+
+def test_retrain_recipe_names_a_missing_or_broken_results_file(tmp_path):
+    import retrain_recipe
+
+    with pytest.raises(SystemExit, match=r"sq\.json does not exist; run benchmarks/search_quality\.py first"):
+        retrain_recipe.main(["--results", str(tmp_path / "sq.json")])
+    (tmp_path / "sq.json").write_text("[1]")
+    with pytest.raises(SystemExit, match=r"sq\.json holds no finished search_quality run"):
+        retrain_recipe.main(["--results", str(tmp_path / "sq.json")])
+
+
+def test_retrain_recipe_summary_counts_collapse_and_pairs_by_search_seed():
+    import retrain_recipe
+
+    nets = [{"arm": "BiX-NAS", "search_seed": 0, "macs_ratio": 0.9},
+            {"arm": "BiX-NAS", "search_seed": 1, "macs_ratio": 0.8},
+            {"arm": "RegularizedEvolution", "search_seed": 0, "macs_ratio": 0.8},
+            {"arm": "RegularizedEvolution", "search_seed": 1, "macs_ratio": 0.8}]
+    runs = [{"net": n, "seed": r, "val_iou": v, "test_iou": t}
+            for n, r, v, t in [(0, 0, 0.01, 0.0), (0, 1, 0.4, 0.5), (1, 0, 0.3, 0.3), (1, 1, 0.3, 0.4),
+                               (2, 0, 0.5, 0.5), (2, 1, 0.5, 0.6), (3, 0, 0.04, 0.1), (3, 1, 0.5, 0.5)]]
+    summary = retrain_recipe.summarise({"nets": nets, "runs": {"ce": runs}})["ce"]
+    assert summary["retrainings"] == 8 and summary["collapsed"] == 2
+    assert summary["arms"]["BiX-NAS"]["test"] == pytest.approx({"0": 0.25, "1": 0.35})
+    assert summary["arms"]["RegularizedEvolution"]["test"] == pytest.approx({"0": 0.55, "1": 0.3})
+    assert summary["p_bixnas_vs_re"] == pytest.approx(0.6051, abs=1e-3)  # ttest_rel([.25, .35], [.55, .3])

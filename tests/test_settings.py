@@ -29,6 +29,7 @@ TEST_CASES_BAD = [
     [{"devices": 0}, "devices must be a positive int, a string like 'auto', or a list of device ids, got 0"],
     [{"channels_last": 1}, "channels_last must be true or false, got 1"],
     [{"num_threads": 0}, "num_threads must be a positive int, got 0"],
+    [{"loss": "dice"}, "loss must be one of 'ce', 'dice_ce', got 'dice'"],
 ]
 
 
@@ -149,3 +150,51 @@ def test_a_strategy_takes_the_settings_object_or_a_dict():
         assert strategy(training={"data": "default"}).training == {"data": "default"}
     with pytest.raises(ValueError, match="^training.lr must be a finite number > 0, got -1$"):
         BiXNAS(training={"lr": -1})
+
+
+# (logits, target, num_classes) -> soft Dice loss, by hand: 1 - mean over images (and classes) of
+# (2 * sum(p * y) + 1) / (sum(p) + sum(y) + 1)
+TEST_CASES_DICE = [
+    # one class, one 1x2 image: p = sigmoid(0) = 0.5 on both pixels, y = [1, 0] -> (2*0.5+1)/(1+1+1) = 2/3
+    [[[[[0.0, 0.0]]]], [[[[1.0, 0.0]]]], 1, 1 - 2 / 3],
+    # certain and right: p ~ [1, 0] = y -> (2+1)/(2+1) = 1
+    [[[[[50.0, -50.0]]]], [[[[1.0, 0.0]]]], 1, 0.0],
+    # empty truth, empty prediction: (0+1)/(0+1) = 1
+    [[[[[-50.0, -50.0]]]], [[[[0.0, 0.0]]]], 1, 0.0],
+    # two classes, one 1x1 image of class 1 predicted 50/50: p1 = 0.5 -> (1+1)/(1.5+1) = 0.8
+    [[[[[0.0]], [[0.0]]]], [[[1]]], 2, 1 - 0.8],
+]
+
+
+@pytest.mark.parametrize("logits, target, num_classes, expected", TEST_CASES_DICE)
+def test_soft_dice_loss_exact(logits, target, num_classes, expected):
+    import torch
+
+    from nni_bixnas.training.task import soft_dice_loss
+
+    logits, target = torch.tensor(logits), torch.tensor(target)
+    assert float(soft_dice_loss(logits, target, num_classes)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_dice_ce_adds_the_dice_loss_to_the_authors_loss():
+    import torch
+
+    from nni_bixnas.training.task import SegmentationTask, soft_dice_loss
+
+    logits, target = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0)), torch.zeros(2, 1, 4, 4)
+    target[:, :, :2] = 1
+    ce, both = SegmentationTask("unet", loss="ce"), SegmentationTask("unet", loss="dice_ce")
+    assert both.hparams["loss"] == "dice_ce"
+    assert float(both.loss(logits, target)) == pytest.approx(float(ce.loss(logits, target))
+                                                           + float(soft_dice_loss(logits, target)), abs=1e-6)
+
+
+def test_the_loss_is_recorded_and_part_of_a_resume_identity(tmp_path):
+    import json
+
+    settings = TrainingSettings(data="default:n=4,size=64", patch_size=32, num_threads=1)
+    fit("unet", settings=settings.replace(loss="dice_ce"), max_epochs=1, out_dir=tmp_path, progress=False,
+        model_kwargs={"base": 4})
+    assert json.loads((tmp_path / "run.json").read_text())["loss"] == "dice_ce"
+    with pytest.raises(ValueError, match="loss: 'dice_ce' -> None"):
+        fit("unet", settings=settings, max_epochs=2, out_dir=tmp_path, progress=False, model_kwargs={"base": 4})

@@ -120,7 +120,7 @@ def run_train(args: argparse.Namespace) -> int:
         data=args.data, batch_size=args.batch_size, seed=args.seed, split_seed=args.split_seed, lr=args.lr,
         patch_size=args.patch_size, resize=args.resize, val_fraction=args.val_fraction, precision=args.precision,
         accelerator=args.accelerator, devices=_parse_devices(args.devices), channels_last=args.channels_last,
-        num_threads=args.num_threads,
+        num_threads=args.num_threads, loss=args.loss,
     )
     result = fit(args.model, settings=settings, max_epochs=args.epochs, out_dir=out_dir, resume=not args.no_resume,
                  progress=not args.no_progress, model_kwargs=model_kwargs, num_workers=args.num_workers)
@@ -313,6 +313,8 @@ def add_parser(subparsers) -> None:
                        help="downscale every patch, training and validation, to N x N (before any crop)")
     train.add_argument("--val-fraction", type=float, default=0.2)
     train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--loss", choices=["ce", "dice_ce"], default="ce",
+                       help="ce: the authors' cross-entropy (default); dice_ce: plus the soft Dice of the foreground")
     train.add_argument("--precision", help="e.g. bf16-mixed or 16-mixed on a GPU (default 32-true)")
     train.add_argument("--accelerator", default="auto")
     train.add_argument("--devices", default="auto", help="number of devices, or a comma list of ids")

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from nni_bixnas._checks import is_int, one_of, out_folder, positive_int
 from nni_bixnas.comparison.stats import mean_std
-from nni_bixnas.settings import check_setting
+from nni_bixnas.settings import TrainingSettings, check_setting
 from nni_bixnas.utils import PathLike, atomic_write
 
 __all__ = ["TABLE2_ORGANS", "FOLD_NAME", "cross_validate", "fold_plan", "score_checkpoint", "summarize",
@@ -253,11 +253,13 @@ def _run_fold(run_dir: Path, fold: Mapping[str, Any], seed: int, settings: Mappi
         return record
     _log.info("cv: %s: training %d epoch(s) on %d slices, validating on %d slices of patient(s) %s",
               where, settings["epochs"], fold["n_train"], fold["n_val"], ", ".join(fold["val_patients"]))
-    result = fit(settings["model"], settings["data"], max_epochs=settings["epochs"], out_dir=run_dir, seed=seed,
-                 lr=settings["lr"], batch_size=settings["batch_size"], model_kwargs=settings["model_kwargs"],
-                 precision=training["precision"], accelerator=training["accelerator"], devices=training["devices"],
-                 num_threads=training["num_threads"], progress=training["progress"], fold=k,
-                 n_folds=settings["folds"], split_seed=settings["split_seed"], resize=settings["resize"])
+    recipe = TrainingSettings(data=settings["data"], seed=seed, lr=settings["lr"], batch_size=settings["batch_size"],
+                              split_seed=settings["split_seed"], resize=settings["resize"],
+                              precision=training["precision"], accelerator=training["accelerator"],
+                              devices=training["devices"], num_threads=training["num_threads"])
+    result = fit(settings["model"], settings=recipe, max_epochs=settings["epochs"], out_dir=run_dir,
+                 model_kwargs=settings["model_kwargs"], progress=training["progress"], fold=k,
+                 n_folds=settings["folds"])
     scored = result.best_checkpoint if settings["checkpoint"] == "best" else result.last_checkpoint
     scores = score_checkpoint(scored, fold["val_dataset"], batch_size=settings["batch_size"],
                               device="cpu" if training["accelerator"] == "cpu" else None,

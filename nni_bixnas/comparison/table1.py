@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from nni_bixnas._checks import an_int, one_of, optional_int, positive_int
 from nni_bixnas.comparison.stats import paired_test, summarize
-from nni_bixnas.settings import check_setting
+from nni_bixnas.settings import TrainingSettings, check_setting
 from nni_bixnas.utils import PathLike, atomic_write, changed_settings
 
 __all__ = ["LABELS", "PAPER_ORDER", "build_report", "format_table", "run_table1"]
@@ -186,10 +186,11 @@ def _run_one(out: Path, model: str, seed: int, recipe: Dict, where: str, acceler
         _log.info("table1 %s %s seed %d: trained earlier, scoring it", where, model, seed)
     else:
         _log.info("table1 %s %s seed %d: training %d epoch(s) in %s", where, model, seed, epochs, run_dir)
-        training.fit(model, recipe["data"], max_epochs=epochs, out_dir=run_dir, seed=seed, lr=recipe["lr"],
-                     batch_size=recipe["batch_size"], patch_size=recipe["patch_size"], resize=recipe["resize"],
-                     split_seed=recipe["split_seed"], val_fraction=recipe["val_fraction"], accelerator=accelerator,
-                     progress=False, num_threads=num_threads)
+        settings = TrainingSettings(data=recipe["data"], seed=seed, lr=recipe["lr"], batch_size=recipe["batch_size"],
+                                    patch_size=recipe["patch_size"], resize=recipe["resize"],
+                                    split_seed=recipe["split_seed"], val_fraction=recipe["val_fraction"],
+                                    accelerator=accelerator, num_threads=num_threads)
+        training.fit(model, settings=settings, max_epochs=epochs, out_dir=run_dir, progress=False)
     summary = json.loads((run_dir / "history.json").read_text())
     best = run_dir / "checkpoints" / "best.ckpt"
     device = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda"}.get(accelerator)

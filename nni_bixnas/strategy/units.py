@@ -280,8 +280,8 @@ def phase2_stage_unit(
         raise ValueError(f"member_latency has {len(member_latency)} values for {len(members)} members")
     identity = dict(space=space, stage=stage, members=members, candidates=candidates, epochs=epochs,
                     milestones=milestones, gamma=gamma, lr=lr, step=step, mode=mode, member_bn=member_bn,
-                    recalibration_batches=recalibration_batches, init_weights=init_weights,
-                    **{"data": settings.data, **settings.data_options()})
+                    recalibration_batches=recalibration_batches, init_weights=init_weights, data=settings.data,
+                    **settings.data_options(), **({} if settings.loss == "ce" else {"loss": settings.loss}))
     run_dir = _stage_dir(out_dir, stage, identity)
     init_seed = int(np.random.SeedSequence([int(seed), int(stage)]).generate_state(1)[0])
     torch.manual_seed(init_seed)
@@ -301,7 +301,7 @@ def phase2_stage_unit(
     task = Phase2Task(
         supernet, stage, members, step=step, mode=mode, member_bn=member_bn,
         recalibration_batches=recalibration_batches,
-        num_classes=int(getattr(info, "num_classes", 1)), lr=lr,
+        num_classes=int(getattr(info, "num_classes", 1)), lr=lr, loss=settings.loss,
         milestones=default_milestones(epochs) if milestones is None else milestones, gamma=gamma,
     )
     _logger.info("Phase 2 stage %d: %d members, %d epochs, lr %.3g, step %s, mode %s -> %s",

@@ -39,6 +39,7 @@ def train_and_score(
     channels_last: bool = False,
     progress: bool = False,
     num_threads: Optional[int] = None,
+    loss: str = "ce",
 ) -> Dict[str, Any]:
     """Train ``model`` on ``data`` and return its final result (:func:`train_and_report` reports it to NNI).
 
@@ -67,6 +68,9 @@ def train_and_score(
         unless ``OMP_NUM_THREADS`` is set (see
         :func:`~nni_bixnas.training.trial_runtime.concurrency.default_num_threads`).
         On a machine shared with other work, ``num_threads=1`` is often much faster.
+    loss : str
+        ``'ce'`` (default, the authors') or ``'dice_ce'`` (cross-entropy plus soft Dice), see
+        :class:`~nni_bixnas.training.task.SegmentationTask`.
 
     Returns
     -------
@@ -76,7 +80,7 @@ def train_and_score(
     settings = TrainingSettings(data=data, batch_size=batch_size, seed=seed, split_seed=split_seed, lr=lr,
                                 patch_size=patch_size, resize=resize, val_fraction=val_fraction, precision=precision,
                                 accelerator=accelerator, devices=devices, channels_last=channels_last,
-                                num_threads=num_threads)
+                                num_threads=num_threads, loss=loss)
     return train_and_score_settings(model, settings, max_epochs=max_epochs, out_dir=out_dir, progress=progress)
 
 

@@ -103,17 +103,20 @@ def _describe_data(datamodule: pl.LightningDataModule) -> Dict[str, Any]:
     return {"class": type(datamodule).__qualname__}
 
 
-def _task(model_or_task, datamodule, lr: Optional[float],
-          model_kwargs: Optional[Mapping[str, Any]]) -> SegmentationTask:
+def _task(model_or_task, datamodule, lr: Optional[float], model_kwargs: Optional[Mapping[str, Any]],
+          loss: Optional[str] = None) -> SegmentationTask:
     if isinstance(model_or_task, SegmentationTask):
         if model_kwargs:
             raise ValueError("model_kwargs apply to a model name only, not to a SegmentationTask")
         if lr is not None and lr != model_or_task.lr:
             raise ValueError(f"lr={lr} conflicts with the task's lr={model_or_task.lr}; set it on the task")
+        if loss is not None and loss != model_or_task.loss_kind:
+            raise ValueError(f"loss={loss!r} conflicts with the task's loss={model_or_task.loss_kind!r}; "
+                             "set it on the task")
         return model_or_task
     info = _data_info(datamodule)
     num_classes = int(getattr(info, "num_classes", 1))
-    task_kwargs = {"num_classes": num_classes, "lr": 1e-3 if lr is None else lr}
+    task_kwargs = {"num_classes": num_classes, "lr": 1e-3 if lr is None else lr, "loss": loss or "ce"}
     if isinstance(model_or_task, str):
         kwargs = {"in_channels": int(getattr(info, "in_channels", 3)), "num_classes": num_classes,
                   **(model_kwargs or {})}
@@ -148,6 +151,7 @@ def fit(
     tensorboard_dir: Optional[PathLike] = None,
     deterministic: Union[bool, str, None] = None,
     num_threads: Optional[int] = None,
+    loss: Optional[str] = None,
     settings: Optional[TrainingSettings] = None,
     **data_kwargs: Any,
 ) -> TrainResult:
@@ -199,10 +203,12 @@ def fit(
         core), except in an NNI trial without ``OMP_NUM_THREADS``: ``max(1, cpus // trialConcurrency)``
         (:func:`~nni_bixnas.training.trial_runtime.concurrency.default_num_threads`). On a machine that other
         work shares, 1 is often much faster.
+    loss : str, optional
+        ``'ce'`` (default, the authors') or ``'dice_ce'`` (see :class:`SegmentationTask`); with a task, its own.
     settings : TrainingSettings, optional
         All the training settings at once, instead of ``data``, ``seed``, ``lr``, ``precision``,
-        ``accelerator``, ``devices``, ``channels_last``, ``batch_size``, ``num_threads`` and the data
-        keywords ``patch_size``, ``resize``, ``split_seed``, ``val_fraction`` (give either, not both).
+        ``accelerator``, ``devices``, ``channels_last``, ``batch_size``, ``num_threads``, ``loss`` and the
+        data keywords ``patch_size``, ``resize``, ``split_seed``, ``val_fraction`` (give either, not both).
 
     Returns
     -------
@@ -224,10 +230,10 @@ def fit(
     if settings is not None:
         _no_settings_beside(settings, data=data, seed=seed, lr=lr, precision=precision, accelerator=accelerator,
                             devices=devices, channels_last=channels_last, batch_size=batch_size,
-                            num_threads=num_threads, **data_kwargs)
+                            num_threads=num_threads, loss=loss, **data_kwargs)
         data, seed, lr, precision = settings.data, settings.seed, settings.lr, settings.precision
         accelerator, devices, channels_last = settings.accelerator, settings.devices, settings.channels_last
-        batch_size, num_threads = settings.batch_size, settings.num_threads
+        batch_size, num_threads, loss = settings.batch_size, settings.num_threads, settings.loss
         data_kwargs = {**data_kwargs, **{k: v for k, v in settings.data_options().items()
                                          if k not in ("batch_size", "seed")}}
     if num_threads is not None:
@@ -238,7 +244,7 @@ def fit(
     out_dir = Path(out_dir)
     datamodule = _data_module(data, seed, batch_size, data_kwargs)
     pl.seed_everything(seed, workers=True, verbose=False)
-    task = _task(model_or_task, datamodule, lr, model_kwargs)
+    task = _task(model_or_task, datamodule, lr, model_kwargs, loss)
     if not task.hparams.get("model_name"):
         # e.g. a search SuperNet (normal in every NAS trial): its checkpoints are for resuming, not for
         # `bixnas evaluate`/`predict`
@@ -250,6 +256,8 @@ def fit(
     a_bool("channels_last", channels_last)
     config = _run_config(task, data, datamodule, info, data_kwargs, batch_size, seed, max_epochs, precision, devices)
     config["channels_last"] = channels_last
+    if task.loss_kind != "ce":
+        config["loss"] = task.loss_kind  # absent: 'ce' (run folders from before the option resume)
     recorder = RunRecorder(out_dir, seed=seed)
     ckpt_path = recorder.last_path if resume and recorder.last_path.is_file() else None
     if ckpt_path is not None:
@@ -315,7 +323,8 @@ def fit(
 
 #: ``fit``'s own defaults of the arguments that ``settings`` replaces.
 _REPLACED_BY_SETTINGS = {"data": "default", "seed": 0, "lr": None, "precision": None, "accelerator": "auto",
-                         "devices": "auto", "channels_last": False, "batch_size": None, "num_threads": None}
+                         "devices": "auto", "channels_last": False, "batch_size": None, "num_threads": None,
+                         "loss": None}
 
 
 def _no_settings_beside(settings: TrainingSettings, **given: Any) -> None:

@@ -22,7 +22,7 @@ __all__ = ["RUN_NAME", "RESUME_KEYS", "RESTART", "RunFolderError", "check_resume
 
 RUN_NAME = "run.json"
 # run.json fields that must match for a resume to continue the same run.
-RESUME_KEYS = ("model_name", "model_kwargs", "data", "seed", "split_seed", "lr", "lr_decay", "batch_size")
+RESUME_KEYS = ("model_name", "model_kwargs", "data", "seed", "split_seed", "lr", "lr_decay", "batch_size", "loss")
 
 
 class RunFolderError(OSError, ValueError):

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from nni_bixnas._checks import positive_int
 from nni_bixnas.metrics import SegmentationMetrics
+from nni_bixnas.settings import check_setting
 from nni_bixnas.training.distributed import reduce_metrics, unpadded, world_size
 
 _log = logging.getLogger(__name__)
@@ -36,14 +37,32 @@ def describe_model(model: nn.Module):
     return describe(model)
 
 
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, num_classes: int = 1) -> torch.Tensor:
+    """``1 -`` the soft Dice of the foreground, per image (and class, background excluded), averaged.
+
+    ``logits`` ``(B, C, H, W)``; ``target`` ``(B, 1, H, W)`` in {0, 1} for one class, ``(B, H, W)`` class ids
+    for several. Smoothed by 1 in numerator and denominator, so an image without foreground that the net
+    predicts empty scores 1 (computed in float32).
+    """
+    if num_classes == 1:
+        prob, truth = torch.sigmoid(logits.float()), target.float()
+    else:
+        prob = torch.softmax(logits.float(), dim=1)[:, 1:]
+        truth = nn.functional.one_hot(target.long(), num_classes).permute(0, 3, 1, 2)[:, 1:].float()
+    overlap = (prob * truth).sum(dim=(2, 3))
+    total = prob.sum(dim=(2, 3)) + truth.sum(dim=(2, 3))
+    return 1.0 - ((2.0 * overlap + 1.0) / (total + 1.0)).mean()
+
+
 class SegmentationTask(pl.LightningModule):
     """Train and validate one segmentation network the way the BiX-NAS authors do.
 
     Adam over **all** ``model.parameters()`` (so learnable architecture matrices inside a supernet are
     optimised jointly with the weights), an inverse-time learning-rate decay
     ``lr / (1 + lr_decay * epoch)`` stepped once per epoch, ``BCEWithLogitsLoss`` for one class and
-    ``CrossEntropyLoss`` for several. Validation accumulates :class:`~nni_bixnas.metrics.SegmentationMetrics`
-    and logs ``val_iou``, ``val_dice``, ``val_iou_batch_pooled``, ``val_dice_batch_pooled`` and ``val_loss``.
+    ``CrossEntropyLoss`` for several (``loss='ce'``; ``'dice_ce'`` adds :func:`soft_dice_loss`). Validation
+    accumulates :class:`~nni_bixnas.metrics.SegmentationMetrics` and logs ``val_iou``, ``val_dice``,
+    ``val_iou_batch_pooled``, ``val_dice_batch_pooled`` and ``val_loss``.
 
     Parameters
     ----------
@@ -64,6 +83,10 @@ class SegmentationTask(pl.LightningModule):
         Registry name of ``model`` when it is a module; stored so that checkpoints can be rebuilt.
     model_kwargs : dict, optional
         Keyword arguments of ``create_model`` (plain JSON-able values, e.g. ``width``, ``gene`` text).
+    loss : str
+        ``'ce'`` (default, the authors': binary or multi-class cross-entropy) or ``'dice_ce'`` (that plus the
+        soft Dice loss of the foreground; cross-entropy alone first learns the class prior, and short
+        trainings of small nets can end there, predicting all background).
 
     Notes
     -----
@@ -74,7 +97,7 @@ class SegmentationTask(pl.LightningModule):
     """
 
     #: Hyper-parameters that :func:`nni_bixnas.training.load_task` passes back to ``__init__``.
-    REBUILD_ARGS = ("num_classes", "lr", "lr_decay", "threshold", "log_images")
+    REBUILD_ARGS = ("num_classes", "lr", "lr_decay", "threshold", "log_images", "loss")
 
     def __init__(
         self,
@@ -86,9 +109,11 @@ class SegmentationTask(pl.LightningModule):
         log_images: int = 4,
         model_name: Optional[str] = None,
         model_kwargs: Optional[Mapping[str, Any]] = None,
+        loss: str = "ce",
     ) -> None:
         super().__init__()
         positive_int("num_classes", num_classes)
+        self.loss_kind = check_setting("loss", loss)
         if not isinstance(lr, (int, float)) or not lr > 0:
             raise ValueError(f"lr must be a positive number, got {lr!r}")
         if not isinstance(lr_decay, (int, float)) or lr_decay < 0:
@@ -127,6 +152,7 @@ class SegmentationTask(pl.LightningModule):
                 "lr_decay": self.lr_decay,
                 "threshold": threshold,
                 "log_images": log_images,
+                "loss": self.loss_kind,
             }
         )
         self.criterion = nn.BCEWithLogitsLoss() if num_classes == 1 else nn.CrossEntropyLoss()
@@ -143,8 +169,10 @@ class SegmentationTask(pl.LightningModule):
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Loss of raw logits against a target in the project's tensor convention (docs/DESIGN.md)."""
         if self.num_classes == 1:
-            return self.criterion(logits, target.to(logits.dtype))
-        return self.criterion(logits, target.long())
+            ce = self.criterion(logits, target.to(logits.dtype))
+        else:
+            ce = self.criterion(logits, target.long())
+        return ce if self.loss_kind == "ce" else ce + soft_dice_loss(logits, target, self.num_classes)
 
     def compute_loss(self, batch) -> torch.Tensor:
         """Training loss of one ``(images, masks)`` batch."""

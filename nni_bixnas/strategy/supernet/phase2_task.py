@@ -114,8 +114,10 @@ class Phase2Task(SegmentationTask):
         gamma: float = 0.1,
         member_bn: str = "recalibrate",
         recalibration_batches: int = 8,
+        loss: str = "ce",
     ) -> None:
-        super().__init__(supernet, num_classes=num_classes, lr=lr, lr_decay=0.0, threshold=threshold, log_images=0)
+        super().__init__(supernet, num_classes=num_classes, lr=lr, lr_decay=0.0, threshold=threshold, log_images=0,
+                         loss=loss)
         self.step, self.mode, self.member_bn = check_step_mode_bn(step, mode, member_bn)
         self.recalibration_batches = positive_int("recalibration_batches", recalibration_batches)
         self._statistics: Optional[List[Any]] = None
