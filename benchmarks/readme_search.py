@@ -1,6 +1,7 @@
 """Write README's "Does the search beat chance?" from the results files (never by hand).
 
-Reads ``benchmarks/results/search_quality.json`` and ``demo_pruning.md`` and replaces the README section
+Reads ``benchmarks/results/search_quality.json``, ``demo_pruning.md`` and (if present) ``retrain_recipe.json``
+and replaces the README section
 between ``## Does the search beat chance?`` and ``## A short tour``. ``--check`` writes nothing and exits 1
 when the README's section differs from what the results give (``tests/test_benchmark_search_quality.py``
 runs it).
@@ -87,7 +88,35 @@ def collapsed_lines(c: Optional[Dict[str, Any]]) -> List[str]:
             f"{c['below']} (nearly all background).", ""]
 
 
-def section(sq: Dict[str, Any], demo: str) -> str:
+def recipe_lines(recipe: Optional[Dict[str, Any]]) -> List[str]:
+    """The loss comparison of ``retrain_recipe.json`` (``None``: not run)."""
+    if not recipe:
+        return ["The retraining recipe with cross-entropy + soft Dice (`benchmarks/retrain_recipe.py`): not run."]
+    status = "" if recipe.get("complete") else " **Incomplete** (the results file says so)."
+    names = list(dict.fromkeys(net["arm"] for net in recipe["state"]["nets"]))
+    lines = ["The same nets retrained with the authors' cross-entropy (`loss='ce'`, the run above) and with "
+             "cross-entropy + soft Dice (`loss='dice_ce'`), same recipe, tiles and seeds "
+             "([`retrain_recipe.md`](benchmarks/results/retrain_recipe.md); test IoU, mean ± std over search "
+             f"seeds, the references over retraining seeds).{status}", "",
+             "| loss | collapsed | " + " | ".join(names) + " | BiX-NAS vs RE, p |",
+             "|---|---:|" + "---:|" * len(names) + "---:|"]
+    for loss, row in recipe["summary"].items():
+        cells = []
+        for name in names:
+            arm = row["arms"].get(name)
+            if arm is None:
+                cells.append("pending")
+            elif name in ("BiX-NAS", "RegularizedEvolution", "RS-WS"):
+                cells.append(mean_std(list(arm["test"].values())))
+            else:
+                index = next(i for i, n in enumerate(recipe["state"]["nets"]) if n["arm"] == name)
+                cells.append(mean_std([r["test_iou"] for r in recipe["state"]["runs"][loss] if r["net"] == index]))
+        lines.append(f"| {loss} | {row['collapsed']} of {row['retrainings']} | " + " | ".join(cells)
+                     + f" | {num(row['p_bixnas_vs_re'], 3)} |")
+    return lines
+
+
+def section(sq: Dict[str, Any], demo: str, recipe: Optional[Dict[str, Any]] = None) -> str:
     summary, settings = sq["summary"], sq["settings"]
     d = demo_figures(demo)
     targets = "; ".join(f"{k}: {'pending' if v is None else ('yes' if v else 'no')}"
@@ -119,6 +148,7 @@ def section(sq: Dict[str, Any], demo: str) -> str:
              "| arm without search | nets or seeds | test IoU | MACs / BiO-Net++ |", "|---|---:|---:|---:|",
              *fixed_rows(summary), "",
              f"Targets (from the results file): {targets}.", "", *collapsed_lines(summary.get("collapsed")),
+             *recipe_lines(recipe), "",
              *fidelity_lines(summary.get("fidelity")), "",
              *phase1_lines(summary.get("phase1_hard") or []), "",
              *FINDINGS, "",
@@ -180,7 +210,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sq = json.loads(results.read_text())
     except json.JSONDecodeError as err:
         raise SystemExit(f"readme_search: {results} is not valid JSON ({err})") from None
-    text = section(sq, demo.read_text())
+    recipe_path, recipe = RESULTS / "retrain_recipe.json", None
+    if recipe_path.is_file():
+        try:
+            recipe = json.loads(recipe_path.read_text())
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"readme_search: {recipe_path} is not valid JSON ({err})") from None
+    text = section(sq, demo.read_text(), recipe)
     readme = readme_path.read_text()
     if START not in readme or END not in readme:
         raise SystemExit(f"readme_search: {readme_path} lacks the headings {START!r} and {END!r}")

@@ -180,14 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     units = sq.Units(Path(run["settings"]["work"]), lambda: None, read_only=args.report_only)
     state: Dict[str, Any] = {"nets": nets(run), "runs": {loss: [] for loss in LOSSES}}
-    try:
-        run_all(run, units, state, write)
-        meta["complete"] = True
-    except sq.Pending as pending:
-        print(f"--report-only: stopped at the first unfinished unit ({pending})", flush=True)
-    write(state)
-    print(f"units: {units.ran} run, {units.cached} cached; wrote {out}", flush=True)
-    return 0
+    return sq.run_units(lambda: run_all(run, units, state, write), units, state, write, meta, out)
 
 
 if __name__ == "__main__":

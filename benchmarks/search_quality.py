@@ -996,13 +996,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       default=plain)
 
     units, state = Units(s.work, lambda: None, read_only=s.report_only), {}
+    return run_units(lambda: run_all(s, units, state, write), units, state, write, meta, s.out)
+
+
+def run_units(run: Callable[[], None], units: Units, state: Dict[str, Any], write: Callable[[Dict[str, Any]], None],
+              meta: Dict[str, Any], out: Path) -> int:
+    """``run()`` (every unit), ``meta['complete']`` unless a unit is pending (``--report-only``), the last write."""
     try:
-        run_all(s, units, state, write)
+        run()
         meta["complete"] = True
     except Pending as pending:
         print(f"--report-only: stopped at the first unfinished unit ({pending})", flush=True)
     write(state)
-    print(f"units: {units.ran} run, {units.cached} cached; wrote {s.out}", flush=True)
+    print(f"units: {units.ran} run, {units.cached} cached; wrote {out}", flush=True)
     return 0
 
 

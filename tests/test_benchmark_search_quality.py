@@ -209,3 +209,17 @@ def test_retrain_recipe_summary_counts_collapse_and_pairs_by_search_seed():
     assert summary["arms"]["BiX-NAS"]["test"] == pytest.approx({"0": 0.25, "1": 0.35})
     assert summary["arms"]["RegularizedEvolution"]["test"] == pytest.approx({"0": 0.55, "1": 0.3})
     assert summary["p_bixnas_vs_re"] == pytest.approx(0.6051, abs=1e-3)  # ttest_rel([.25, .35], [.55, .3])
+
+
+def test_readme_search_renders_the_recipe_table_from_its_results():
+    import readme_search
+
+    assert readme_search.recipe_lines(None) == [
+        "The retraining recipe with cross-entropy + soft Dice (`benchmarks/retrain_recipe.py`): not run."]
+    nets = [{"arm": "BiX-NAS", "search_seed": 0}, {"arm": "BiO-Net++ (all skips)", "search_seed": None}]
+    runs = {"ce": [{"net": 1, "seed": 0, "test_iou": 0.2}, {"net": 1, "seed": 1, "test_iou": 0.4}]}
+    summary = {"ce": {"retrainings": 4, "collapsed": 1, "p_bixnas_vs_re": None,
+                      "arms": {"BiX-NAS": {"test": {"0": 0.3}}, "BiO-Net++ (all skips)": {"test": {"None": 0.3}}}}}
+    lines = readme_search.recipe_lines({"complete": True, "state": {"nets": nets, "runs": runs}, "summary": summary})
+    assert lines[-3:] == ["| loss | collapsed | BiX-NAS | BiO-Net++ (all skips) | BiX-NAS vs RE, p |",
+                          "|---|---:|---:|---:|---:|", "| ce | 1 of 4 | 0.3000 ± — | 0.3000 ± 0.1414 | — |"]
