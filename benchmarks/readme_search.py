@@ -30,7 +30,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 START, END = "## Does the search beat chance?", "## A short tour"
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from search_quality import atomic_write, mean_std, num, phase1_table, picks_table, tau_table  # noqa: E402
+from search_quality import (  # noqa: E402
+    atomic_write,
+    collapsed_sentence,
+    mean_std,
+    num,
+    phase1_table,
+    picks_table,
+    tau_table,
+)
 
 
 def demo_figures(demo: str) -> Dict[str, str]:
@@ -82,10 +90,7 @@ def phase1_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
 
 
 def collapsed_lines(c: Optional[Dict[str, Any]]) -> List[str]:
-    if not c:
-        return []
-    return [f"{c['collapsed']} of the run's {c['runs']} retrainings end with a final-epoch validation IoU below "
-            f"{c['below']} (nearly all background).", ""]
+    return [collapsed_sentence(c), ""] if c else []
 
 
 def recipe_lines(recipe: Optional[Dict[str, Any]]) -> List[str]:

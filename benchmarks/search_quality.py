@@ -741,12 +741,24 @@ def summarise(s, state: Dict[str, Any]) -> Dict[str, Any]:
         "BiX-NAS mean test IoU > RS-WS's": None if None in (bix_iou, ws_iou) else bix_iou > ws_iou,
     }
     out["values"] = {"bixnas": bix_iou, "re": re_iou, "rsws": ws_iou, "bixnas_macs_ratio": bix_ratio}
-    runs = [r for seed in state["seeds"].values() for p in seed["picks"].values() for r in p["runs"]]
-    runs += [r for ref in state["references"].values() for r in ref["runs"]]
-    runs += [r for rows in state["random"].values() for row in rows for r in row["runs"]]
-    runs += [r for member in (state["fidelity"] or {}).get("standalone", []) for r in member]
-    out["collapsed"] = {"below": COLLAPSED, "runs": len(runs), "collapsed": sum(r["val_iou"] < COLLAPSED for r in runs)}
+    groups = {
+        "searched picks and references": [r for seed in state["seeds"].values() for p in seed["picks"].values()
+                                          for r in p["runs"]] + [r for ref in state["references"].values()
+                                                                 for r in ref["runs"]],
+        "random nets": [r for rows in state["random"].values() for row in rows for r in row["runs"]],
+        "ranking-fidelity members": [r for member in (state["fidelity"] or {}).get("standalone", []) for r in member],
+    }
+    counts = {name: [sum(r["val_iou"] < COLLAPSED for r in runs), len(runs)] for name, runs in groups.items()}
+    out["collapsed"] = {"below": COLLAPSED, "runs": sum(n for _, n in counts.values()),
+                        "collapsed": sum(c for c, _ in counts.values()), "groups": counts}
     return out
+
+
+def collapsed_sentence(c: Dict[str, Any]) -> str:
+    """How many retrainings end nearly all background, in all and per group (``summarise``'s ``collapsed``)."""
+    groups = "; ".join(f"{name} {n} of {runs}" for name, (n, runs) in c.get("groups", {}).items())
+    return (f"{c['collapsed']} of the run's {c['runs']} retrainings end with a final-epoch validation IoU below "
+            f"{c['below']} (nearly all background)" + (f": {groups}." if groups else "."))
 
 
 REPLAY = [("iou", 0.0), ("one_se", 0.0), ("one_se", 1.0), ("one_se", 2.0), ("one_se", 3.0)]
@@ -899,9 +911,7 @@ def render(s, state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, An
     for name, f in fixed.items():
         lines.append(f"| {name} | {len(f['test_iou'])} | {mean_std(f['test_iou'])} | {mean_std(f['val_iou'])} | "
                      f"{num(f['macs_ratio'], 3)} |")
-    c = summary["collapsed"]
-    lines += ["", f"{c['collapsed']} of the run's {c['runs']} retrainings end with a final-epoch validation IoU below "
-              f"{c['below']} (nearly all background)."]
+    lines += ["", collapsed_sentence(summary["collapsed"])]
     lines += ["", "## Targets", ""]
     for target, flag in summary["targets"].items():
         lines.append(f"- {target}: {'pending' if flag is None else ('yes' if flag else 'no')}")
