@@ -128,7 +128,7 @@ def test_readme_search_section_quotes_only_the_results_files():
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Does the search beat chance?"):readme.index("## A short tour")]
     results = "".join((ROOT / "benchmarks" / "results" / name).read_text()
-                      for name in ("search_quality.md", "demo_pruning.md"))
+                      for name in ("search_quality.md", "demo_pruning.md", "retrain_recipe.md"))
     figures = re.findall(r"(?<![\d.])[01]\.\d{3,4}(?: ± \d\.\d{4})?(?![\d])", section)
     assert len(figures) > 10
     missing = [f for f in figures if f not in results]
