@@ -30,6 +30,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 START, END = "## Does the search beat chance?", "## A short tour"
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from retrain_recipe import arm_ious  # noqa: E402
 from search_quality import (  # noqa: E402
     atomic_write,
     collapsed_sentence,
@@ -106,16 +107,8 @@ def recipe_lines(recipe: Optional[Dict[str, Any]]) -> List[str]:
              "| loss | collapsed | " + " | ".join(names) + " | BiX-NAS vs RE, p |",
              "|---|---:|" + "---:|" * len(names) + "---:|"]
     for loss, row in recipe["summary"].items():
-        cells = []
-        for name in names:
-            arm = row["arms"].get(name)
-            if arm is None:
-                cells.append("pending")
-            elif name in ("BiX-NAS", "RegularizedEvolution", "RS-WS"):
-                cells.append(mean_std(list(arm["test"].values())))
-            else:
-                index = next(i for i, n in enumerate(recipe["state"]["nets"]) if n["arm"] == name)
-                cells.append(mean_std([r["test_iou"] for r in recipe["state"]["runs"][loss] if r["net"] == index]))
+        cells = [mean_std(arm_ious(recipe["state"], row, loss, name, "test")) if name in row["arms"] else "pending"
+                 for name in names]
         lines.append(f"| {loss} | {row['collapsed']} of {row['retrainings']} | " + " | ".join(cells)
                      + f" | {num(row['p_bixnas_vs_re'], 3)} |")
     return lines

@@ -127,6 +127,15 @@ def summarise(state: Dict[str, Any]) -> Dict[str, Any]:
     return summary
 
 
+def arm_ious(state: Dict[str, Any], row: Dict[str, Any], loss: str, name: str, split: str) -> List[float]:
+    """The ``split`` (``'test'`` or ``'val'``) IoUs behind an arm's cell: a searching arm's per-search-seed means
+    (``summarise``'s ``row``), a reference's retrainings of its one net."""
+    if name in ARMS:
+        return list(row["arms"][name][split].values())
+    index = next(i for i, n in enumerate(state["nets"]) if n["arm"] == name)
+    return [r[f"{split}_iou"] for r in state["runs"][loss] if r["net"] == index]
+
+
 def render(state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, Any]) -> str:
     lines = ["# Retraining recipe: cross-entropy against cross-entropy + soft Dice", "",
              f"- command: `{meta['command']}`", f"- date: {meta['started']}", f"- machine: {sq.machine()}",
@@ -145,16 +154,10 @@ def render(state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, Any])
     for name in names:
         cells = []
         for loss, row in summary.items():
-            arm = row["arms"].get(name)
-            if arm is None:
+            if name not in row["arms"]:
                 cells.append("pending")
                 continue
-            if name in ARMS:
-                test, val = list(arm["test"].values()), list(arm["val"].values())
-            else:
-                index = next(i for i, n in enumerate(state["nets"]) if n["arm"] == name)
-                runs = [r for r in state["runs"][loss] if r["net"] == index]
-                test, val = [r["test_iou"] for r in runs], [r["val_iou"] for r in runs]
+            test, val = (arm_ious(state, row, loss, name, key) for key in ("test", "val"))
             cells.append(f"{sq.mean_std(test)} ({sq.mean_std(val)})")
         ratios = [n["macs_ratio"] for n in state["nets"] if n["arm"] == name and n["macs_ratio"] is not None]
         lines.append(f"| {name} | {sq.num(sq.mean(ratios), 3)} | " + " | ".join(cells) + " |")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import logging
 import platform
@@ -321,17 +322,13 @@ def fit(
     )
 
 
-#: ``fit``'s own defaults of the arguments that ``settings`` replaces.
-_REPLACED_BY_SETTINGS = {"data": "default", "seed": 0, "lr": None, "precision": None, "accelerator": "auto",
-                         "devices": "auto", "channels_last": False, "batch_size": None, "num_threads": None,
-                         "loss": None}
-
-
 def _no_settings_beside(settings: TrainingSettings, **given: Any) -> None:
+    """A setting given to ``fit`` beside ``settings``: an error (its own keywords count when not at their default)."""
     if not isinstance(settings, TrainingSettings):
         raise ValueError(f"settings must be a TrainingSettings, got {type(settings).__name__}")
+    own = inspect.signature(fit).parameters
     beside = [name for name, value in given.items()
-              if name in TRAINING_KEYS and (name not in _REPLACED_BY_SETTINGS or value != _REPLACED_BY_SETTINGS[name])]
+              if name in TRAINING_KEYS and (name not in own or value != own[name].default)]
     if beside:
         raise ValueError(f"fit: {', '.join(beside)} given beside settings; set them in the TrainingSettings instead")
 
