@@ -128,6 +128,7 @@ BATCH_SIZE, LR, VAL_FRACTION = 4, 1e-3, 0.25
 KEEP = (3, 2)
 RE_POPULATION, RE_SAMPLE, RE_MUTATION = 8, 3, 0.2
 RECALIBRATION_BATCHES = 8
+TAU_FINAL = 0.1  # the annealed Phase 1 (SelectionMatrix tau_final): tau 1 -> 0.1, geometric
 COLLAPSED = 0.05  # a final-epoch validation IoU below this: the retraining ended (nearly) all background
 PAPER_WIDTH, PAPER_STEM = 48, 32
 #: Ranking-fidelity variants: (name, phase2_stage_unit overrides, epochs factor).
@@ -157,6 +158,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.add_argument(f"--{name}", type=int, default=None, help=f"{help_} " + sizes % (FULL[key], QUICK[key]))
     p.add_argument("--selection", default="one_se", choices=["one_se", "iou"],
                    help="Phase 2 selection of the BiX-NAS arm (default one_se, the library's default)")
+    p.add_argument("--keep-sequential-last", default="true", choices=["true", "false"],
+                   help="BiX-NAS Phase 2 and the narrowed random nets keep each last-stage block's sequential "
+                        "input (default true, the authors' setting; false: the library's and the demo's)")
+    p.add_argument("--selection-se", type=float, default=1.0,
+                   help="standard errors of the one_se rule (default 1, the library's; the demo uses 2)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="tiles held out as the test set (default 0.2)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the test and validation splits (default 0)")
     p.add_argument("--no-fidelity", action="store_true", help="skip the ranking-fidelity part")
@@ -176,6 +182,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     for key, value in sizes.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    args.keep_sequential_last = args.keep_sequential_last in (True, "true")
+    if args.selection_se < 0:
+        raise SystemExit(f"search_quality: --selection-se {args.selection_se}: expected a number >= 0")
     args.work = Path(args.work) if args.work else DEFAULT_WORK
     args.out = Path(args.out) if args.out else (args.work / "search_quality_quick.md" if args.quick else DEFAULT_OUT)
     if args.quick:
@@ -381,9 +390,13 @@ def bixnas_space(s) -> RawFormatModelSpace:
 
 
 def phase2_kwargs(s) -> Dict[str, Any]:
+    """ProgressiveEvolution's keywords of the BiX-NAS arm (``selection_se`` only when not the default 1, so
+    that runs from before the option keep their folders)."""
+    se = getattr(s, "selection_se", 1.0)
     return {"samples": s.samples, "epochs": s.phase2_epochs, "keep": KEEP, "lr_per_member": False,
-            "keep_sequential_last": True, "member_bn": "recalibrate", "inherit_weights": True,
-            "selection": s.selection}
+            "keep_sequential_last": getattr(s, "keep_sequential_last", True), "member_bn": "recalibrate",
+            "inherit_weights": True, "selection": s.selection,
+            **({"selection_se": se} if s.selection == "one_se" and se != 1.0 else {})}
 
 
 def search_dir(s, seed: int) -> Path:
@@ -424,14 +437,16 @@ def narrowed(s, candidates: Dict[str, List[int]]):
     space = narrow_space(bixnas_space(s), candidates)
     module = phase2_module(space)
     skips = check_stage_skips(space.simplify(), fits_max_k=True)
-    sampler = SkipSetSampler.from_skips(skips, samples=s.fidelity_members, keep_sequential_last=True, max_redraws=500,
+    sampler = SkipSetSampler.from_skips(skips, samples=s.fidelity_members,
+                                        keep_sequential_last=getattr(s, "keep_sequential_last", True), max_redraws=500,
                                         effective=module.effective_sample)
     parent = {label: list(m.candidates) for label, m in skips.items()}
     return space, module, sampler, parent
 
 
 def random_member(sampler: SkipSetSampler, rs: RandomState) -> Dict[str, List[int]]:
-    """A member of the narrowed space drawn block by block with BiX-NAS's own sampler (``keep_sequential_last``)."""
+    """A member of the narrowed space drawn block by block with BiX-NAS's own sampler (its
+    ``keep_sequential_last``)."""
     return {label: sampler.sample_block(label, stage == sampler.last_stage, rs)
             for stage, labels in sampler.blocks.items() for label in labels}
 
@@ -486,21 +501,23 @@ def rs_ws(s, units: Units, search: Dict[str, Any]) -> Dict[str, Any]:
             "phase1_export_iou": export_iou, "ious": [m["iou"] for m in scored]}
 
 
-def phase1_dir(s, variant: str, seed: int) -> Path:
-    return s.work / f"phase1-{variant}-{digest(training(s), s.width, s.phase1_epochs, seed)}"
+def phase1_dir(s, variant: str, seed: int, tau_final: Optional[float] = None) -> Path:
+    annealed = "" if tau_final is None else f"-tau{tau_final:g}"
+    return s.work / f"phase1-{variant}{annealed}-{digest(training(s), s.width, s.phase1_epochs, seed)}"
 
 
-def phase1_variant(s, seed: int, variant: str) -> Dict[str, Any]:
-    """Phase 1 alone with another selection-matrix ``variant`` (``'paper'``: straight-through one-hot columns),
-    with the seed and training of search seed ``seed``'s Phase 1: its soft validation IoU against its hard
-    export's."""
-    strategy = SelectionMatrix(epochs=s.phase1_epochs, variant=variant, training=training(s),
-                               out_dir=str(phase1_dir(s, variant, seed)), seed=seed)
+def phase1_variant(s, seed: int, variant: str, tau_final: Optional[float] = None) -> Dict[str, Any]:
+    """Phase 1 alone with another selection-matrix ``variant`` (``'paper'``: straight-through one-hot columns)
+    or an annealed temperature (``tau_final``), with the seed and training of search seed ``seed``'s Phase 1:
+    its soft validation IoU against its hard export's."""
+    strategy = SelectionMatrix(epochs=s.phase1_epochs, variant=variant, tau_final=tau_final, training=training(s),
+                               out_dir=str(phase1_dir(s, variant, seed, tau_final)), seed=seed)
     strategy(bixnas_space(s), SequentialExecutionEngine())
     candidates = strategy.candidates
     _, _, sampler, parent = narrowed(s, candidates)
     score = SharedScorer(s, candidates, strategy.result["weights"], min(sampler.blocks))
-    return {"variant": variant, "soft_iou": strategy.result.get("default"), "export_iou": score(parent),
+    name = variant if tau_final is None else f"{variant}, tau 1 -> {tau_final:g}"
+    return {"variant": name, "soft_iou": strategy.result.get("default"), "export_iou": score(parent),
             "candidates": candidates, "fused": sum(len(v) for v in candidates.values())}
 
 
@@ -583,7 +600,7 @@ def run_all(s, units: Units, state: Dict[str, Any], progress: Callable[[Dict[str
     """Every unit, in order (the arms of each search seed first, then the fixed arms, then the fidelity), into
     ``state`` (filled in place); ``progress(state)`` after each finished part."""
     state.update({"seeds": {}, "random": {}, "references": {}, "fidelity": None, "phase1_hard": {},
-                  "ref_macs": macs48(units, reference_specs(s)[0][1])})
+                  "phase1_annealed": {}, "ref_macs": macs48(units, reference_specs(s)[0][1])})
     for k in range(s.search_seeds):
         search = units.run(f"bixnas-search-{search_dir(s, k).name}", f"BiX-NAS search seed {k}",
                            lambda: bixnas_search(s, units, k))
@@ -633,6 +650,11 @@ def run_all(s, units: Units, state: Dict[str, Any], progress: Callable[[Dict[str
     for k in range(s.search_seeds):
         state["phase1_hard"][k] = units.run(phase1_dir(s, "paper", k).name,
                                             f"Phase 1 'paper' variant seed {k}", lambda: phase1_variant(s, k, "paper"))
+        progress(state)
+    for k in range(s.search_seeds):
+        state.setdefault("phase1_annealed", {})[k] = units.run(
+            phase1_dir(s, "code", k, TAU_FINAL).name, f"Phase 1 'code', tau annealed to {TAU_FINAL}, seed {k}",
+            lambda: phase1_variant(s, k, "code", TAU_FINAL))
         progress(state)
     progress(state)
     return state
@@ -773,10 +795,11 @@ def phase1_hard(state: Dict[str, Any]) -> List[Dict[str, Any]]:
             rows.append({"seed": k, "variant": "code", "soft_iou": code["phase1_soft_iou"],
                          "export_iou": code["phase1_export_iou"],
                          "fused": sum(len(v) for v in seed["search"]["candidates"].values())})
-        hard = (state.get("phase1_hard") or {}).get(k)
-        if hard:
-            rows.append({"seed": k, "variant": hard["variant"], "soft_iou": hard["soft_iou"],
-                         "export_iou": hard["export_iou"], "fused": hard["fused"]})
+        for other in ("phase1_hard", "phase1_annealed"):
+            run = (state.get(other) or {}).get(k)
+            if run:
+                rows.append({"seed": k, "variant": run["variant"], "soft_iou": run["soft_iou"],
+                             "export_iou": run["export_iou"], "fused": run["fused"]})
     for row in rows:
         row["gap"] = None if row["soft_iou"] is None else row["soft_iou"] - row["export_iou"]
     return rows
@@ -946,8 +969,9 @@ def render(s, state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, An
                   "picked member's standalone validation IoU / test IoU / MACs over the densest member's.", ""]
         lines += picks_table(fid.get("picks") or []) or ["Pending (the variants' per-image IoUs are needed)."]
     hard = summary.get("phase1_hard") or []
-    lines += ["", "## Phase 1: the 'code' (soft) and 'paper' (hard, straight-through) selection matrix", "",
-              "Same seed and training per row. Soft IoU: Phase 1's reported validation IoU (its own forward, "
+    lines += ["", "## Phase 1: the 'code' (soft), 'paper' (hard, straight-through) and annealed selection matrix", "",
+              f"Same seed and training per row; annealed: 'code' with tau 1 -> {TAU_FINAL:g} (geometric, "
+              "`SelectionMatrix(tau_final=...)`). Soft IoU: Phase 1's reported validation IoU (its own forward, "
               "Gumbel noise drawn); export IoU: the narrowed space's dense parent on the same weights, recalibrated "
               "BatchNorm; fused: the number of inputs the export keeps over all blocks.", ""]
     lines += phase1_table(hard) if hard else ["Pending."]

@@ -49,8 +49,8 @@ def test_quick_run_reports_every_arm_on_test_and_reruns_from_its_cache(tmp_path)
     for variant in VARIANTS[:-1]:  # each selection rule's pick, retrained: validation / test IoU / MACs ratio
         assert re.search(rf"^\| {re.escape(variant)} \| \d\.\d{{4}} / \d\.\d{{4}} / \d\.\d{{3}} \|", md, re.M), variant
     assert re.search(r"^\| oracle: best standalone validation IoU \| \d\.\d{4} / ", md, re.M)
-    for variant in ("code", "paper"):  # Phase 1's two selection matrices, per search seed
-        assert len(re.findall(rf"^\| [01] \| {variant} \| \d\.\d{{4}} \| \d\.\d{{4}} \| -?\d\.\d{{4}} \| \d+ \|$",
+    for variant in ("code", "paper", "code, tau 1 -> 0.1"):  # Phase 1's selection matrices, per search seed
+        assert len(re.findall(rf"^\| [01] \| {re.escape(variant)} \| \d\.\d{{4}} \| \d\.\d{{4}} \| -?\d\.\d{{4}} \| \d+ \|$",
                               md, re.M)) == 2, variant
     for target in TARGETS:
         assert re.search(rf"^- {re.escape(target)}: (yes|no)$", md, re.M), f"no target line {target!r}"
@@ -90,6 +90,33 @@ def test_quick_run_reports_every_arm_on_test_and_reruns_from_its_cache(tmp_path)
     assert raw["complete"] and [len(raw["state"]["runs"][loss]) for loss in ("ce", "dice_ce")] == [nets * 2] * 2
     ce_runs = {(r["net"], r["seed"]): r["test_iou"] for r in raw["state"]["runs"]["ce"]}
     assert ce_runs[(0, 0)] == seeds["0"]["picks"]["BiX-NAS"]["runs"][0]["test_iou"]  # the same unit
+
+
+@pytest.mark.parametrize(
+    "flags, changed",
+    [
+        ([], {}),  # the authors' last stage, 1 SE: the keywords (and so the run folders) of earlier runs
+        (["--keep-sequential-last", "false"], {"keep_sequential_last": False}),
+        (["--selection-se", "2"], {"selection_se": 2.0}),
+        (["--keep-sequential-last", "false", "--selection-se", "2"], {"keep_sequential_last": False,
+                                                                      "selection_se": 2.0}),
+        (["--selection", "iou", "--selection-se", "2"], {"selection": "iou"}),  # no SE without one_se
+    ],
+)
+def test_bixnas_arm_keywords(flags, changed):
+    import search_quality as sq
+
+    s = sq.resolve(sq.parse_args(["--quick", *flags]))
+    before = {"samples": 3, "epochs": 1, "keep": (3, 2), "lr_per_member": False, "keep_sequential_last": True,
+              "member_bn": "recalibrate", "inherit_weights": True, "selection": "one_se"}
+    assert sq.phase2_kwargs(s) == {**before, **changed}
+
+
+def test_bad_selection_se_is_one_line():
+    result = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--selection-se", "-1"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == (
+        "search_quality: --selection-se -1.0: expected a number >= 0")
 
 
 @pytest.mark.parametrize(

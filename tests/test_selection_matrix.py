@@ -19,6 +19,7 @@ from nni_bixnas.space import BiONetPlusPlus, SkipChoice, SkipSubset
 from nni_bixnas.space.gene import searching_labels
 from nni_bixnas.strategy.selection_matrix import SelectionMatrix
 from nni_bixnas.strategy.supernet.supermodule import SelectionMatrixFusion, to_supernet, unique_weights
+from nni_bixnas.strategy.supernet.tau_schedule import TauAnnealing, annealed_tau, tau_callbacks
 from nni_bixnas.strategy.units import CANDIDATES_FILE
 from nni_bixnas.training import make_evaluator
 
@@ -197,6 +198,8 @@ def test_to_supernet_replaces_every_skip_choice_and_keeps_the_space():
         (dict(training={"seed": "1"}), "training.seed must be an int, got '1'"),
         (dict(training=["data"]), "training must be a dict"),
         (dict(seed="0"), "seed must be an int"),
+        (dict(tau_final=0), "tau_final \\(Gumbel-softmax temperature\\) must be a finite number > 0, got 0"),
+        (dict(tau_final="0.1"), "tau_final .* got '0.1'"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -250,6 +253,52 @@ def test_a_one_candidate_layer_choice_is_fixed(tmp_path):
     assert strategy.sample["op"] == 0 and strategy.candidates["skip"][0] == 0  # 'code' always fuses input 0
     frozen = next(strategy.list_models()).executable_model()
     assert frozen(torch.rand(1, 3, 16, 16)).shape == (1, 1, 16, 16)
+
+
+# ----- annealed temperature -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "epoch, epochs, tau, tau_final, expected",
+    [
+        (0, 5, 1.0, None, 1.0),  # constant: the authors'
+        (4, 5, 1.0, None, 1.0),
+        (0, 5, 1.0, 0.01, 1.0),  # geometric from tau at the first epoch ...
+        (2, 5, 1.0, 0.01, 0.1),
+        (4, 5, 1.0, 0.01, 0.01),  # ... to tau_final at the last
+        (1, 3, 2.0, 0.5, 1.0),
+        (9, 5, 1.0, 0.01, 0.01),  # past the last epoch (a longer resumed run): stays at tau_final
+        (0, 1, 1.0, 0.1, 0.1),  # one epoch: the final temperature
+    ],
+)
+def test_annealed_tau(epoch, epochs, tau, tau_final, expected):
+    assert annealed_tau(epoch, epochs, tau, tau_final) == pytest.approx(expected, rel=1e-12)
+
+
+def test_tau_annealing_sets_every_fusion_each_epoch():
+    fusions = [fusion(), fusion()]
+    callback = TauAnnealing(fusions, epochs=3, tau=1.0, tau_final=0.25)
+    logged = []
+    module = type("Module", (), {"log": lambda self, name, value, **kw: logged.append((name, value))})()
+    seen = []
+    for epoch in range(3):
+        callback.on_train_epoch_start(type("Trainer", (), {"current_epoch": epoch})(), module)
+        seen.append([f.tau for f in fusions])
+    assert seen == [[1.0, 1.0], [0.5, 0.5], [0.25, 0.25]]
+    assert logged == [("tau", 1.0), ("tau", 0.5), ("tau", 0.25)]
+    assert tau_callbacks(fusions, 3, 1.0, None) == []
+    with pytest.raises(ValueError, match="tau_final"):
+        tau_callbacks(fusions, 3, 1.0, -1.0)
+
+
+def test_annealed_phase1_trains_other_matrices_and_records_it(planted_data, tmp_path):
+    runs = {}
+    for name, tau_final in [("constant", None), ("annealed", 0.05)]:
+        strategy = SelectionMatrix(epochs=3, seed=0, tau_final=tau_final, training=planted_data,
+                                   out_dir=tmp_path / name)
+        strategy(RawFormatModelSpace.from_model(PlantedSkipSpace(), make_evaluator()), SequentialExecutionEngine())
+        runs[name] = (strategy.probabilities, json.loads((tmp_path / name / CANDIDATES_FILE).read_text()))
+    assert runs["constant"][1]["tau_final"] is None and runs["annealed"][1]["tau_final"] == 0.05
+    assert runs["constant"][0] != runs["annealed"][0]  # epochs 2 and 3 trained at lower temperatures
+    assert "tau_final=0.05" in repr(SelectionMatrix(tau_final=0.05))
 
 
 # ----- planted skip: the matrix finds the only informative input --------------------------------------

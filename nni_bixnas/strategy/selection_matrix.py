@@ -59,6 +59,11 @@ class SelectionMatrix(Strategy):
         Training epochs of the supernet (300 in the paper).
     tau
         Gumbel-softmax temperature (1.0 in the authors' code).
+    tau_final
+        ``None`` (default, the authors' constant ``tau``), or the temperature of the last epoch: ``tau`` is
+        annealed geometrically from ``tau`` to ``tau_final`` (as GDAS and SNAS do), so that the late epochs
+        train forwards close to the one-hot export
+        (:func:`~nni_bixnas.strategy.supernet.tau_schedule.annealed_tau`).
     variant
         ``'code'`` (the authors' released Phase 1: soft Gumbel, sequential input always added) or
         ``'paper'`` (Eq. 1: straight-through one-hot columns, unique picks averaged). See
@@ -98,6 +103,7 @@ class SelectionMatrix(Strategy):
         *,
         epochs: int = 300,
         tau: float = 1.0,
+        tau_final: Optional[float] = None,
         variant: str = "code",
         training: Optional[Mapping[str, Any]] = None,
         out_dir: Optional[PathLike] = None,
@@ -106,6 +112,7 @@ class SelectionMatrix(Strategy):
     ) -> None:
         super().__init__()
         self.epochs, self.tau, self.variant = positive_int("epochs", epochs), check_tau(tau), check_variant(variant)
+        self.tau_final = None if tau_final is None else check_tau(tau_final, "tau_final")
         self.training = check_training(training)
         self.seed = optional_int("seed", seed)
         self.out_dir = optional_path("out_dir", out_dir)
@@ -118,7 +125,8 @@ class SelectionMatrix(Strategy):
         self.probabilities: Optional[Dict[str, List[List[float]]]] = None
 
     def extra_repr(self) -> str:
-        return f"epochs={self.epochs}, tau={self.tau}, variant={self.variant!r}, seed={self.seed}"
+        annealed = "" if self.tau_final is None else f", tau_final={self.tau_final}"
+        return f"epochs={self.epochs}, tau={self.tau}{annealed}, variant={self.variant!r}, seed={self.seed}"
 
     # ----- lifecycle ----------------------------------------------------------------------------------
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
@@ -173,7 +181,7 @@ class SelectionMatrix(Strategy):
                 result = runner.run(
                     units.selection_matrix_unit, self._default_sample, space=space_reference(self.model_space),
                     epochs=self.epochs, training=settings.to_dict(), out_dir=self.out_dir, tau=self.tau,
-                    variant=self.variant,
+                    variant=self.variant, **({} if self.tau_final is None else {"tau_final": self.tau_final}),
                 )
         except NoBudget:
             _logger.warning("No budget left for the Phase 1 job; SelectionMatrix ends without a result.")

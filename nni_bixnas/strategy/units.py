@@ -47,8 +47,6 @@ HEATMAP_FILE = "selection_matrices.png"
 #: The trained SuperNet weights a unit leaves in its run folder (Phase 1 without the matrices).
 WEIGHTS_FILE = "supernet.pt"
 
-Sample = Dict[str, List[int]]
-
 
 def retrain_unit(model: nn.Module, *, training: Dict[str, Any], max_epochs: int = 10, out_dir: Optional[str] = None,
                  progress: bool = False, earlier_ious: Optional[List[float]] = None) -> Dict[str, Any]:
@@ -93,7 +91,7 @@ def retrained_result_unit(model: nn.Module, *, seeds: List[int], ious: List[floa
 # ----- Phase 1 ----------------------------------------------------------------------------------------
 def selection_matrix_unit(model: nn.Module, *, space: Dict[str, Any], epochs: int,
                           training: Optional[Dict[str, Any]] = None, out_dir: Optional[str] = None, tau: float = 1.0,
-                          variant: str = "code", progress: bool = False) -> Dict[str, Any]:
+                          variant: str = "code", tau_final: Optional[float] = None, progress: bool = False) -> Dict:
     """Train the selection-matrix supernet of ``space`` and report the candidate sets (one engine job).
 
     The model space is rebuilt from ``space`` (:func:`~nni_bixnas.strategy.supernet.spaces.space_reference`),
@@ -118,8 +116,8 @@ def selection_matrix_unit(model: nn.Module, *, space: Dict[str, Any], epochs: in
     out_dir
         Run folder; default ``$NNI_OUTPUT_DIR/phase1`` in a trial, else a new temporary folder. A
         folder holding an interrupted run of the same configuration is resumed.
-    tau, variant
-        See :class:`SelectionMatrixFusion`.
+    tau, variant, tau_final
+        See :class:`SelectionMatrixFusion`; ``tau_final`` anneals ``tau`` (:func:`.tau_schedule.annealed_tau`).
     progress
         Show Lightning's progress bar.
 
@@ -132,6 +130,7 @@ def selection_matrix_unit(model: nn.Module, *, space: Dict[str, Any], epochs: in
         without the selection matrices (a state dict Phase 2 can start from).
     """
     from nni_bixnas.strategy.supernet._plots import format_matrix, write_heatmaps
+    from nni_bixnas.strategy.supernet.tau_schedule import tau_callbacks
     from nni_bixnas.training import NNIReporter, fit, nni_tensorboard_dir
     from nni_bixnas.training.checkpoint import read_checkpoint
 
@@ -145,12 +144,12 @@ def selection_matrix_unit(model: nn.Module, *, space: Dict[str, Any], epochs: in
 
     seed_everything(seed)  # the supernet's initial weights and matrices
     supernet, fusions = to_supernet(build_space(space), tau=tau, variant=variant)
-    _logger.info("Phase 1 supernet: %d selection matrices (%s), %d epochs, out_dir %s",
-                 len(fusions), variant, epochs, run_dir)
-    result = fit(supernet, settings=settings, max_epochs=epochs, out_dir=run_dir, callbacks=[NNIReporter()],
+    callbacks = [NNIReporter(), *tau_callbacks(fusions.values(), epochs, tau, tau_final)]
+    _logger.info("Phase 1 supernet: %d selection matrices (%s), %d epochs, out_dir %s", len(fusions), variant, epochs,
+                 run_dir)
+    result = fit(supernet, settings=settings, max_epochs=epochs, out_dir=run_dir, callbacks=callbacks,
                  progress=progress, tensorboard_dir=nni_tensorboard_dir())
-    checkpoint_path = result.best_checkpoint if result.best_checkpoint.is_file() else result.last_checkpoint
-    checkpoint = read_checkpoint(checkpoint_path)  # weights-only
+    checkpoint = read_checkpoint(result.best_checkpoint if result.best_checkpoint.is_file() else result.last_checkpoint)
     state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     supernet.load_state_dict(state)
     weights = run_dir / WEIGHTS_FILE  # the trained weights without the matrices: Phase 2 may start from them
@@ -178,7 +177,8 @@ def selection_matrix_unit(model: nn.Module, *, space: Dict[str, Any], epochs: in
         "weights": str(weights),
     }
     with atomic_write(run_dir / CANDIDATES_FILE) as handle:
-        json.dump({**final, "variant": variant, "tau": tau, "seed": seed, "epochs": epochs}, handle, indent=2)
+        json.dump({**final, "variant": variant, "tau": tau, "tau_final": tau_final, "seed": seed, "epochs": epochs},
+                  handle, indent=2)
     nni.report_final_result(final)
     return final
 
@@ -195,7 +195,7 @@ def phase2_stage_unit(
     *,
     space: Dict[str, Any],
     stage: int,
-    members: List[Sample],
+    members: List[Dict[str, List[int]]],
     candidates: Optional[Dict[str, List[int]]] = None,
     epochs: int = 40,
     milestones: Optional[List[int]] = None,
@@ -274,10 +274,9 @@ def phase2_stage_unit(
     if settings.devices == "auto":
         settings = settings.replace(devices=1)  # concurrent stages must not each claim every GPU
     seed, lr = settings.seed, settings.lr
-    if member_macs is not None and len(member_macs) != len(members):
-        raise ValueError(f"member_macs has {len(member_macs)} values for {len(members)} members")
-    if member_latency is not None and len(member_latency) != len(members):
-        raise ValueError(f"member_latency has {len(member_latency)} values for {len(members)} members")
+    for name, values in (("member_macs", member_macs), ("member_latency", member_latency)):
+        if values is not None and len(values) != len(members):
+            raise ValueError(f"{name} has {len(values)} values for {len(members)} members")
     identity = dict(space=space, stage=stage, members=members, candidates=candidates, epochs=epochs,
                     milestones=milestones, gamma=gamma, lr=lr, step=step, mode=mode, member_bn=member_bn,
                     recalibration_batches=recalibration_batches, init_weights=init_weights, data=settings.data,

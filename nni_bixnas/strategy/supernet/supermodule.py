@@ -23,8 +23,8 @@ __all__ = ["SelectionMatrixFusion", "VARIANTS", "to_supernet", "unique_weights",
 VARIANTS = ("code", "paper")
 
 
-def check_tau(tau) -> float:
-    return positive_number("tau", tau, " (Gumbel-softmax temperature)")
+def check_tau(tau, name: str = "tau") -> float:
+    return positive_number(name, tau, " (Gumbel-softmax temperature)")
 
 
 def check_variant(variant) -> str:
