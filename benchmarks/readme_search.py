@@ -1,7 +1,7 @@
 """Write README's "Does the search beat chance?" from the results files (never by hand).
 
 Reads ``benchmarks/results/search_quality.json``, ``demo_pruning.md`` and (if present) ``retrain_recipe.json``
-and replaces the README section
+and ``search_quality_pruning.json`` (the BiX-NAS arm with the demo's settings) and replaces the README section
 between ``## Does the search beat chance?`` and ``## A short tour``. ``--check`` writes nothing and exits 1
 when the README's section differs from what the results give (``tests/test_benchmark_search_quality.py``
 runs it).
@@ -114,11 +114,36 @@ def recipe_lines(recipe: Optional[Dict[str, Any]]) -> List[str]:
     return lines
 
 
-def section(sq: Dict[str, Any], demo: str, recipe: Optional[Dict[str, Any]] = None) -> str:
+def targets_line(summary: Dict[str, Any]) -> str:
+    return "; ".join(f"{k}: {'pending' if v is None else ('yes' if v else 'no')}"
+                     for k, v in summary["targets"].items())
+
+
+def pruning_lines(run: Optional[Dict[str, Any]]) -> List[str]:
+    """The second run, BiX-NAS with the demo's Phase 2 settings (``search_quality_pruning.json``)."""
+    if not run:
+        return ["The BiX-NAS arm with the demo's settings (`search_quality.py --keep-sequential-last false "
+                "--selection-se 2`): not run."]
+    summary, settings = run["summary"], run["settings"]
+    status = "complete" if run.get("complete") else "**incomplete** (the tables hold what finished)"
+    narrowed = {k: v for k, v in summary["fixed"].items() if k.startswith("Random nets, narrowed")}
+    return [f"A second run, its BiX-NAS arm with the demo's Phase 2 settings (`keep_sequential_last="
+            f"{settings['keep_sequential_last']}`, `selection_se={settings['selection_se']:g}`; command "
+            f"`{run['command']}`) and its own RE and RS-WS at its own BiX-NAS wall seconds, same tiles, recipe and "
+            f"retraining seeds ([`search_quality_pruning.md`](benchmarks/results/search_quality_pruning.md), "
+            f"{status}):", "",
+            "| arm | search seeds | test IoU | MACs / BiO-Net++ | hypervolume | p vs BiX-NAS |",
+            "|---|---:|---:|---:|---:|---:|", *arm_rows(summary),
+            *(f"| {name} (this space) | {len(f['test_iou'])} nets | {mean_std(f['test_iou'])} | "
+              f"{num(f['macs_ratio'], 3)} | | |" for name, f in narrowed.items()), "",
+            f"Targets of this run: {targets_line(summary)}."]
+
+
+def section(sq: Dict[str, Any], demo: str, recipe: Optional[Dict[str, Any]] = None,
+            pruning: Optional[Dict[str, Any]] = None) -> str:
     summary, settings = sq["summary"], sq["settings"]
     d = demo_figures(demo)
-    targets = "; ".join(f"{k}: {'pending' if v is None else ('yes' if v else 'no')}"
-                        for k, v in summary["targets"].items())
+    targets = targets_line(summary)
     status = ("The run is complete." if sq["complete"] else
               "**The run is incomplete** (the results file says so; the tables hold what finished). Resume it with "
               "the same command and `--work`: finished units are read from their cache.")
@@ -146,6 +171,7 @@ def section(sq: Dict[str, Any], demo: str, recipe: Optional[Dict[str, Any]] = No
              "| arm without search | nets or seeds | test IoU | MACs / BiO-Net++ |", "|---|---:|---:|---:|",
              *fixed_rows(summary), "",
              f"Targets (from the results file): {targets}.", "", *collapsed_lines(summary.get("collapsed")),
+             *pruning_lines(pruning), "",
              *recipe_lines(recipe), "",
              *fidelity_lines(summary.get("fidelity")), "",
              *phase1_lines(summary.get("phase1_hard") or []), "",
@@ -213,13 +239,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sq = json.loads(results.read_text())
     except json.JSONDecodeError as err:
         raise SystemExit(f"readme_search: {results} is not valid JSON ({err})") from None
-    recipe_path, recipe = RESULTS / "retrain_recipe.json", None
-    if recipe_path.is_file():
-        try:
-            recipe = json.loads(recipe_path.read_text())
-        except json.JSONDecodeError as err:
-            raise SystemExit(f"readme_search: {recipe_path} is not valid JSON ({err})") from None
-    text = section(sq, demo.read_text(), recipe)
+    optional = {}
+    for name in ("retrain_recipe", "search_quality_pruning"):
+        path, optional[name] = RESULTS / f"{name}.json", None
+        if path.is_file():
+            try:
+                optional[name] = json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise SystemExit(f"readme_search: {path} is not valid JSON ({err})") from None
+    text = section(sq, demo.read_text(), optional["retrain_recipe"], optional["search_quality_pruning"])
     readme = readme_path.read_text()
     if START not in readme or END not in readme:
         raise SystemExit(f"readme_search: {readme_path} lacks the headings {START!r} and {END!r}")

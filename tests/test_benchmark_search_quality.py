@@ -154,8 +154,9 @@ def test_readme_search_section_quotes_only_the_results_files():
     """Every IoU, ratio and hypervolume in README's "Does the search beat chance?" is in a results file."""
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Does the search beat chance?"):readme.index("## A short tour")]
-    results = "".join((ROOT / "benchmarks" / "results" / name).read_text()
-                      for name in ("search_quality.md", "demo_pruning.md", "retrain_recipe.md"))
+    names = ("search_quality.md", "demo_pruning.md", "retrain_recipe.md", "search_quality_pruning.md")
+    results = "".join((ROOT / "benchmarks" / "results" / name).read_text() for name in names
+                      if (ROOT / "benchmarks" / "results" / name).is_file())
     figures = re.findall(r"(?<![\d.])[01]\.\d{3,4}(?: ± \d\.\d{4})?(?![\d])", section)
     assert len(figures) > 10
     missing = [f for f in figures if f not in results]
@@ -250,3 +251,24 @@ def test_readme_search_renders_the_recipe_table_from_its_results():
     lines = readme_search.recipe_lines({"complete": True, "state": {"nets": nets, "runs": runs}, "summary": summary})
     assert lines[-3:] == ["| loss | collapsed | BiX-NAS | BiO-Net++ (all skips) | BiX-NAS vs RE, p |",
                           "|---|---:|---:|---:|---:|", "| ce | 1 of 4 | 0.3000 ± — | 0.3000 ± 0.1414 | — |"]
+
+
+def test_readme_search_renders_the_pruning_run_from_its_results():
+    import readme_search
+
+    assert readme_search.pruning_lines(None)[0].endswith("not run.")
+    arm = {"seed_test_iou": {"0": 0.4, "1": 0.6}, "macs_ratio": {"0": 0.8, "1": 0.7}, "hypervolume": 0.1}
+    run = {"complete": False, "command": "python benchmarks/search_quality.py --selection-se 2",
+           "settings": {"keep_sequential_last": False, "selection_se": 2.0},
+           "summary": {"arms": {"BiX-NAS": arm, "RegularizedEvolution": {**arm, "p_vs_bixnas": 0.5}},
+                       "fixed": {"BiO-Net++ (all skips)": {"test_iou": [0.5], "macs_ratio": 1.0},
+                                 "Random nets, narrowed": {"test_iou": [0.1, 0.3], "macs_ratio": 0.9}},
+                       "targets": {"BiX-NAS mean test IoU >= RegularizedEvolution's": True, "other": None}}}
+    lines = readme_search.pruning_lines(run)
+    assert "`keep_sequential_last=False`, `selection_se=2`" in lines[0] and "**incomplete**" in lines[0]
+    assert lines[2:] == [
+        "| arm | search seeds | test IoU | MACs / BiO-Net++ | hypervolume | p vs BiX-NAS |", "|---|---:|---:|---:|---:|---:|",
+        "| BiX-NAS | 2 | 0.5000 ± 0.1414 | 0.750 | 0.1000 | — |",
+        "| RegularizedEvolution | 2 | 0.5000 ± 0.1414 | 0.750 | 0.1000 | 0.500 |",
+        "| Random nets, narrowed (this space) | 2 nets | 0.2000 ± 0.1414 | 0.900 | | |", "",
+        "Targets of this run: BiX-NAS mean test IoU >= RegularizedEvolution's: yes; other: pending."]
