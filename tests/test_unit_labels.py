@@ -155,6 +155,21 @@ def test_retrained_headline_is_mean_and_sample_std():
     headline = records.retrained_headline([0.6, 0.8])
     assert headline["retrained_iou_mean"] == pytest.approx(0.7)
     assert headline["retrained_iou_std"] == pytest.approx(0.1414213, abs=1e-6)
+    assert "retrained_final_iou_mean" not in headline
+
+
+@pytest.mark.parametrize(
+    "finals, expected",
+    [
+        ([0.5, 0.7], {"retrained_final_iou_mean": 0.6, "retrained_final_iou_std": 0.1414214}),
+        ([0.5, None], {}),  # one seed's last epoch unknown (an older run): no final-epoch headline
+        ([], {}),
+    ],
+)
+def test_retrained_headline_of_the_final_epochs(finals, expected):
+    headline = records.retrained_headline([0.6, 0.8], finals)
+    assert {k: round(v, 7) for k, v in headline.items() if "final" in k} == expected
+    assert headline["retrained_iou_mean"] == pytest.approx(0.7)
 
 
 def test_the_last_retraining_reports_the_headline(tmp_path, monkeypatch):
@@ -169,6 +184,8 @@ def test_the_last_retraining_reports_the_headline(tmp_path, monkeypatch):
     assert final["iou_kind"] == "retrained" and final["retrained_seeds"] == 2
     assert final["retrained_iou_mean"] == pytest.approx((0.25 + final["default"]) / 2)
     assert final["macs"] > 0 and final["params"] > 0
+    history = json.loads((tmp_path / "last" / "history.json").read_text())["history"]
+    assert (final["final_epoch"], final["final_iou"]) == (1, history[-1]["val_iou"])
     # an earlier seed only says what its IoU is
     first = units.retrain_unit(TinyNet(width=4), training=training, max_epochs=1, out_dir=str(tmp_path / "first"))
     assert first["iou_kind"] == "retrained" and "retrained_iou_mean" not in first
@@ -194,7 +211,8 @@ def finished_bixnas(retrained) -> BiXNAS:
                       training={"data": DATA})
     gene = Gene.dense()
     strategy.result = {"final_samples": [gene.to_sample()], "genes": [gene.to_text()],
-                       **records.retrained_headline([r["default"] for r in retrained]),
+                       **records.retrained_headline([r["default"] for r in retrained],
+                                                    [r.get("final_iou") for r in retrained]),
                        "macs": retrained[0]["macs"], "params": retrained[0]["params"]}
     return strategy
 
@@ -207,6 +225,10 @@ def test_summary_line_names_the_net_its_cost_and_retrained_iou():
     assert "dec_2_3_0_1_2_3_4 |" in line
     assert "2.500 GMACs (512 x 512), 23,840 params, retrained IoU 0.7000 ± 0.1414 over 2 seeds" in line
     assert BiXNAS(training={"data": DATA}).summary_line() is None
+    finals = finished_bixnas([{"default": 0.6, "final_iou": 0.5, "macs": 2.5e9, "params": 23840},
+                              {"default": 0.8, "final_iou": 0.8, "macs": 2.5e9, "params": 23840}]).summary_line()
+    assert finals.endswith("retrained IoU 0.7000 ± 0.1414 over 2 seeds (best validation epoch; final epoch "
+                           "0.6500 ± 0.2121)")
 
 
 def test_the_bridge_ends_the_log_with_the_summary_line(caplog):

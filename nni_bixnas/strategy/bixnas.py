@@ -265,7 +265,8 @@ class BiXNAS(Strategy):
             result["genes"] = [g.to_text() for g in genes]
         except TypeError:
             genes = []
-        result.update(records.retrained_headline([r.get("default") for r in self.retrained]))
+        result.update(records.retrained_headline([r.get("default") for r in self.retrained],
+                                                 [r.get("final_iou") for r in self.retrained]))
         result.update(self._final_complexity())
         self.result = result
         if self.out_dir is not None:

@@ -138,12 +138,18 @@ SHARED_WEIGHTS, RETRAINED = "shared weights", "retrained"
 RETRAINED_MEAN = "retrained, mean over seeds"
 
 
-def retrained_headline(ious: Sequence[Optional[float]]) -> Dict[str, Any]:
+def retrained_headline(ious: Sequence[Optional[float]], final_ious: Sequence[Optional[float]] = ()
+                       ) -> Dict[str, Any]:
     """``retrained_iou_mean``, ``retrained_iou_std`` (sample std; 0 for one seed) and ``retrained_seeds`` of
-    the retrained IoUs (``None`` entries skipped); empty if there is none."""
+    the retrained IoUs (``None`` entries skipped); empty if there is none. With ``final_ious`` (each seed's
+    last-epoch IoU, all known) also ``retrained_final_iou_mean`` and ``retrained_final_iou_std``."""
     values = [float(v) for v in ious if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if not values:
         return {}
+    finals = [float(v) for v in final_ious if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if finals and len(finals) == len(values):
+        return {**retrained_headline(values), "retrained_final_iou_mean": statistics.fmean(finals),
+                "retrained_final_iou_std": statistics.stdev(finals) if len(finals) > 1 else 0.0}
     return {"retrained_iou_mean": statistics.fmean(values),
             "retrained_iou_std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "retrained_seeds": len(values)}
@@ -178,6 +184,9 @@ def summary_line(result: Mapping[str, Any]) -> str:
         seeds = result["retrained_seeds"]
         iou = (f"retrained IoU {result['retrained_iou_mean']:.4f} ± {result['retrained_iou_std']:.4f} "
                f"over {seeds} seed{'s' if seeds != 1 else ''}")
+        if "retrained_final_iou_mean" in result:
+            iou += (f" (best validation epoch; final epoch {result['retrained_final_iou_mean']:.4f} ± "
+                    f"{result['retrained_final_iou_std']:.4f})")
     else:
         iou = "not retrained"
     return f"BiX-NAS found: {net} | {macs} (512 x 512), {params}, {iou}"

@@ -46,7 +46,8 @@ def train_and_score(
     Every validation epoch sends ``{'default': val_iou, 'dice': val_dice, 'loss': val_loss}`` with
     ``nni.report_intermediate_result``; the final result is
     ``{'default': best val IoU, 'dice', 'iou_batch_pooled', 'dice_batch_pooled', 'best_epoch',
-    'params', 'macs'}``, params and MACs counted at 1 x C x 512 x 512 (the paper's convention).
+    'final_iou', 'final_dice', 'final_epoch', 'params', 'macs'}`` (``final_*``: the last epoch's validation
+    scores, free of the best-epoch selection), params and MACs counted at 1 x C x 512 x 512 (the paper's convention).
     Outside an NNI trial the reports are only logged.
 
     Parameters
@@ -100,13 +101,16 @@ def train_and_score_settings(model: nn.Module, settings: TrainingSettings, *, ma
                  progress=progress, tensorboard_dir=nni_tensorboard_dir())
     in_channels = _in_channels(model)
     complexity = count_complexity(copy.deepcopy(model).cpu(), input_size=(512, 512), in_channels=in_channels)
-    best = result.best_record
+    best, last = result.best_record, (result.history[-1] if result.history else {})
     final = {
         "default": result.best_iou,
         "dice": result.best_dice,
         "iou_batch_pooled": best.get("val_iou_batch_pooled"),
         "dice_batch_pooled": best.get("val_dice_batch_pooled"),
         "best_epoch": result.best_epoch,
+        "final_iou": last.get("val_iou"),
+        "final_dice": last.get("val_dice"),
+        "final_epoch": last.get("epoch"),
         "params": complexity.params,
         "macs": complexity.macs,
     }
