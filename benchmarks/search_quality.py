@@ -778,7 +778,7 @@ def summarise(s, state: Dict[str, Any]) -> Dict[str, Any]:
 
 def collapsed_sentence(c: Dict[str, Any]) -> str:
     """How many retrainings end nearly all background, in all and per group (``summarise``'s ``collapsed``)."""
-    groups = "; ".join(f"{name} {n} of {runs}" for name, (n, runs) in c.get("groups", {}).items())
+    groups = "; ".join(f"{name} {n} of {runs}" for name, (n, runs) in c.get("groups", {}).items() if runs)
     return (f"{c['collapsed']} of the run's {c['runs']} retrainings end with a final-epoch validation IoU below "
             f"{c['below']} (nearly all background)" + (f": {groups}." if groups else "."))
 

@@ -50,8 +50,8 @@ def test_quick_run_reports_every_arm_on_test_and_reruns_from_its_cache(tmp_path)
         assert re.search(rf"^\| {re.escape(variant)} \| \d\.\d{{4}} / \d\.\d{{4}} / \d\.\d{{3}} \|", md, re.M), variant
     assert re.search(r"^\| oracle: best standalone validation IoU \| \d\.\d{4} / ", md, re.M)
     for variant in ("code", "paper", "code, tau 1 -> 0.1"):  # Phase 1's selection matrices, per search seed
-        assert len(re.findall(rf"^\| [01] \| {re.escape(variant)} \| \d\.\d{{4}} \| \d\.\d{{4}} \| -?\d\.\d{{4}} \| \d+ \|$",
-                              md, re.M)) == 2, variant
+        row = rf"^\| [01] \| {re.escape(variant)} \| \d\.\d{{4}} \| \d\.\d{{4}} \| -?\d\.\d{{4}} \| \d+ \|$"
+        assert len(re.findall(row, md, re.M)) == 2, variant
     for target in TARGETS:
         assert re.search(rf"^- {re.escape(target)}: (yes|no)$", md, re.M), f"no target line {target!r}"
 
@@ -267,8 +267,19 @@ def test_readme_search_renders_the_pruning_run_from_its_results():
     lines = readme_search.pruning_lines(run)
     assert "`keep_sequential_last=False`, `selection_se=2`" in lines[0] and "**incomplete**" in lines[0]
     assert lines[2:] == [
-        "| arm | search seeds | test IoU | MACs / BiO-Net++ | hypervolume | p vs BiX-NAS |", "|---|---:|---:|---:|---:|---:|",
+        "| arm | search seeds | test IoU | MACs / BiO-Net++ | hypervolume | p vs BiX-NAS |",
+        "|---|---:|---:|---:|---:|---:|",
         "| BiX-NAS | 2 | 0.5000 ± 0.1414 | 0.750 | 0.1000 | — |",
         "| RegularizedEvolution | 2 | 0.5000 ± 0.1414 | 0.750 | 0.1000 | 0.500 |",
         "| Random nets, narrowed (this space) | 2 nets | 0.2000 ± 0.1414 | 0.900 | | |", "",
         "Targets of this run: BiX-NAS mean test IoU >= RegularizedEvolution's: yes; other: pending."]
+
+
+def test_collapsed_sentence_leaves_out_groups_that_did_not_run():
+    import search_quality as sq
+
+    groups = {"searched picks and references": (2, 22), "random nets": (0, 8), "ranking-fidelity members": (0, 0)}
+    c = {"collapsed": 2, "runs": 30, "below": 0.05, "groups": groups}
+    assert sq.collapsed_sentence(c) == (
+        "2 of the run's 30 retrainings end with a final-epoch validation IoU below 0.05 (nearly all background): "
+        "searched picks and references 2 of 22; random nets 0 of 8.")
