@@ -919,8 +919,8 @@ def render(s, state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, An
                      f"{mean_std(list(a['seed_val_iou'].values()))} | {num(mean(list(a['macs_ratio'].values())), 3)} | "
                      f"{num(a['hypervolume'])} | {num(a.get('p_vs_bixnas'), 3)} | "
                      f"{num(mean(list(a['search_s'].values())), 0)} |")
-    lines += ["", "| search seed | budget s | arm | gene id | MACs / BiO-Net++ | test IoU per retraining |",
-              "|---:|---:|---|---|---:|---|"]
+    lines += ["", "| search seed | budget s | arm | gene id | MACs / BiO-Net++ | test IoU per retraining | mean |",
+              "|---:|---:|---|---|---:|---|---:|"]
     for k, seed in state["seeds"].items():
         for name in SEARCHING:
             if name not in seed["picks"]:
@@ -928,7 +928,8 @@ def render(s, state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, An
             pick = seed["picks"][name]
             ratio = arms[name]["macs_ratio"].get(k)
             lines.append(f"| {k} | {seed['budget_s']:.0f} | {name} | {digest(pick['gene'])} | {num(ratio, 3)} | "
-                         + ", ".join(f"{r['test_iou']:.4f}" for r in pick["runs"]) + " |")
+                         + ", ".join(f"{r['test_iou']:.4f}" for r in pick["runs"])
+                         + f" | {num(arms[name]['seed_test_iou'].get(k))} |")
     lines += ["", "## Arms without search", "", "| arm | nets or seeds | test IoU | val IoU | MACs / BiO-Net++ |",
               "|---|---:|---:|---:|---:|"]
     for name, f in fixed.items():
