@@ -1,7 +1,8 @@
 """Write README's "Does the search beat chance?" from the results files (never by hand).
 
 Reads ``benchmarks/results/search_quality.json``, ``demo_pruning.md`` and (if present) ``retrain_recipe.json``
-and ``search_quality_pruning.json`` (the BiX-NAS arm with the demo's settings) and replaces the README section
+and ``search_quality_pruning.json`` (the BiX-NAS arm with the demo's settings, with its
+``retrain_recipe_pruning.json``) and replaces the README section
 between ``## Does the search beat chance?`` and ``## A short tour``. ``--check`` writes nothing and exits 1
 when the README's section differs from what the results give (``tests/test_benchmark_search_quality.py``
 runs it).
@@ -94,15 +95,16 @@ def collapsed_lines(c: Optional[Dict[str, Any]]) -> List[str]:
     return [collapsed_sentence(c), ""] if c else []
 
 
-def recipe_lines(recipe: Optional[Dict[str, Any]]) -> List[str]:
-    """The loss comparison of ``retrain_recipe.json`` (``None``: not run)."""
+def recipe_lines(recipe: Optional[Dict[str, Any]], run: str = "the run above",
+                 name: str = "retrain_recipe") -> List[str]:
+    """The loss comparison of ``<name>.json`` on the nets of ``run`` (``None``: not run)."""
     if not recipe:
         return ["The retraining recipe with cross-entropy + soft Dice (`benchmarks/retrain_recipe.py`): not run."]
     status = "" if recipe.get("complete") else " **Incomplete** (the results file says so)."
     names = list(dict.fromkeys(net["arm"] for net in recipe["state"]["nets"]))
-    lines = ["The same nets retrained with the authors' cross-entropy (`loss='ce'`, the run above) and with "
+    lines = [f"The nets of {run} retrained with the authors' cross-entropy (`loss='ce'`, as in that run) and with "
              "cross-entropy + soft Dice (`loss='dice_ce'`), same recipe, tiles and seeds "
-             "([`retrain_recipe.md`](benchmarks/results/retrain_recipe.md); test IoU, mean ± std over search "
+             f"([`{name}.md`](benchmarks/results/{name}.md); test IoU, mean ± std over search "
              f"seeds, the references over retraining seeds).{status}", "",
              "| loss | collapsed | " + " | ".join(names) + " | BiX-NAS vs RE, p |",
              "|---|---:|" + "---:|" * len(names) + "---:|"]
@@ -152,7 +154,7 @@ def seed_rows(summary: Dict[str, Any]) -> List[str]:
 
 
 def section(sq: Dict[str, Any], demo: str, recipe: Optional[Dict[str, Any]] = None,
-            pruning: Optional[Dict[str, Any]] = None) -> str:
+            pruning: Optional[Dict[str, Any]] = None, recipe_pruning: Optional[Dict[str, Any]] = None) -> str:
     summary, settings = sq["summary"], sq["settings"]
     d = demo_figures(demo)
     targets = targets_line(summary)
@@ -183,8 +185,9 @@ def section(sq: Dict[str, Any], demo: str, recipe: Optional[Dict[str, Any]] = No
              "| arm without search | nets or seeds | test IoU | MACs / BiO-Net++ |", "|---|---:|---:|---:|",
              *fixed_rows(summary), "",
              f"Targets (from the results file): {targets}.", "", *collapsed_lines(summary.get("collapsed")),
+             *recipe_lines(recipe, "the first run"), "",
              *pruning_lines(pruning), "",
-             *recipe_lines(recipe), "",
+             *(recipe_lines(recipe_pruning, "the second run", "retrain_recipe_pruning") if pruning else []), "",
              *fidelity_lines(summary.get("fidelity")), "",
              *phase1_lines(summary.get("phase1_hard") or []), "",
              *FINDINGS, "",
@@ -259,14 +262,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except json.JSONDecodeError as err:
         raise SystemExit(f"readme_search: {results} is not valid JSON ({err})") from None
     optional = {}
-    for name in ("retrain_recipe", "search_quality_pruning"):
+    for name in ("retrain_recipe", "search_quality_pruning", "retrain_recipe_pruning"):
         path, optional[name] = RESULTS / f"{name}.json", None
         if path.is_file():
             try:
                 optional[name] = json.loads(path.read_text())
             except json.JSONDecodeError as err:
                 raise SystemExit(f"readme_search: {path} is not valid JSON ({err})") from None
-    text = section(sq, demo.read_text(), optional["retrain_recipe"], optional["search_quality_pruning"])
+    text = section(sq, demo.read_text(), *optional.values())
     readme = readme_path.read_text()
     if START not in readme or END not in readme:
         raise SystemExit(f"readme_search: {readme_path} lacks the headings {START!r} and {END!r}")

@@ -154,7 +154,8 @@ def test_readme_search_section_quotes_only_the_results_files():
     """Every IoU, ratio and hypervolume in README's "Does the search beat chance?" is in a results file."""
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Does the search beat chance?"):readme.index("## A short tour")]
-    names = ("search_quality.md", "demo_pruning.md", "retrain_recipe.md", "search_quality_pruning.md")
+    names = ("search_quality.md", "demo_pruning.md", "retrain_recipe.md", "search_quality_pruning.md",
+             "retrain_recipe_pruning.md")
     results = "".join((ROOT / "benchmarks" / "results" / name).read_text() for name in names
                       if (ROOT / "benchmarks" / "results" / name).is_file())
     figures = re.findall(r"(?<![\d.])[01]\.\d{3,4}(?: ± \d\.\d{4})?(?![\d])", section)
