@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import nni
 import pytest
 import torch
 from nni.nas.evaluator import FunctionalEvaluator
@@ -264,3 +265,44 @@ def test_a_finished_retraining_seed_is_not_retrained_after_a_restart(tmp_path, m
 def test_retraining_seeds_must_be_distinct():
     with pytest.raises(ValueError, match="distinct ints, got \\[0, 1, 0\\]"):
         BiXNAS(retrain={"seeds": [0, 1, 0]})
+
+
+@pytest.mark.slow
+def test_the_finalist_check_picks_the_finalist_that_trains_and_is_not_rerun(tmp_path, monkeypatch, count_units):
+    """Phase 2 keeps two final nets; the check (stubbed: Phase 2's first "does not train") makes its second the
+    winner, which is retrained, written to gene.txt and result.json; a resume trains no finalist again."""
+    real_unit = units.retrain_unit
+    checked = []
+
+    def stub(model, **kwargs):
+        if "finalists" not in str(kwargs.get("out_dir")):
+            return real_unit(model, **kwargs)
+        index = int(str(kwargs["out_dir"]).rsplit("/", 1)[-1])
+        checked.append((index, kwargs["max_epochs"], kwargs["iou_kind"]))
+        result = {"default": [0.01, 0.4][index], "final_iou": [0.0, 0.38][index]}
+        nni.report_final_result(result)
+        return result
+
+    monkeypatch.setattr(units, "retrain_unit", stub)
+    kw = {**KW, "phase2": {**KW["phase2"], "keep": (2, 2)}, "finalist_epochs": 3}
+    strategy = BiXNAS(**kw, out_dir=str(tmp_path), seed=0)
+    strategy(space(), SequentialExecutionEngine())
+    phase2_order = strategy.phase2.final_samples
+    assert len(phase2_order) == 2
+    assert sorted(checked) == [(0, 3, "standalone, finalist check"), (1, 3, "standalone, finalist check")]
+    assert strategy.final_samples == [phase2_order[1], phase2_order[0]]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["final_samples"][0] == phase2_order[1]
+    assert result["finalists"]["order"] == [1, 0] and result["finalists"]["phase2_order"] == phase2_order
+    assert [r["default"] for r in result["finalists"]["results"]] == [0.01, 0.4]
+    assert Gene.parse((tmp_path / "gene.txt").read_text()).to_sample() == phase2_order[1]
+    assert len(strategy.retrained) == 1
+    state = torch.load(tmp_path / "bixnas_state.pt", weights_only=False)
+    assert state["final_samples"][0] == phase2_order[1]
+
+    checked.clear()
+    count_units.clear()
+    resumed = BiXNAS(**kw, out_dir=str(tmp_path), seed=0)
+    resumed(space(), SequentialExecutionEngine())
+    assert checked == [] and count_units == []
+    assert resumed.final_samples[0] == phase2_order[1]

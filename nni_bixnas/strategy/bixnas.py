@@ -1,4 +1,5 @@
-"""BiX-NAS: Phase 1 (selection matrix) -> Phase 2 (progressive evolution) -> retraining of the winner."""
+"""BiX-NAS: Phase 1 (selection matrix) -> Phase 2 (progressive evolution) -> [finalist check] -> retraining
+of the winner."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from nni.nas.space import ExecutableModelSpace
 from nni.nas.strategy import Strategy
 from numpy.random import RandomState
 
-from nni_bixnas._checks import non_negative_int
+from nni_bixnas._checks import non_negative_int, non_negative_number
 from nni_bixnas.settings import TrainingSettings
 from nni_bixnas.utils import atomic_torch_save, atomic_write
 
 from . import records, units
+from .finalists import order_finalists
 from .progressive_evolution import ProgressiveEvolution
 from .runner import NoBudget, UnitRunner, add_unit_listener
 from .selection_matrix import SelectionMatrix
@@ -68,6 +70,15 @@ class BiXNAS(Strategy):
     unit_retries
         How many times any unit (Phase 1, a Phase 2 stage, a retraining) is submitted again after its
         trial failed, e.g. was killed; a unit resumes from its run folder.
+    finalist_epochs
+        ``0`` (default): the winner is Phase 2's first final architecture. Else every final architecture is
+        first trained standalone for this many epochs with ``training`` (one unit each, submitted together)
+        and the winner is chosen by :func:`~nni_bixnas.strategy.finalists.order_finalists` (ours, not the
+        paper's; see :mod:`nni_bixnas.strategy.finalists`). The scores are in :attr:`finalists` and
+        ``result.json``.
+    finalist_tolerance
+        How far (absolute validation IoU) below the best finalist's a finalist may score and keep its Phase 2
+        rank (default 0.05).
     """
 
     def __init__(
@@ -80,6 +91,8 @@ class BiXNAS(Strategy):
         seed: Optional[int] = None,
         resume: bool = True,
         unit_retries: int = 1,
+        finalist_epochs: int = 0,
+        finalist_tolerance: float = 0.05,
     ) -> None:
         super().__init__()
         training = check_training(training)  # a dict, or a TrainingSettings
@@ -107,6 +120,8 @@ class BiXNAS(Strategy):
         self.out_dir = None if out_dir is None else str(out_dir)
         self.resume = bool(resume)
         self.unit_retries = non_negative_int("unit_retries", unit_retries)
+        self.finalist_epochs = non_negative_int("finalist_epochs", finalist_epochs)
+        self.finalist_tolerance = non_negative_number("finalist_tolerance", finalist_tolerance)
         self.seed = seed
         self._random_state = RandomState(seed)
         self._phase_seeds = [int(v) for v in self._random_state.randint(2**31 - 1, size=2)]
@@ -116,6 +131,8 @@ class BiXNAS(Strategy):
                              unit_retries=self.unit_retries)
         self.phase2: Optional[ProgressiveEvolution] = None
         self.retrained: List[Dict[str, Any]] = []
+        #: The finalist check's results, one per final architecture (``index`` into Phase 2's order).
+        self.finalists: List[Dict[str, Any]] = []
         self.headline_reported = False  # the trial of the retrained IoU mean has run
         self.result: Optional[Dict[str, Any]] = None
         self._pending_phase2_state: Optional[dict] = None
@@ -129,8 +146,10 @@ class BiXNAS(Strategy):
         return None if self.out_dir is None else str(Path(self.out_dir) / name)
 
     def extra_repr(self) -> str:
+        finalists = (f", finalist_epochs={self.finalist_epochs}, finalist_tolerance={self.finalist_tolerance}"
+                     if self.finalist_epochs else "")
         return (f"phase1={self.phase1_kwargs}, phase2={self.phase2_kwargs}, retrain={self.retrain_kwargs}, "
-                f"out_dir={self.out_dir!r}, seed={self.seed}")
+                f"out_dir={self.out_dir!r}, seed={self.seed}{finalists}")
 
     # -- lifecycle --------------------------------------------------------------------------------
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
@@ -170,6 +189,12 @@ class BiXNAS(Strategy):
         self.save_state()
         if not self.phase2.final_samples:
             return  # the budget ran out during Phase 2 (logged); a resume with more budget continues
+        if self.finalist_epochs:
+            try:
+                self._check_finalists()
+            except NoBudget as err:
+                _logger.warning("The finalist check stops after %d finalist(s): %s", len(self.finalists), err)
+                return  # a resume with more budget continues
         if self.retrain_kwargs is not None:
             try:
                 self._retrain()
@@ -195,10 +220,50 @@ class BiXNAS(Strategy):
             self.phase2.load_state_dict(self._pending_phase2_state)
             self._pending_phase2_state = None
 
+    @property
+    def final_samples(self) -> List[Dict[str, List[int]]]:
+        """Phase 2's final architectures, the winner first: in the finalist check's order once it ran, else
+        Phase 2's (empty before Phase 2 ends)."""
+        samples = [] if self.phase2 is None else self.phase2.final_samples
+        return [samples[i] for i in self._final_order()]
+
+    def _final_order(self) -> List[int]:
+        n = 0 if self.phase2 is None else len(self.phase2.final_samples)
+        if not self.finalist_epochs or n < 2 or len(self.finalists) < n:
+            return list(range(n))
+        return order_finalists([r.get("default") for r in self.finalists], self.finalist_tolerance)
+
+    def _check_finalists(self) -> None:
+        """Train every final architecture not checked yet for ``finalist_epochs`` (one unit each, submitted
+        together), recording each as soon as it ends."""
+        samples = self.phase2.final_samples
+        if len(samples) < 2:
+            return  # nothing to choose between
+        done = {record["index"] for record in self.finalists}
+        todo = [i for i in range(len(samples)) if i not in done]
+        settings = training_settings(self.model_space, self.training).to_dict()
+        jobs = [(units.retrain_unit, samples[i], {"training": settings, "max_epochs": self.finalist_epochs,
+                                                  "out_dir": self._sub_dir(f"finalists/{i}"),
+                                                  "iou_kind": records.FINALIST}) for i in todo]
+
+        def record(index: int, result: Dict[str, Any]) -> None:
+            self.finalists.append({"index": todo[index], **result})
+            self.finalists.sort(key=lambda r: r["index"])
+            _logger.info("Finalist %d (Phase 2 rank %d) trained standalone for %d epoch(s): IoU %s", todo[index],
+                         todo[index] + 1, self.finalist_epochs, result.get("default"))
+            self.save_state()
+
+        if jobs:
+            _logger.info("Finalist check: %d final architecture(s), %d epoch(s) each", len(jobs), self.finalist_epochs)
+            with UnitRunner(self.phase2.model_space, self.engine, retries=self.unit_retries) as runner:
+                runner.run_many(jobs, on_result=record)
+        order = self._final_order()
+        _logger.info("Finalist check: Phase 2 rank %d wins (tolerance %.3g)", order[0] + 1, self.finalist_tolerance)
+
     def _retrain(self) -> None:
         """Retrain the winner once per seed not retrained yet, all submitted together (NNI's
         ``trialConcurrency`` of them run at once); each seed is recorded and saved as soon as it ends."""
-        winner = self.phase2.final_samples[0]
+        winner = self.final_samples[0]
         kwargs = {k: v for k, v in self.retrain_kwargs.items() if k != "seeds"}
         settings = training_settings(self.model_space, self.training).replace(
             **{k: v for k, v in kwargs.items() if k in TRAINING_KEYS})
@@ -246,13 +311,13 @@ class BiXNAS(Strategy):
         ious = [by_seed[seed].get("default") for seed in seeds]
         complexity = self._final_complexity()
         with UnitRunner(self.phase2.model_space, self.engine, retries=self.unit_retries) as runner:
-            runner.run(units.retrained_result_unit, self.phase2.final_samples[0], seeds=list(seeds), ious=ious,
+            runner.run(units.retrained_result_unit, self.final_samples[0], seeds=list(seeds), ious=ious,
                        **complexity)
         self.headline_reported = True
         self.save_state()
 
     def _finish(self) -> None:
-        samples = self.phase2.final_samples
+        samples, order = self.final_samples, self._final_order()
         result: Dict[str, Any] = {
             "candidates": self.phase1.candidates,
             "final_samples": samples,
@@ -260,8 +325,12 @@ class BiXNAS(Strategy):
             "retrained": self.retrained,
             "split": self._split(),
         }
+        if self.finalist_epochs:
+            result["finalists"] = {"epochs": self.finalist_epochs, "tolerance": self.finalist_tolerance,
+                                   "phase2_order": self.phase2.final_samples, "order": order,
+                                   "results": self.finalists}
         try:
-            genes = self.phase2.final_genes()
+            genes = [self.phase2.final_genes()[i] for i in order]
             result["genes"] = [g.to_text() for g in genes]
         except TypeError:
             genes = []
@@ -281,7 +350,7 @@ class BiXNAS(Strategy):
         _logger.info("BiX-NAS finished: best sample %s", samples[0])
 
     def _final_complexity(self) -> Dict[str, int]:
-        return records.final_complexity(self.retrained, self.phase2.model_space, self.phase2.final_samples[0])
+        return records.final_complexity(self.retrained, self.phase2.model_space, self.final_samples[0])
 
     def summary_line(self) -> Optional[str]:
         """One line naming the found net (:func:`~nni_bixnas.strategy.records.summary_line` of :attr:`result`);
@@ -309,6 +378,8 @@ class BiXNAS(Strategy):
             "phase1": self.phase1.state_dict(),
             "phase2": None if self.phase2 is None else self.phase2.state_dict(),
             "retrained": copy.deepcopy(self.retrained),
+            "finalists": copy.deepcopy(self.finalists),
+            "final_samples": copy.deepcopy(self.final_samples),  # the winner first (read by experiment.export)
             "headline_reported": self.headline_reported,
             "random_state": self._random_state.get_state(),
             "phase_seeds": list(self._phase_seeds),
@@ -325,6 +396,7 @@ class BiXNAS(Strategy):
         self._phase_seeds = seeds
         self.phase1.load_state_dict(state_dict["phase1"])
         self.retrained = copy.deepcopy(list(state_dict.get("retrained", [])))
+        self.finalists = copy.deepcopy(list(state_dict.get("finalists", [])))
         self.headline_reported = bool(state_dict.get("headline_reported", False))
         if state_dict.get("phase2") is not None:
             if self.phase2 is not None:

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["Member", "StageRecord", "population_of", "SHARED_WEIGHTS", "RETRAINED", "RETRAINED_MEAN",
+__all__ = ["Member", "StageRecord", "population_of", "SHARED_WEIGHTS", "RETRAINED", "RETRAINED_MEAN", "FINALIST",
            "retrained_headline"]
 
 Sample = Dict[str, List[int]]
@@ -136,6 +136,8 @@ def population_of(result: Mapping[str, Any], stage: int, expected: int) -> List[
 SHARED_WEIGHTS, RETRAINED = "shared weights", "retrained"
 #: ``iou_kind`` of the trial that reports the retrained IoU mean over the seeds as its ``default``.
 RETRAINED_MEAN = "retrained, mean over seeds"
+#: ``iou_kind`` of the finalist check's short standalone trainings (``BiXNAS(finalist_epochs=...)``).
+FINALIST = "standalone, finalist check"
 
 
 def retrained_headline(ious: Sequence[Optional[float]], final_ious: Sequence[Optional[float]] = ()

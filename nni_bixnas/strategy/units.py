@@ -49,12 +49,14 @@ WEIGHTS_FILE = "supernet.pt"
 
 
 def retrain_unit(model: nn.Module, *, training: Dict[str, Any], max_epochs: int = 10, out_dir: Optional[str] = None,
-                 progress: bool = False, earlier_ious: Optional[List[float]] = None) -> Dict[str, Any]:
+                 progress: bool = False, earlier_ious: Optional[List[float]] = None,
+                 iou_kind: str = RETRAINED) -> Dict[str, Any]:
     """Retrain a searched architecture with ``training`` (:meth:`TrainingSettings.to_dict
     <nni_bixnas.settings.TrainingSettings.to_dict>`, its ``seed`` this retraining's) for ``max_epochs``, as
     :func:`~nni_bixnas.training.evaluator.train_and_score` does, and report the result (one unit).
 
-    The reported result also holds ``iou_kind: 'retrained'``; with ``earlier_ious`` (the IoUs of the other
+    The reported result also holds ``iou_kind`` (``'retrained'``; the finalist check's short trainings say
+    so, :data:`~nni_bixnas.strategy.records.FINALIST`); with ``earlier_ious`` (the IoUs of the other
     seeds, known before this one starts) it also holds :func:`retrained_headline` over all seeds, so the web UI
     shows the headline beside this net's ``macs`` and ``params``. :class:`~nni_bixnas.strategy.BiXNAS` passes
     ``earlier_ious=[]`` when it retrains one seed only; several seeds train concurrently, and it computes
@@ -65,7 +67,7 @@ def retrain_unit(model: nn.Module, *, training: Dict[str, Any], max_epochs: int 
     settings = TrainingSettings.from_mapping(training, "training.")
     final = train_and_score_settings(model, settings, max_epochs=max_epochs, out_dir=out_dir, progress=progress)
     headline = {} if earlier_ious is None else retrained_headline([*earlier_ious, final.get("default")])
-    final = {**final, "iou_kind": RETRAINED, **headline}
+    final = {**final, "iou_kind": iou_kind, **headline}
     nni.report_final_result(final)
     return final
 
