@@ -2,7 +2,7 @@
 
 Reads ``benchmarks/results/search_quality.json``, ``demo_pruning.md`` and (if present) ``retrain_recipe.json``
 and ``search_quality_pruning.json`` (the BiX-NAS arm with the demo's settings, with its
-``retrain_recipe_pruning.json``) and replaces the README section
+``retrain_recipe_pruning.json`` and ``finalist_check.json``) and replaces the README section
 between ``## Does the search beat chance?`` and ``## A short tour``. ``--check`` writes nothing and exits 1
 when the README's section differs from what the results give (``tests/test_benchmark_search_quality.py``
 runs it).
@@ -31,6 +31,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 START, END = "## Does the search beat chance?", "## A short tour"
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from finalist_check import arm_table, seed_table, verdict  # noqa: E402
 from retrain_recipe import arm_ious  # noqa: E402
 from search_quality import (  # noqa: E402
     atomic_write,
@@ -143,6 +144,21 @@ def pruning_lines(run: Optional[Dict[str, Any]]) -> List[str]:
             f"Targets of this run: {targets_line(summary)}."]
 
 
+def finalist_lines(check: Optional[Dict[str, Any]]) -> List[str]:
+    """The finalist check on the second run's searches (``finalist_check.json``)."""
+    if not check:
+        return ["The finalist check (`benchmarks/finalist_check.py`, `BiXNAS(finalist_epochs=...)`): not run."]
+    status = "complete" if check.get("complete") else "**incomplete** (the tables hold what finished)"
+    return [f"The finalist check on the second run's searches (`BiXNAS(finalist_epochs={check['epochs']}, "
+            f"finalist_tolerance={check['tolerance']:g})`: Phase 2's final nets trained standalone that long, "
+            "the winner Phase 2's first within the tolerance of the best; command "
+            f"`{check['command']}`): each search is resumed with the check, its seconds F_k are added to the "
+            "search's B_k, and RegularizedEvolution and RS-WS run again at B_k + F_k; every pick retrained as "
+            f"above ([`finalist_check.md`](benchmarks/results/finalist_check.md), {status}). Per search seed, "
+            "each pick's test IoU / MACs over BiO-Net++'s:", "", *seed_table(check["state"]), "",
+            *arm_table(check["summary"]), "", *verdict(check["state"], check["summary"])]
+
+
 def seed_rows(summary: Dict[str, Any]) -> List[str]:
     arms = summary["arms"]
     seeds = sorted({k for a in arms.values() for k in a["seed_test_iou"]}, key=int)
@@ -154,7 +170,8 @@ def seed_rows(summary: Dict[str, Any]) -> List[str]:
 
 
 def section(sq: Dict[str, Any], demo: str, recipe: Optional[Dict[str, Any]] = None,
-            pruning: Optional[Dict[str, Any]] = None, recipe_pruning: Optional[Dict[str, Any]] = None) -> str:
+            pruning: Optional[Dict[str, Any]] = None, recipe_pruning: Optional[Dict[str, Any]] = None,
+            finalists: Optional[Dict[str, Any]] = None) -> str:
     summary, settings = sq["summary"], sq["settings"]
     d = demo_figures(demo)
     targets = targets_line(summary)
@@ -188,6 +205,7 @@ def section(sq: Dict[str, Any], demo: str, recipe: Optional[Dict[str, Any]] = No
              *recipe_lines(recipe, "the first run"), "",
              *pruning_lines(pruning), "",
              *(recipe_lines(recipe_pruning, "the second run", "retrain_recipe_pruning") if pruning else []), "",
+             *(finalist_lines(finalists) + [""] if pruning else []),
              *fidelity_lines(summary.get("fidelity")), "",
              *phase1_lines(summary.get("phase1_hard") or []), "",
              *FINDINGS, "",
@@ -262,7 +280,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except json.JSONDecodeError as err:
         raise SystemExit(f"readme_search: {results} is not valid JSON ({err})") from None
     optional = {}
-    for name in ("retrain_recipe", "search_quality_pruning", "retrain_recipe_pruning"):
+    for name in ("retrain_recipe", "search_quality_pruning", "retrain_recipe_pruning", "finalist_check"):
         path, optional[name] = RESULTS / f"{name}.json", None
         if path.is_file():
             try:

@@ -50,17 +50,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_run(path: Path) -> Dict[str, Any]:
-    """search_quality's results, checked to hold what this benchmark reads; one line naming the file if not."""
+def load_run(path: Path, who: str = "retrain_recipe") -> Dict[str, Any]:
+    """search_quality's results, checked to hold what this benchmark (``who``) reads; one line naming the file
+    if not."""
     if not path.is_file():
-        raise SystemExit(f"retrain_recipe: {path} does not exist; run benchmarks/search_quality.py first")
+        raise SystemExit(f"{who}: {path} does not exist; run benchmarks/search_quality.py first")
     try:
         run = json.loads(path.read_text())
     except ValueError as err:
-        raise SystemExit(f"retrain_recipe: {path} is not valid JSON ({err})") from None
+        raise SystemExit(f"{who}: {path} is not valid JSON ({err})") from None
     if not isinstance(run, dict) or not all(k in run for k in ("settings", "state")) \
             or "seeds" not in run["state"] or "references" not in run["state"]:
-        raise SystemExit(f"retrain_recipe: {path} holds no finished search_quality run (expected 'settings' and "
+        raise SystemExit(f"{who}: {path} holds no finished search_quality run (expected 'settings' and "
                          "'state' with 'seeds' and 'references')")
     return run
 

@@ -91,6 +91,24 @@ def test_quick_run_reports_every_arm_on_test_and_reruns_from_its_cache(tmp_path)
     ce_runs = {(r["net"], r["seed"]): r["test_iou"] for r in raw["state"]["runs"]["ce"]}
     assert ce_runs[(0, 0)] == seeds["0"]["picks"]["BiX-NAS"]["runs"][0]["test_iou"]  # the same unit
 
+    # the finalist check on this run's searches: Phase 1 and 2 are not run again, RE and RS-WS are (new budget)
+    check = [sys.executable, str(ROOT / "benchmarks" / "finalist_check.py"), "--results", str(tmp_path / "sq.json"),
+             "--out", str(tmp_path / "fc.md"), "--epochs", "1"]
+    result = subprocess.run(check, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert not re.search(r"start  (BiX-NAS search|Phase 1)", result.stdout)
+    assert len(re.findall(r"done   finalist check, search seed [01] \(1 epochs\)", result.stdout)) == 2
+    fc_md = (tmp_path / "fc.md").read_text()
+    assert "- complete: yes" in fc_md
+    assert len(re.findall(r"^\| [01] \| \d+ \| \d+ \| \d\.\d{4}, \d\.\d{4} \| [12] \|", fc_md, re.M)) == 2
+    for arm in ("BiX-NAS + finalist check", "BiX-NAS, Phase 2's pick", "RegularizedEvolution", "RS-WS"):
+        assert re.search(rf"^\| {re.escape(arm)} \| \d\.\d{{4}} ± \d\.\d{{4}} \| \d\.\d{{3}} \|", fc_md, re.M), arm
+    raw = json.loads((tmp_path / "fc.json").read_text())
+    for k in ("0", "1"):
+        phase2 = raw["state"]["seeds"][k]["picks"]["BiX-NAS, Phase 2's pick"]
+        assert phase2["runs"] == seeds[k]["picks"]["BiX-NAS"]["runs"]  # the run's own retrainings, cached
+        assert raw["state"]["seeds"][k]["finalist_s"] > 0
+
 
 @pytest.mark.parametrize(
     "flags, changed",
@@ -155,7 +173,7 @@ def test_readme_search_section_quotes_only_the_results_files():
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Does the search beat chance?"):readme.index("## A short tour")]
     names = ("search_quality.md", "demo_pruning.md", "retrain_recipe.md", "search_quality_pruning.md",
-             "retrain_recipe_pruning.md")
+             "retrain_recipe_pruning.md", "finalist_check.md")
     results = "".join((ROOT / "benchmarks" / "results" / name).read_text() for name in names
                       if (ROOT / "benchmarks" / "results" / name).is_file())
     figures = re.findall(r"(?<![\d.])[01]\.\d{3,4}(?: ± \d\.\d{4})?(?![\d])", section)
