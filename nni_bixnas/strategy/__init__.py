@@ -4,10 +4,10 @@
   matrix per skip choice; narrows every choice to candidates.
 - :class:`ProgressiveEvolution` (Phase 2): stage by stage from the last, samples skip sets, trains them
   on one shared SuperNet with skip fairness, keeps the Pareto front of IoU vs MACs (or measured latency).
-- :class:`BiXNAS`: Phase 1 -> Phase 2 -> retraining of the winner.
+- :class:`BiXNAS`: Phase 1 -> Phase 2 -> (optionally) the finalist check -> retraining of the winner.
 
 What only the strategies need, one idea a module: ``skip_sampler`` (drawing a stage's population),
-``pareto`` (the selection), ``records`` (what Phase 2 keeps), ``units`` (the job bodies run as trials; NNI
+``pareto`` (the selection), ``finalists`` (the finalist check's order), ``records`` (what Phase 2 keeps), ``units`` (the job bodies run as trials; NNI
 stores their import path in each trial's parameters), ``runner`` (submitting them) and ``settings`` (what
 strategies read from the evaluator). The supernet side (what a unit trains and measures) is the
 ``supernet`` subpackage.
