@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
 import sys
 import time
@@ -190,7 +189,7 @@ def verdict(state: Dict[str, Any], summary: Dict[str, Any]) -> List[str]:
 
 def render(state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, Any]) -> str:
     lines = ["# Finalist check: Phase 2's final nets trained standalone before the pick", "",
-             f"- command: `{meta['command']}`", f"- date: {meta['started']}", f"- machine: {sq.machine()}",
+             f"- command: `{meta['command']}`", sq.date_line(meta), f"- machine: {sq.machine()}",
              f"- searches: the BiX-NAS searches of `{meta['results']}`, resumed with `finalist_epochs="
              f"{meta['epochs']}`, `finalist_tolerance={meta['tolerance']}`; RegularizedEvolution and RS-WS run "
              "again at B_k + F_k (the search's wall seconds, from that run, plus the check's, from this one)",
@@ -209,8 +208,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results, out = Path(args.results), Path(args.out)
     run = load_run(results, "finalist_check")
     epochs = args.epochs or int(run["settings"]["re_epochs"])
-    meta = {"command": "python benchmarks/finalist_check.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-            "started": sq.now(), "complete": False, "results": str(results), "threads": args.threads,
+    meta = {**sq.run_meta("finalist_check.py", sys.argv[1:] if argv is None else argv, out.with_suffix(".json"),
+                        args.report_only), "results": str(results), "threads": args.threads,
             "epochs": epochs, "tolerance": args.tolerance}
 
     def write(state: Dict[str, Any]) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -139,7 +138,7 @@ def arm_ious(state: Dict[str, Any], row: Dict[str, Any], loss: str, name: str, s
 
 def render(state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, Any]) -> str:
     lines = ["# Retraining recipe: cross-entropy against cross-entropy + soft Dice", "",
-             f"- command: `{meta['command']}`", f"- date: {meta['started']}", f"- machine: {sq.machine()}",
+             f"- command: `{meta['command']}`", sq.date_line(meta), f"- machine: {sq.machine()}",
              f"- nets: the picks and references of `{meta['results']}` (its tiles, recipe and retraining seeds); "
              "scored at the final epoch on validation and on the held-out test tiles",
              f"- collapsed: a final-epoch validation IoU below {sq.COLLAPSED} (nearly all background)",
@@ -171,8 +170,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sq.quiet(False)
     results, out = Path(args.results), Path(args.out)
     run = load_run(results)
-    meta = {"command": "python benchmarks/retrain_recipe.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-            "started": sq.now(), "complete": False, "results": str(results), "threads": args.threads}
+    meta = {**sq.run_meta("retrain_recipe.py", sys.argv[1:] if argv is None else argv, out.with_suffix(".json"),
+                        args.report_only), "results": str(results), "threads": args.threads}
 
     def write(state: Dict[str, Any]) -> None:
         summary = summarise(state)

@@ -893,7 +893,7 @@ def render(s, state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, An
     arms, fixed = summary["arms"], summary["fixed"]
     lines = ["# Search quality: BiX-NAS vs NNI's RegularizedEvolution, random search and random nets", "",
              "**Run complete.**" if meta["complete"] else "**Run incomplete: rows so far.**", "",
-             f"- command: `{meta['command']}`", f"- date: started {meta['started']}, this file written {now()}",
+             f"- command: `{meta['command']}`", date_line(meta),
              f"- machine: {machine()}",
              f"- data: {s.n_tiles or '?'} tiles; test (held out, never read by a search or a selection): "
              f"{', '.join(s.test_tiles)}; the rest split into train/validation by tile (val_fraction "
@@ -1017,8 +1017,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     s = resolve(args)
     torch.set_num_threads(s.threads)
     quiet(s.verbose)
-    meta = {"command": "python benchmarks/search_quality.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-            "started": now(), "complete": False}
+    meta = run_meta("search_quality.py", sys.argv[1:] if argv is None else argv, s.out.with_suffix(".json"),
+                    s.report_only)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()}
 
     def write(state: Dict[str, Any]) -> None:
@@ -1032,6 +1032,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     units, state = Units(s.work, lambda: None, read_only=s.report_only), {}
     return run_units(lambda: run_all(s, units, state, write), units, state, write, meta, s.out)
+
+
+def run_meta(script: str, argv: Sequence[str], out_json: Path, report_only: bool) -> Dict[str, Any]:
+    """The command and start date a results file records. ``--report-only`` trains nothing: the command is
+    recorded without it, and the start date is that of the run already in ``out_json``, if readable."""
+    meta = {"command": shlex.join(["python", f"benchmarks/{script}", *(a for a in argv if a != "--report-only")]),
+            "started": now(), "complete": False}
+    if report_only:
+        try:
+            old = json.loads(out_json.read_text())
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict) and isinstance(old.get("started"), str):
+            meta["started"] = old["started"]
+        meta["reported"] = now()
+    return meta
+
+
+def date_line(meta: Dict[str, Any]) -> str:
+    """``- date: ...`` of a results file: the run's start, and when ``--report-only`` rewrote it."""
+    reported = f" (rewritten from the cache by `--report-only` {meta['reported']})" if meta.get("reported") else ""
+    return f"- date: started {meta['started']}{reported}, this file written {now()}"
 
 
 def run_units(run: Callable[[], None], units: Units, state: Dict[str, Any], write: Callable[[Dict[str, Any]], None],

@@ -305,3 +305,18 @@ def test_collapsed_sentence_leaves_out_groups_that_did_not_run():
     assert sq.collapsed_sentence(c) == (
         "2 of the run's 30 retrainings end with a final-epoch validation IoU below 0.05 (nearly all background): "
         "searched picks and references 2 of 22; random nets 0 of 8.")
+
+
+def test_report_only_keeps_the_runs_command_and_start(tmp_path):
+    from search_quality import date_line, run_meta
+
+    out = tmp_path / "sq.json"
+    first = run_meta("search_quality.py", ["--threads", "2"], out, report_only=False)
+    assert first["command"] == "python benchmarks/search_quality.py --threads 2" and "reported" not in first
+    out.write_text(json.dumps({"started": "2026-01-02T03:04:05"}))
+    again = run_meta("search_quality.py", ["--threads", "2", "--report-only"], out, report_only=True)
+    assert again["command"] == first["command"] and again["started"] == "2026-01-02T03:04:05"
+    assert date_line(again).startswith("- date: started 2026-01-02T03:04:05 (rewritten from the cache by "
+                                       "`--report-only` ")
+    out.write_text("{broken")
+    assert run_meta("x.py", ["--report-only"], out, report_only=True)["command"] == "python benchmarks/x.py"
