@@ -7,10 +7,10 @@
 - :class:`BiXNAS`: Phase 1 -> Phase 2 -> (optionally) the finalist check -> retraining of the winner.
 
 What only the strategies need, one idea a module: ``skip_sampler`` (drawing a stage's population),
-``pareto`` (the selection), ``finalists`` (the finalist check's order), ``records`` (what Phase 2 keeps), ``units`` (the job bodies run as trials; NNI
-stores their import path in each trial's parameters), ``runner`` (submitting them) and ``settings`` (what
-strategies read from the evaluator). The supernet side (what a unit trains and measures) is the
-``supernet`` subpackage.
+``pareto`` (the selection), ``finalists`` (the finalist check), ``records`` (what Phase 2 keeps), ``units``
+(the job bodies run as trials; NNI stores their import path in each trial's parameters), ``runner``
+(submitting them) and ``settings`` (what strategies read from the evaluator). The supernet side (what a
+unit trains and measures) is the ``supernet`` subpackage.
 """
 
 from .bixnas import BiXNAS

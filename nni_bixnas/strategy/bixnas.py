@@ -4,7 +4,6 @@ of the winner."""
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
@@ -17,10 +16,10 @@ from numpy.random import RandomState
 
 from nni_bixnas._checks import non_negative_int, non_negative_number
 from nni_bixnas.settings import TrainingSettings
-from nni_bixnas.utils import atomic_torch_save, atomic_write
+from nni_bixnas.utils import atomic_torch_save
 
 from . import records, units
-from .finalists import order_finalists
+from .finalists import FinalistCheck
 from .progressive_evolution import ProgressiveEvolution
 from .runner import NoBudget, UnitRunner, add_unit_listener
 from .selection_matrix import SelectionMatrix
@@ -33,7 +32,7 @@ __all__ = ["BiXNAS"]
 STATE_FILE = "bixnas_state.pt"
 
 
-class BiXNAS(Strategy):
+class BiXNAS(FinalistCheck, Strategy):
     """The whole BiX-NAS search: :class:`SelectionMatrix`, then :class:`ProgressiveEvolution` on its
     candidates, then retraining the best architecture with several seeds.
 
@@ -70,15 +69,10 @@ class BiXNAS(Strategy):
     unit_retries
         How many times any unit (Phase 1, a Phase 2 stage, a retraining) is submitted again after its
         trial failed, e.g. was killed; a unit resumes from its run folder.
-    finalist_epochs
-        ``0`` (default): the winner is Phase 2's first final architecture. Else every final architecture is
-        first trained standalone for this many epochs with ``training`` (one unit each, submitted together)
-        and the winner is chosen by :func:`~nni_bixnas.strategy.finalists.order_finalists` (ours, not the
-        paper's; see :mod:`nni_bixnas.strategy.finalists`). The scores are in :attr:`finalists` and
-        ``result.json``.
-    finalist_tolerance
-        How far (absolute validation IoU) below the best finalist's a finalist may score and keep its Phase 2
-        rank (default 0.05).
+    finalist_epochs, finalist_tolerance
+        ``0`` (default): the winner is Phase 2's first final architecture. Else each is first trained
+        standalone this long and the winner is Phase 2's first within ``finalist_tolerance`` IoU of the best
+        (ours; :mod:`nni_bixnas.strategy.finalists`). Scores in :attr:`finalists` and ``result.json``.
     """
 
     def __init__(
@@ -189,12 +183,8 @@ class BiXNAS(Strategy):
         self.save_state()
         if not self.phase2.final_samples:
             return  # the budget ran out during Phase 2 (logged); a resume with more budget continues
-        if self.finalist_epochs:
-            try:
-                self._check_finalists()
-            except NoBudget as err:
-                _logger.warning("The finalist check stops after %d finalist(s): %s", len(self.finalists), err)
-                return  # a resume with more budget continues
+        if self.finalist_epochs and not self._check_finalists():
+            return  # the budget ran out (logged); a resume with more budget continues
         if self.retrain_kwargs is not None:
             try:
                 self._retrain()
@@ -219,46 +209,6 @@ class BiXNAS(Strategy):
         if self._pending_phase2_state is not None:
             self.phase2.load_state_dict(self._pending_phase2_state)
             self._pending_phase2_state = None
-
-    @property
-    def final_samples(self) -> List[Dict[str, List[int]]]:
-        """Phase 2's final architectures, the winner first: in the finalist check's order once it ran, else
-        Phase 2's (empty before Phase 2 ends)."""
-        samples = [] if self.phase2 is None else self.phase2.final_samples
-        return [samples[i] for i in self._final_order()]
-
-    def _final_order(self) -> List[int]:
-        n = 0 if self.phase2 is None else len(self.phase2.final_samples)
-        if not self.finalist_epochs or n < 2 or len(self.finalists) < n:
-            return list(range(n))
-        return order_finalists([r.get("default") for r in self.finalists], self.finalist_tolerance)
-
-    def _check_finalists(self) -> None:
-        """Train every final architecture not checked yet for ``finalist_epochs`` (one unit each, submitted
-        together), recording each as soon as it ends."""
-        samples = self.phase2.final_samples
-        if len(samples) < 2:
-            return  # nothing to choose between
-        done = {record["index"] for record in self.finalists}
-        todo = [i for i in range(len(samples)) if i not in done]
-        settings = training_settings(self.model_space, self.training).to_dict()
-        jobs = [(units.retrain_unit, samples[i], {"training": settings, "max_epochs": self.finalist_epochs,
-                                                  "out_dir": self._sub_dir(f"finalists/{i}"),
-                                                  "iou_kind": records.FINALIST}) for i in todo]
-
-        def record(index: int, result: Dict[str, Any]) -> None:
-            self.finalists.append({"index": todo[index], **result})
-            self.finalists.sort(key=lambda r: r["index"])
-            _logger.info("Finalist %d (Phase 2 rank %d) trained standalone for %d epoch(s): IoU %s", todo[index],
-                         todo[index] + 1, self.finalist_epochs, result.get("default"))
-            self.save_state()
-
-        if jobs:
-            _logger.info("Finalist check: %d final architecture(s), %d epoch(s) each", len(jobs), self.finalist_epochs)
-            with UnitRunner(self.phase2.model_space, self.engine, retries=self.unit_retries) as runner:
-                runner.run_many(jobs, on_result=record)
-        order = self._final_order()
-        _logger.info("Finalist check: Phase 2 rank %d wins (tolerance %.3g)", order[0] + 1, self.finalist_tolerance)
 
     def _retrain(self) -> None:
         """Retrain the winner once per seed not retrained yet, all submitted together (NNI's
@@ -323,7 +273,8 @@ class BiXNAS(Strategy):
             "final_samples": samples,
             "phase2_history": [{k: v for k, v in h.to_dict().items() if k != "skip_sets"} for h in self.phase2.history],
             "retrained": self.retrained,
-            "split": self._split(),
+            "split": records.split_record(training_settings(self.model_space, self.training).split_seed,
+                                          self.phase1.result),
         }
         if self.finalist_epochs:
             result["finalists"] = {"epochs": self.finalist_epochs, "tolerance": self.finalist_tolerance,
@@ -339,14 +290,7 @@ class BiXNAS(Strategy):
         result.update(self._final_complexity())
         self.result = result
         if self.out_dir is not None:
-            out = Path(self.out_dir)
-            with atomic_write(out / "result.json") as f:
-                json.dump(result, f, indent=2, default=str)
-            with atomic_write(out / "sample.json") as f:
-                json.dump(samples[0], f, indent=2)
-            if genes:
-                with atomic_write(out / "gene.txt") as f:
-                    f.write(genes[0].to_text())
+            records.write_result(Path(self.out_dir), result, genes[0].to_text() if genes else None)
         _logger.info("BiX-NAS finished: best sample %s", samples[0])
 
     def _final_complexity(self) -> Dict[str, int]:
@@ -356,14 +300,6 @@ class BiXNAS(Strategy):
         """One line naming the found net (:func:`~nni_bixnas.strategy.records.summary_line` of :attr:`result`);
         ``None`` before the search finished. The nnictl bridge ends the dispatcher log with it."""
         return None if self.result is None else records.summary_line(self.result)
-
-    def _split(self) -> Dict[str, Any]:
-        """The train/validation split every unit used (``split_seed``, and the validation items Phase 1 saw)."""
-        split: Dict[str, Any] = {"split_seed": training_settings(self.model_space, self.training).split_seed}
-        run = Path(str((self.phase1.result or {}).get("out_dir", ""))) / "run.json"
-        if run.is_file():
-            split["val_sources"] = json.loads(run.read_text()).get("val_sources")
-        return split
 
     # -- results and state -------------------------------------------------------------------------
     def list_models(self, sort: bool = True, limit: Optional[int] = None) -> Iterator[ExecutableModelSpace]:

@@ -10,7 +10,10 @@ import dataclasses
 import json
 import logging
 import statistics
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from nni_bixnas.utils import atomic_write
 
 _logger = logging.getLogger(__name__)
 
@@ -192,3 +195,23 @@ def summary_line(result: Mapping[str, Any]) -> str:
     else:
         iou = "not retrained"
     return f"BiX-NAS found: {net} | {macs} (512 x 512), {params}, {iou}"
+
+
+def split_record(split_seed: int, phase1_result: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The train/validation split every unit used (``split_seed``, and the validation items Phase 1 saw)."""
+    split: Dict[str, Any] = {"split_seed": split_seed}
+    run = Path(str((phase1_result or {}).get("out_dir", ""))) / "run.json"
+    if run.is_file():
+        split["val_sources"] = json.loads(run.read_text()).get("val_sources")
+    return split
+
+
+def write_result(out: Path, result: Mapping[str, Any], gene_text: Optional[str]) -> None:
+    """A finished search's ``result.json``, ``sample.json`` (the winner) and ``gene.txt``, each atomically."""
+    with atomic_write(out / "result.json") as f:
+        json.dump(result, f, indent=2, default=str)
+    with atomic_write(out / "sample.json") as f:
+        json.dump(result["final_samples"][0], f, indent=2)
+    if gene_text:
+        with atomic_write(out / "gene.txt") as f:
+            f.write(gene_text)

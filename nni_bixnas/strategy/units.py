@@ -55,10 +55,9 @@ def retrain_unit(model: nn.Module, *, training: Dict[str, Any], max_epochs: int 
     <nni_bixnas.settings.TrainingSettings.to_dict>`, its ``seed`` this retraining's) for ``max_epochs``, as
     :func:`~nni_bixnas.training.evaluator.train_and_score` does, and report the result (one unit).
 
-    The reported result also holds ``iou_kind`` (``'retrained'``; the finalist check's short trainings say
-    so, :data:`~nni_bixnas.strategy.records.FINALIST`); with ``earlier_ious`` (the IoUs of the other
-    seeds, known before this one starts) it also holds :func:`retrained_headline` over all seeds, so the web UI
-    shows the headline beside this net's ``macs`` and ``params``. :class:`~nni_bixnas.strategy.BiXNAS` passes
+    The reported result also holds ``iou_kind`` (``'retrained'``, or the finalist check's); with ``earlier_ious``
+    (the other seeds' IoUs, known before this one starts) also :func:`retrained_headline` over all seeds, so
+    the web UI shows the headline beside this net's ``macs`` and ``params``. :class:`~nni_bixnas.strategy.BiXNAS` passes
     ``earlier_ious=[]`` when it retrains one seed only; several seeds train concurrently, and it computes
     their headline itself (``result.json``, its summary line).
     """
