@@ -37,16 +37,13 @@ from nni.nas.execution import SequentialExecutionEngine
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import search_quality as sq  # noqa: E402  (its recipe, cache, arms, retraining and statistics)
 from nni_bixnas.strategy import BiXNAS  # noqa: E402
-from nni_bixnas.utils import atomic_write  # noqa: E402
-from retrain_recipe import load_run, recipe_settings  # noqa: E402
+from retrain_recipe import load_run, recipe_settings, results_writer  # noqa: E402
 
 DEFAULT_RESULTS = sq.ROOT / "benchmarks" / "results" / "search_quality_pruning.json"
 DEFAULT_OUT = sq.ROOT / "benchmarks" / "results" / "finalist_check.md"
 CHECKED, PHASE2, RE, RSWS, RE_BEFORE = ("BiX-NAS + finalist check", "BiX-NAS, Phase 2's pick",
                                         "RegularizedEvolution", "RS-WS", "RegularizedEvolution at B_k")
 ARMS = [CHECKED, PHASE2, RE, RSWS, RE_BEFORE]
-#: The arms at budget B_k + F_k, compared with the checked pick.
-EQUAL = [RE, RSWS]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -212,14 +209,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         args.report_only), "results": str(results), "threads": args.threads,
             "epochs": epochs, "tolerance": args.tolerance}
 
-    def write(state: Dict[str, Any]) -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        summary = summarise(state)
-        with atomic_write(out) as handle:
-            handle.write(render(state, summary, meta))
-        with atomic_write(out.with_suffix(".json")) as handle:
-            json.dump({**meta, "summary": summary, "state": state}, handle, indent=1, default=sq.plain)
-
+    write = results_writer(out, meta, summarise, render)
     units = sq.Units(Path(run["settings"]["work"]), lambda: None, read_only=args.report_only)
     state: Dict[str, Any] = {"seeds": {}, "ref_macs": run["state"]["ref_macs"]}
     return sq.run_units(lambda: run_all(run, units, state, write, epochs, args.tolerance), units, state, write,

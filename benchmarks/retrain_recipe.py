@@ -24,7 +24,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -164,6 +164,18 @@ def render(state: Dict[str, Any], summary: Dict[str, Any], meta: Dict[str, Any])
     return "\n".join(lines) + "\n"
 
 
+def results_writer(out: Path, meta: Dict[str, Any], summarise: Callable, render: Callable) -> Callable:
+    """``write(state)``: ``out`` (``render(state, summarise(state), meta)``) and its .json, atomically."""
+    def write(state: Dict[str, Any]) -> None:
+        summary = summarise(state)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out) as handle:
+            handle.write(render(state, summary, meta))
+        with atomic_write(out.with_suffix(".json")) as handle:
+            json.dump({**meta, "summary": summary, "state": state}, handle, indent=1, default=sq.plain)
+    return write
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -173,14 +185,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     meta = {**sq.run_meta("retrain_recipe.py", sys.argv[1:] if argv is None else argv, out.with_suffix(".json"),
                         args.report_only), "results": str(results), "threads": args.threads}
 
-    def write(state: Dict[str, Any]) -> None:
-        summary = summarise(state)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out) as handle:
-            handle.write(render(state, summary, meta))
-        with atomic_write(out.with_suffix(".json")) as handle:
-            json.dump({**meta, "summary": summary, "state": state}, handle, indent=1, default=sq.plain)
-
+    write = results_writer(out, meta, summarise, render)
     units = sq.Units(Path(run["settings"]["work"]), lambda: None, read_only=args.report_only)
     state: Dict[str, Any] = {"nets": nets(run), "runs": {loss: [] for loss in LOSSES}}
     return sq.run_units(lambda: run_all(run, units, state, write), units, state, write, meta, out)
