@@ -37,7 +37,7 @@ from nni.nas.execution import SequentialExecutionEngine
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import search_quality as sq  # noqa: E402  (its recipe, cache, arms, retraining and statistics)
 from nni_bixnas.strategy import BiXNAS  # noqa: E402
-from retrain_recipe import load_run, recipe_settings, results_writer  # noqa: E402
+from retrain_recipe import load_run, recipe_settings, results_parser, results_writer  # noqa: E402
 
 DEFAULT_RESULTS = sq.ROOT / "benchmarks" / "results" / "search_quality_pruning.json"
 DEFAULT_OUT = sq.ROOT / "benchmarks" / "results" / "finalist_check.md"
@@ -47,16 +47,10 @@ ARMS = [CHECKED, PHASE2, RE, RSWS, RE_BEFORE]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--results", default=str(DEFAULT_RESULTS),
-                   help=f"search_quality's JSON results (default {DEFAULT_RESULTS}); its settings name the work folder")
-    p.add_argument("--out", default=str(DEFAULT_OUT),
-                   help=f"markdown result; the .json beside it (default {DEFAULT_OUT})")
+    p = results_parser(__doc__, DEFAULT_RESULTS, DEFAULT_OUT)
     p.add_argument("--epochs", type=int, default=None,
                    help="finalist_epochs (default: the run's RegularizedEvolution trial epochs, re_epochs)")
     p.add_argument("--tolerance", type=float, default=0.05, help="finalist_tolerance (default 0.05)")
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
-    p.add_argument("--report-only", action="store_true", help="train nothing: report the finished units")
     args = p.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         p.error(f"--epochs must be a positive int, got {args.epochs}")

@@ -39,14 +39,19 @@ DEFAULT_OUT = sq.ROOT / "benchmarks" / "results" / "retrain_recipe.md"
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--results", default=str(DEFAULT_RESULTS),
-                   help=f"search_quality's JSON results (default {DEFAULT_RESULTS}); its settings name the work folder")
-    p.add_argument("--out", default=str(DEFAULT_OUT),
-                   help=f"markdown result; the .json beside it (default {DEFAULT_OUT})")
+    return results_parser(__doc__, DEFAULT_RESULTS, DEFAULT_OUT).parse_args(argv)
+
+
+def results_parser(doc: str, results: Path, out: Path) -> argparse.ArgumentParser:
+    """The options of a benchmark on a finished search_quality run: ``--results``, ``--out``, ``--threads``,
+    ``--report-only``."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--results", default=str(results),
+                   help=f"search_quality's JSON results (default {results}); its settings name the work folder")
+    p.add_argument("--out", default=str(out), help=f"markdown result; the .json beside it (default {out})")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     p.add_argument("--report-only", action="store_true", help="train nothing: report the finished units")
-    return p.parse_args(argv)
+    return p
 
 
 def load_run(path: Path, who: str = "retrain_recipe") -> Dict[str, Any]:

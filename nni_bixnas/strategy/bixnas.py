@@ -281,7 +281,8 @@ class BiXNAS(FinalistCheck, Strategy):
                                    "phase2_order": self.phase2.final_samples, "order": order,
                                    "results": self.finalists}
         try:
-            genes = [self.phase2.final_genes()[i] for i in order]
+            phase2_genes = self.phase2.final_genes()
+            genes = [phase2_genes[i] for i in order]
             result["genes"] = [g.to_text() for g in genes]
         except TypeError:
             genes = []
